@@ -1,0 +1,23 @@
+"""Platform registry: one backend package per platform, imported only when selected.
+
+`import remix` and `import platforms` never import sglang or torch_xla; only
+`get_platform("cuda")` / `get_platform("xla")` do.
+"""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+PLATFORMS = {
+    "cpu": "platforms.cpu",
+    "cuda": "platforms.cuda",
+    "xla": "platforms.xla",
+}
+
+
+def get_platform(name: str) -> ModuleType:
+    """The platform package, which exposes `make_rollout(...)` and `make_learner(...)`."""
+    if name not in PLATFORMS:
+        raise ValueError(f"unknown platform {name!r}; choose one of {sorted(PLATFORMS)}")
+    return importlib.import_module(PLATFORMS[name])

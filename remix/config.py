@@ -1,0 +1,252 @@
+"""One nested dataclass config, parsed by tyro (`python scripts/run.py --help` lists every field).
+
+Invalid values and combinations raise ValueError in `__post_init__`, which tyro reports at parse
+time with the field's name. The ReMix knobs default to the paper's values (ALGORITHM.md section 7);
+sizes default to what runs in minutes on a 2-core CPU with the `tiny-arith` model.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Literal
+
+import tyro
+
+from remix.objective import ObjectiveConfig, kl_lambda_schedule
+
+Platform = Literal["cpu", "cuda", "xla"]
+Algo = Literal["grpo", "ppo"]
+Variant = Literal["remix", "onpolicy"]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("REMIX_CACHE", Path.home() / ".cache" / "remix"))
+
+
+def _require(cond: bool, name: str, msg: str) -> None:
+    if not cond:
+        raise ValueError(f"{name}: {msg}")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny-arith"
+    """Model: a built-in name (tiny-arith, smollm2-135m), a local HF folder, or a hub id (needs network)."""
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    """Where built-in models are built/converted once and cached (env REMIX_CACHE overrides the default)."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Parameter dtype of policy and rollout. Log-probs are always computed in float32."""
+
+
+@dataclass
+class DataConfig:
+    task: Annotated[str, tyro.conf.arg(aliases=("--task",))] = "arith"
+    """Training task: 'arith' (built-in generated arithmetic) or 'file' (use --data.path)."""
+    path: Path | None = None
+    """A jsonl/json/parquet file of {problem, answer} rows; implies --task file."""
+    heldout_size: int = 128
+    """Problems in the held-out evaluation split."""
+    max_prompt_tokens: int = 512
+    """Prompts longer than this (in tokens, chat template included) are dropped and counted."""
+    arith_levels: tuple[int, ...] = (1, 2, 3)
+    """Difficulty levels of the arith task (1: one-digit sums ... 4: three-term expressions)."""
+
+    def __post_init__(self) -> None:
+        if self.path is not None and self.task == "arith":
+            self.task = "file"
+        _require(self.task in ("arith", "file"), "data.task", f"must be 'arith' or 'file', got {self.task!r}")
+        _require(self.task != "file" or self.path is not None, "data.path", "--task file needs --data.path")
+        _require(self.heldout_size >= 1, "data.heldout_size", "must be >= 1")
+        _require(self.max_prompt_tokens >= 8, "data.max_prompt_tokens", "must be >= 8")
+        _require(
+            all(1 <= lv <= 4 for lv in self.arith_levels) and len(self.arith_levels) > 0,
+            "data.arith_levels",
+            f"levels must be in 1..4, got {self.arith_levels}",
+        )
+
+
+@dataclass
+class RolloutConfig:
+    temperature: float = 1.0
+    """Sampling temperature; the learner divides logits by it so log-probs match the sampler."""
+    top_p: float = 1.0
+    """Nucleus sampling; must stay 1.0 in training (the learner cannot represent the truncation)."""
+    max_new_tokens: int = 40
+    """Maximum response length in tokens."""
+    group_size: int = 8
+    """G: responses per prompt (GRPO group; PPO also samples G per prompt)."""
+
+    def __post_init__(self) -> None:
+        _require(self.temperature > 0, "rollout.temperature", "must be > 0 in training")
+        _require(self.top_p == 1.0, "rollout.top_p", "must be 1.0 in training (see the field's help)")
+        _require(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+        _require(self.group_size >= 1, "rollout.group_size", "must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 5e-5
+    """AdamW learning rate of the policy (the paper uses 1e-6 on 1.5B/7B models)."""
+    critic_lr: float = 1e-4
+    """AdamW learning rate of the PPO critic."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip; <= 0 disables it."""
+
+    def __post_init__(self) -> None:
+        _require(self.lr > 0, "optim.lr", "must be > 0")
+        _require(self.critic_lr > 0, "optim.critic_lr", "must be > 0")
+
+
+@dataclass
+class ReMixConfig:
+    offpolicy_fraction: float = 0.4
+    """p: share of each batch taken from the buffer (whole groups) before reincarnation."""
+    history_window: int = 2
+    """N: the buffer keeps the samples of the last N policies."""
+    utd_ratio: int = 2
+    """m: passes of mini-batch updates over each batch (update-to-data ratio) before reincarnation."""
+    reincarnation_step: int | None = 50
+    """T: after step T the reference becomes the current policy, p -> 0, m -> 1, the buffer is cleared.
+    None: never reincarnate (ablation)."""
+    kl_convex: bool = True
+    """Mix KL to the reference and to the precedent policy with lam(t); False: plain KL to the reference."""
+    lambda_start: int = 50
+    """lam(t) stays 1 through this step."""
+    lambda_every: int = 10
+    """lam(t) drops every this many steps after lambda_start."""
+    lambda_decay: float = 0.1
+    """lam(t) drops by this much each time."""
+    lambda_floor: float = 0.5
+    """lam(t) never goes below this."""
+    reset_optimizer_at_reincarnation: bool = False
+    """Reset AdamW state at reincarnation (DECIDED default: the state continues)."""
+    restart_lambda_clock: bool = False
+    """Restart lam(t)'s step count at reincarnation (DECIDED default: the clock continues)."""
+
+    def __post_init__(self) -> None:
+        _require(0.0 <= self.offpolicy_fraction < 1.0, "remix.offpolicy_fraction", "must be in [0, 1)")
+        _require(self.history_window >= 1, "remix.history_window", "must be >= 1")
+        _require(self.utd_ratio >= 1, "remix.utd_ratio", "must be >= 1")
+        _require(
+            self.reincarnation_step is None or self.reincarnation_step >= 1,
+            "remix.reincarnation_step",
+            "must be >= 1 or None",
+        )
+        _require(self.lambda_every >= 1, "remix.lambda_every", "must be >= 1")
+        _require(0.0 <= self.lambda_floor <= 1.0, "remix.lambda_floor", "must be in [0, 1]")
+        _require(self.lambda_decay >= 0, "remix.lambda_decay", "must be >= 0")
+
+
+@dataclass
+class PPOConfig:
+    gamma: float = 1.0
+    """GAE discount."""
+    lam: float = 1.0
+    """GAE lambda."""
+    value_clip: float = 0.2
+    """Clip range of the value loss around the values at the start of the step."""
+
+    def __post_init__(self) -> None:
+        _require(0 < self.gamma <= 1, "ppo.gamma", "must be in (0, 1]")
+        _require(0 <= self.lam <= 1, "ppo.lam", "must be in [0, 1]")
+        _require(self.value_clip > 0, "ppo.value_clip", "must be > 0")
+
+
+@dataclass
+class TrainConfig:
+    """ReMix off-policy RL finetuning (and its on-policy baselines)."""
+
+    platform: Platform = "cpu"
+    """Backend: cpu (reference), cuda (SGLang + FSDP2) or xla (TPU via torch-xla)."""
+    algo: Algo = "grpo"
+    """grpo (group-normalised advantages, no critic) or ppo (critic + GAE)."""
+    variant: Variant = "remix"
+    """remix, or onpolicy: the same loop with p = 0, m = 1, no reincarnation and plain KL to the reference."""
+    steps: int = 40
+    """Training steps (one step = generate, grade, update)."""
+    batch_size: int = 64
+    """B: responses per step (fresh + historical)."""
+    mini_batch_size: int = 32
+    """Responses per optimizer step."""
+    micro_batch_size: int = 16
+    """Responses per forward/backward pass (gradient accumulation inside a mini-batch)."""
+    seed: int = 0
+    """Seed of data order, sampling and initialisation."""
+    run_dir: Path | None = None
+    """Metrics, config, checkpoints and plots go here (default: runs/<algo>-<variant>-<time>)."""
+    eval_every: int = 10
+    """Evaluate held-out accuracy (greedy) every this many steps, and before and after training; 0: only
+    before and after."""
+    logprob_chunk_tokens: int = 1024
+    """Tokens per chunk of the learner's log-prob computation (bounds the logits tensor)."""
+    grader_workers: int = 2
+    """Worker processes of the math grader."""
+    grader_timeout_s: float = 5.0
+    """Hard wall-clock deadline per graded response; a timed-out response scores 0."""
+    loggers: tuple[Literal["tensorboard", "wandb"], ...] = ()
+    """Extra metric sinks (need the matching extra). metrics.jsonl is always written."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    remix: ReMixConfig = field(default_factory=ReMixConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    ppo: PPOConfig = field(default_factory=PPOConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.steps >= 1, "steps", "must be >= 1")
+        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        _require(
+            self.batch_size % self.rollout.group_size == 0,
+            "batch_size",
+            f"must be a multiple of rollout.group_size ({self.rollout.group_size}): groups are kept whole",
+        )
+        _require(
+            1 <= self.mini_batch_size <= self.batch_size and self.batch_size % self.mini_batch_size == 0,
+            "mini_batch_size",
+            f"must divide batch_size ({self.batch_size})",
+        )
+        _require(
+            1 <= self.micro_batch_size <= self.mini_batch_size
+            and self.mini_batch_size % self.micro_batch_size == 0,
+            "micro_batch_size",
+            f"must divide mini_batch_size ({self.mini_batch_size})",
+        )
+        _require(self.algo != "grpo" or self.rollout.group_size >= 2, "rollout.group_size",
+                 "GRPO needs at least 2 responses per prompt")
+        _require(self.eval_every >= 0, "eval_every", "must be >= 0")
+        _require(self.logprob_chunk_tokens >= 1, "logprob_chunk_tokens", "must be >= 1")
+        _require(self.grader_workers >= 1, "grader_workers", "must be >= 1")
+        _require(self.grader_timeout_s > 0, "grader_timeout_s", "must be > 0")
+        if self.variant == "remix":
+            hist = int(self.remix.offpolicy_fraction * self.batch_size) // self.rollout.group_size
+            _require(
+                self.remix.offpolicy_fraction == 0 or hist >= 1,
+                "remix.offpolicy_fraction",
+                f"p * batch_size = {self.remix.offpolicy_fraction * self.batch_size:g} responses is less than one "
+                f"group of {self.rollout.group_size}: raise batch_size or p",
+            )
+
+    # The knobs the loop actually uses, with the on-policy variant and reincarnation applied.
+    def offpolicy_fraction(self, reincarnated: bool) -> float:
+        return 0.0 if self.variant == "onpolicy" or reincarnated else self.remix.offpolicy_fraction
+
+    def utd_ratio(self, reincarnated: bool) -> int:
+        return 1 if self.variant == "onpolicy" or reincarnated else self.remix.utd_ratio
+
+    def reincarnation_step(self) -> int | None:
+        return None if self.variant == "onpolicy" else self.remix.reincarnation_step
+
+    def kl_lambda(self, step: int, reincarnated_at: int | None) -> float:
+        """lam(t) of the KL-Convex term at the 1-based global step."""
+        if self.variant == "onpolicy" or not self.remix.kl_convex:
+            return 1.0
+        t = step - reincarnated_at if (reincarnated_at is not None and self.remix.restart_lambda_clock) else step
+        r = self.remix
+        return kl_lambda_schedule(max(t, 1), r.lambda_start, r.lambda_every, r.lambda_decay, r.lambda_floor)

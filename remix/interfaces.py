@@ -1,0 +1,167 @@
+"""The three interfaces every platform implements: Rollout, Learner, Buffer.
+
+Records that cross them live here too. Everything is host-side Python/torch so that the
+platform-free loop (remix/trainer.py) never needs to know where the tensors were computed.
+Optional capabilities raise `NotImplementedError` with a message naming the platform.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How a Rollout samples. `n` responses are drawn for every prompt."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    n: int = 1
+    seed: int | None = None
+
+
+@dataclass
+class Generation:
+    """One response: its token ids, the engine's log-prob per token and why it stopped."""
+
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: FinishReason
+
+
+@dataclass
+class Group:
+    """All G responses to one prompt, stored and reused as a unit (ALGORITHM.md section 2).
+
+    `behav_logp[i]` is the *learner's* float32 log-prob of response i under the policy that
+    generated it (version `version`); `engine_logp` keeps the engine's own numbers for the
+    sampler/learner mismatch metric only. `ref_logp` caches log-probs under pi_ref and is valid until
+    reincarnation (the buffer is cleared then).
+    """
+
+    prompt_ids: list[int]
+    responses: list[list[int]]
+    rewards: list[float]
+    version: int
+    problem_id: str = ""
+    answer: Any = None
+    finish_reasons: list[FinishReason] = field(default_factory=list)
+    engine_logp: list[torch.Tensor] = field(default_factory=list)
+    behav_logp: list[torch.Tensor] = field(default_factory=list)
+    ref_logp: list[torch.Tensor] | None = None
+    advantages: list[float] | None = None  # GRPO: fixed at generation time (DECIDED in the spec)
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+
+def _missing(platform: str, what: str) -> NotImplementedError:
+    return NotImplementedError(f"platform '{platform}' does not implement {what}")
+
+
+class Rollout(ABC):
+    """Generates responses. Weights arrive from the learner through `load_weights`."""
+
+    platform: str = "abstract"
+
+    @abstractmethod
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
+        """Returns, for every prompt, `params.n` generations."""
+
+    @abstractmethod
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Replaces the engine's weights with the learner's."""
+
+
+class Learner(ABC):
+    """Holds the policy (and for PPO the critic) and the two KL anchors: reference and precedent."""
+
+    platform: str = "abstract"
+
+    @abstractmethod
+    def logprobs(
+        self, batch: TokenBatch, policy: Literal["current", "reference", "precedent"] = "current"
+    ) -> torch.Tensor:
+        """float32 log-probs [B, T] of the response tokens under one of the three policies."""
+
+    @abstractmethod
+    def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
+        """One optimizer step on one mini-batch; returns scalar metrics."""
+
+    @abstractmethod
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        """The policy weights (on the host), e.g. to push to a Rollout or to save."""
+
+    @abstractmethod
+    def snapshot_precedent(self) -> None:
+        """Makes the current weights the precedent policy pi_prev used from the next step on."""
+
+    @abstractmethod
+    def reincarnate_reference(self) -> None:
+        """Makes the current weights the KL reference pi_ref (policy reincarnation)."""
+
+    def values(self, batch: TokenBatch) -> torch.Tensor:
+        """Critic values [B, T] (PPO only)."""
+        raise _missing(self.platform, "a critic (values), needed by --algo ppo")
+
+
+class Buffer(ABC):
+    """Holds whole groups of recent policies, keyed by the version that generated them."""
+
+    @abstractmethod
+    def add(self, groups: list[Group]) -> None: ...
+
+    @abstractmethod
+    def sample(self, num_responses: int, generator: torch.Generator) -> list[Group]:
+        """Whole groups totalling at most `num_responses` responses."""
+
+    @abstractmethod
+    def evict_older_than(self, min_version: int) -> int:
+        """Drops groups with version < min_version; returns how many groups were dropped."""
+
+    @abstractmethod
+    def clear(self) -> None: ...
+
+    @abstractmethod
+    def num_responses(self) -> int: ...
+
+    @abstractmethod
+    def state_dict(self) -> dict[str, Any]: ...
+
+    @abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TokenBatch:
+    """A padded batch of prompt+response sequences as the learner sees them.
+
+    `input_ids`/`attention_mask` are [B, P+T] with prompts left-padded to P and responses
+    right-padded to T; `response_mask` is [B, T] (bool) over the response tokens.
+    Per-token tensors that the objective needs are [B, T] and aligned with `response_mask`.
+    """
+
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    response_mask: torch.Tensor
+    prompt_len: int
+    fields: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def select(self, index: torch.Tensor) -> TokenBatch:
+        return TokenBatch(
+            input_ids=self.input_ids[index],
+            attention_mask=self.attention_mask[index],
+            response_mask=self.response_mask[index],
+            prompt_len=self.prompt_len,
+            fields={k: v[index] for k, v in self.fields.items()},
+        )

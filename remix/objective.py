@@ -1,0 +1,273 @@
+"""The ReMix objective as pure tensor functions (ALGORITHM.md sections 1, 3 and 4).
+
+Public API (tests and outside checks call these; keep names and fields stable):
+
+- `LossInputs`: the typed record of [B, T] tensors the loss reads.
+- `ObjectiveConfig`: clip, KL, entropy and aggregation settings.
+- `remix_loss(inputs, cfg, kl_lambda) -> (loss, metrics)`.
+- `value_loss(...)`: PPO's clipped value loss, aggregated the same way.
+- `kl_lambda_schedule(step, ...)`: lam(t) of the KL-Convex constraint.
+
+Per token, with r = exp(logp - behav) and the clip centre c = exp(prox - behav):
+
+    L_pg = -min(r * A, clip(r, c - eps_low, c + eps_high) * A)
+    L_kl = kl_coef * (lam * KL(theta || ref) + (1 - lam) * KL(theta || prev))
+    loss = agg(L_pg + L_kl - entropy_coef * entropy)
+
+The per-token part is `torch.compile`d when `cfg.compile` is true; aggregation is done once, over
+explicit denominators, so a mini-batch split into micro-batches gives the same loss and gradient
+(pass `global_tokens` / `global_seqs` of the whole mini-batch to every micro-batch call).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+KLEstimator = Literal["k1", "k2", "k3"]
+LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
+
+LOG_RATIO_CLAMP = 20.0  # log-ratios are clamped before exp (ALGORITHM.md section 1)
+K3_CLAMP = 10.0  # the k3 estimate is clamped to [-10, 10] (as in the spec and verl's low_var_kl)
+
+
+@dataclass(frozen=True)
+class ObjectiveConfig:
+    """Settings of the ReMix loss. Every field is also a CLI flag under `--objective.`."""
+
+    clip_eps: float = 0.2
+    """Clip range eps of the surrogate (lower side, and upper side unless clip_eps_high is set)."""
+    clip_eps_high: float | None = None
+    """Upper clip range (asymmetric clipping, as in DAPO); None means clip_eps."""
+    kl_coef: float = 1e-3
+    """beta: weight of the KL-Convex term; 0 disables it."""
+    kl_estimator: KLEstimator = "k3"
+    """Per-token KL estimator: k1 = log(p/q), k2 = (log(p/q))^2 / 2, k3 = q/p - log(q/p) - 1 (clamped)."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient (the loss subtracts entropy_coef * entropy)."""
+    loss_agg: LossAgg = "token-mean"
+    """How per-token losses become one number: over all tokens of the mini-batch, mean of per-sequence
+    token means, or per-sequence token sums divided by loss_agg_constant (Dr. GRPO)."""
+    loss_agg_constant: float | None = None
+    """Divisor of seq-mean-token-sum-norm; None means T, the response dimension of the batch."""
+    compile: bool = False
+    """torch.compile the per-token loss. The training config turns this on where the platform allows."""
+
+    def __post_init__(self) -> None:
+        if not self.clip_eps > 0:
+            raise ValueError(f"objective.clip_eps must be > 0, got {self.clip_eps}")
+        if self.clip_eps_high is not None and not self.clip_eps_high > 0:
+            raise ValueError(f"objective.clip_eps_high must be > 0 or None, got {self.clip_eps_high}")
+        if self.kl_coef < 0:
+            raise ValueError(f"objective.kl_coef must be >= 0, got {self.kl_coef}")
+        if self.kl_estimator not in ("k1", "k2", "k3"):
+            raise ValueError(f"objective.kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
+        if self.loss_agg not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
+            raise ValueError(f"objective.loss_agg: unknown mode {self.loss_agg!r}")
+        if self.loss_agg_constant is not None and not self.loss_agg_constant > 0:
+            raise ValueError(f"objective.loss_agg_constant must be > 0, got {self.loss_agg_constant}")
+
+
+@dataclass
+class LossInputs:
+    """[B, T] tensors over response tokens. Only `logp` carries gradient."""
+
+    logp: Tensor
+    """log pi_theta(token), differentiable."""
+    behav_logp: Tensor
+    """log-prob under the policy that generated the sample (learner's numbers, stored with it)."""
+    prox_logp: Tensor
+    """log-prob under pi_k, the weights at the start of this step (the clip centre)."""
+    ref_logp: Tensor
+    """log-prob under the KL reference pi_ref."""
+    prev_logp: Tensor
+    """log-prob under the precedent policy pi_{k-1}."""
+    advantages: Tensor
+    """per-token advantages (GRPO: the sequence's advantage broadcast over its tokens)."""
+    mask: Tensor
+    """bool, True on real response tokens."""
+    entropy: Tensor | None = None
+    """per-token entropy of pi_theta; needed when entropy_coef > 0."""
+
+
+def kl_estimate(logp: Tensor, other_logp: Tensor, estimator: KLEstimator) -> Tensor:
+    """Per-token estimate of KL(theta || other) from samples, given log-probs of the sampled tokens."""
+    log_ratio = (other_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # log(q/p)
+    if estimator == "k1":
+        return -log_ratio
+    if estimator == "k2":
+        return 0.5 * log_ratio.square()
+    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-K3_CLAMP, K3_CLAMP)
+
+
+def _token_terms(
+    logp: Tensor,
+    behav_logp: Tensor,
+    prox_logp: Tensor,
+    ref_logp: Tensor,
+    prev_logp: Tensor,
+    advantages: Tensor,
+    entropy: Tensor,
+    kl_lambda: Tensor,
+    clip_low: float,
+    clip_high: float,
+    kl_coef: float,
+    kl_estimator: KLEstimator,
+    entropy_coef: float,
+) -> tuple[Tensor, ...]:
+    """Per-token loss and the per-token quantities the metrics need. Compiled when enabled."""
+    ratio = torch.exp((logp - behav_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+    centre = torch.exp((prox_logp - behav_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
+    lower, upper = centre - clip_low, centre + clip_high
+    clipped = torch.minimum(torch.maximum(ratio, lower), upper)
+    pg = torch.maximum(-ratio * advantages, -clipped * advantages)
+    kl_ref = kl_estimate(logp, ref_logp, kl_estimator)
+    kl_prev = kl_estimate(logp, prev_logp, kl_estimator)
+    loss = pg + kl_coef * (kl_lambda * kl_ref + (1.0 - kl_lambda) * kl_prev) - entropy_coef * entropy
+    # The clip is active (zero gradient) where the clipped term wins.
+    clip_high_hit = (ratio > upper) & (advantages > 0)
+    clip_low_hit = (ratio < lower) & (advantages < 0)
+    return loss, pg, kl_ref, kl_prev, ratio, clip_low_hit, clip_high_hit
+
+
+_compiled_token_terms = None
+
+
+def _get_token_terms(compile: bool):
+    global _compiled_token_terms
+    if not compile:
+        return _token_terms
+    if _compiled_token_terms is None:
+        _compiled_token_terms = torch.compile(_token_terms, dynamic=True)
+    return _compiled_token_terms
+
+
+def aggregate(
+    values: Tensor,
+    mask: Tensor,
+    mode: LossAgg,
+    constant: float | None = None,
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+) -> Tensor:
+    """Reduces [B, T] per-token values to a scalar with `mode` over the tokens where `mask` is true.
+
+    `global_tokens` / `global_seqs` replace this batch's token / sequence counts as denominators, so
+    that summing the results over the micro-batches of a mini-batch equals the mini-batch result.
+    Sequences with no valid token count as sequences (their contribution is zero).
+    """
+    maskf = mask.to(values.dtype)
+    masked = values * maskf
+    if mode == "token-mean":
+        denom = maskf.sum().clamp(min=1.0) if global_tokens is None else max(float(global_tokens), 1.0)
+        return masked.sum() / denom
+    seqs = values.shape[0] if global_seqs is None else global_seqs
+    if mode == "seq-mean-token-mean":
+        per_seq = masked.sum(-1) / maskf.sum(-1).clamp(min=1.0)
+        return per_seq.sum() / max(seqs, 1)
+    if mode == "seq-mean-token-sum-norm":
+        divisor = values.shape[-1] if constant is None else constant
+        return (masked.sum(-1) / divisor).sum() / max(seqs, 1)
+    raise ValueError(f"unknown loss_agg mode {mode!r}")
+
+
+def remix_loss(
+    inputs: LossInputs,
+    cfg: ObjectiveConfig,
+    kl_lambda: float,
+    *,
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """The ReMix policy loss and detached metrics. See the module docstring for the formula."""
+    if not 0.0 <= kl_lambda <= 1.0:
+        raise ValueError(f"kl_lambda must lie in [0, 1], got {kl_lambda}")
+    mask = inputs.mask.bool()
+    logp = inputs.logp
+    entropy = inputs.entropy
+    if cfg.entropy_coef != 0.0 and entropy is None:
+        raise ValueError("entropy_coef != 0 needs LossInputs.entropy")
+    if entropy is None:
+        entropy = torch.zeros_like(logp)
+    lam = torch.tensor(kl_lambda, dtype=logp.dtype, device=logp.device)  # a tensor: no recompiles
+    clip_high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
+    terms = _get_token_terms(cfg.compile)(
+        logp,
+        inputs.behav_logp.to(logp.dtype),
+        inputs.prox_logp.to(logp.dtype),
+        inputs.ref_logp.to(logp.dtype),
+        inputs.prev_logp.to(logp.dtype),
+        inputs.advantages.to(logp.dtype),
+        entropy.to(logp.dtype),
+        lam,
+        cfg.clip_eps,
+        clip_high,
+        cfg.kl_coef,
+        cfg.kl_estimator,
+        cfg.entropy_coef,
+    )
+    token_loss, pg, kl_ref, kl_prev, ratio, clip_low_hit, clip_high_hit = terms
+
+    def agg(x: Tensor) -> Tensor:
+        return aggregate(x, mask, cfg.loss_agg, cfg.loss_agg_constant, global_tokens, global_seqs)
+
+    loss = agg(token_loss)
+    with torch.no_grad():
+        n = mask.sum().clamp(min=1)
+
+        def token_mean(x: Tensor) -> Tensor:
+            return (x.float() * mask).sum() / n
+
+        log_prox_ratio = (inputs.prox_logp - logp.detach()).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
+        metrics = {
+            "loss/policy": agg(pg).detach(),
+            "clip_frac/low": token_mean(clip_low_hit),
+            "clip_frac/high": token_mean(clip_high_hit),
+            "ratio/mean": token_mean(ratio.detach()),
+            "kl/ref": token_mean(kl_ref.detach()),
+            "kl/prev": token_mean(kl_prev.detach()),
+            # k3 estimate of KL(theta || pi_k): how far this step's updates have moved the policy.
+            "kl/prox_approx": token_mean(torch.exp(log_prox_ratio) - log_prox_ratio - 1.0),
+            "entropy": token_mean(entropy.detach()),
+        }
+    return loss, metrics
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    clip_range: float = 0.2,
+    loss_agg: LossAgg = "token-mean",
+    loss_agg_constant: float | None = None,
+    global_tokens: float | None = None,
+    global_seqs: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO's clipped value loss 0.5 * max((V - R)^2, (V_clip - R)^2), aggregated like the policy loss."""
+    clipped = old_values + (values - old_values).clamp(-clip_range, clip_range)
+    unclipped_err = (values - returns).square()
+    clipped_err = (clipped - returns).square()
+    per_token = 0.5 * torch.maximum(unclipped_err, clipped_err)
+    loss = aggregate(per_token, mask.bool(), loss_agg, loss_agg_constant, global_tokens, global_seqs)
+    with torch.no_grad():
+        maskf = mask.float()
+        frac = ((clipped_err > unclipped_err).float() * maskf).sum() / maskf.sum().clamp(min=1)
+    return loss, {"loss/value": loss.detach(), "clip_frac/value": frac}
+
+
+def kl_lambda_schedule(
+    step: int, start: int = 50, every: int = 10, decay: float = 0.1, floor: float = 0.5
+) -> float:
+    """lam(t) = max(1 - decay * ceil(max(t - start, 0) / every), floor), t the 1-based global step.
+
+    With the defaults: 1.0 through step 50, 0.9 for 51-60, 0.8 for 61-70, ..., 0.5 from step 91.
+    """
+    if step < 1:
+        raise ValueError(f"step is 1-based, got {step}")
+    decrements = math.ceil(max(step - start, 0) / every)
+    return round(max(1.0 - decay * decrements, floor), 12)

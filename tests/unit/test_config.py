@@ -1,0 +1,71 @@
+import subprocess
+import sys
+
+import pytest
+import tyro
+
+from remix.config import TrainConfig
+
+
+def parse(*args: str) -> TrainConfig:
+    return tyro.cli(TrainConfig, args=list(args))
+
+
+def test_defaults_are_the_papers_remix_knobs():
+    c = parse()
+    assert (c.remix.offpolicy_fraction, c.remix.history_window, c.remix.utd_ratio) == (0.4, 2, 2)
+    assert c.remix.reincarnation_step == 50 and c.objective.kl_coef == 1e-3 and c.objective.kl_estimator == "k3"
+    assert c.objective.clip_eps == 0.2 and c.objective.loss_agg == "token-mean"
+
+
+def test_flags_everything_else_relies_on():
+    c = parse("--platform", "cpu", "--algo", "ppo", "--variant", "onpolicy", "--model.name", "x",
+              "--task", "arith", "--steps", "3", "--seed", "7", "--run-dir", "/tmp/r")
+    assert (c.algo, c.variant, c.steps, c.seed, str(c.run_dir)) == ("ppo", "onpolicy", 3, 7, "/tmp/r")
+    assert c.offpolicy_fraction(False) == 0.0 and c.utd_ratio(False) == 1 and c.reincarnation_step() is None
+    assert c.kl_lambda(95, None) == 1.0
+    assert parse("--data.path", "x.jsonl").data.task == "file"
+
+
+def test_reincarnation_switches_knobs_and_lambda_clock():
+    c = parse()
+    assert c.offpolicy_fraction(True) == 0.0 and c.utd_ratio(True) == 1
+    assert c.kl_lambda(61, reincarnated_at=50) == pytest.approx(0.8)
+    c2 = parse("--remix.restart-lambda-clock")
+    assert c2.kl_lambda(61, reincarnated_at=50) == 1.0
+    assert parse("--remix.no-kl-convex").kl_lambda(95, None) == 1.0
+
+
+@pytest.mark.parametrize(
+    "args, field",
+    [
+        (["--batch-size", "60"], "batch_size"),
+        (["--mini-batch-size", "24"], "mini_batch_size"),
+        (["--remix.offpolicy-fraction", "1.0"], "remix.offpolicy_fraction"),
+        (["--remix.utd-ratio", "0"], "remix.utd_ratio"),
+        (["--rollout.top-p", "0.9"], "rollout.top_p"),
+        (["--objective.clip-eps", "0"], "clip_eps"),
+        (["--task", "file"], "data.path"),
+        (["--batch-size", "8", "--mini-batch-size", "8", "--micro-batch-size", "8"], "remix.offpolicy_fraction"),
+    ],
+)
+def test_invalid_values_fail_at_parse_time_naming_the_field(args, field):
+    proc = subprocess.run(
+        [sys.executable, "-c", "import tyro, sys; from remix.config import TrainConfig; tyro.cli(TrainConfig)", *args],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode != 0
+    assert field in (proc.stdout + proc.stderr), proc.stderr[-2000:]
+
+
+def test_help_shows_field_docs():
+    proc = subprocess.run([sys.executable, "-c", "import tyro; from remix.config import TrainConfig; tyro.cli(TrainConfig)",
+                           "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    assert "share of each batch taken from the buffer" in proc.stdout
+
+
+def test_import_remix_never_imports_sglang_or_torch_xla():
+    code = ("import sys, remix, remix.config, remix.objective, remix.buffer, remix.advantages, platforms;"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('sglang', 'torch_xla')]; assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
