@@ -59,8 +59,8 @@ def test_invalid_values_fail_at_parse_time_naming_the_field(args, field):
 
 
 def test_help_shows_field_docs():
-    proc = subprocess.run([sys.executable, "-c", "import tyro; from remix.config import TrainConfig; tyro.cli(TrainConfig)",
-                           "--help"], capture_output=True, text=True)
+    code = "import tyro; from remix.config import TrainConfig; tyro.cli(TrainConfig)"
+    proc = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "share of each batch taken from the buffer" in proc.stdout
 
