@@ -1,0 +1,315 @@
+"""Math answer grading (the binary reward) that never hangs.
+
+`verify_in_process(response, reference)` is the pure grading function: it takes the text after the
+last "</think>", extracts the last \\boxed{...} (or \\fbox{...}) and compares it with math-verify
+against the reference (a string, a number or a list of acceptable answers). Without a box it falls
+back to math-verify's own extraction on that text.
+
+math-verify and sympy can take unbounded time (or blow the C stack) on hostile model output, and
+math-verify's own SIGALRM timeouts work only on a main thread. So grading runs in `GraderPool`: a
+few long-lived worker processes ('forkserver' context, never plain fork: the parent holds torch
+threads), one item at a time per worker, with a wall-clock deadline per item enforced by the
+parent. A worker past its deadline is SIGKILLed and replaced and the item scores 0 (counted in
+`timeouts`); a worker that dies, or an item whose grading raised, scores 0 and is counted in
+`errors`. Both are logged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import math
+import multiprocessing as mp
+import os
+import re
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from multiprocessing.connection import wait
+from typing import Self
+
+logger = logging.getLogger(__name__)
+
+_START_TIMEOUT_S = 120.0
+# A bare number in e-notation ("4.5e33", as in several Minerva answers): math-verify reads the "e"
+# as Euler's number, so it is rewritten as "4.5 \times 10^{33}" on both sides before parsing.
+_E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([-+]?\d+)(?![\w.])")
+_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|\\.|[{}]", re.DOTALL)
+
+
+def extract_answer(response: str) -> str | None:
+    """The content of the last complete \\boxed{...}/\\fbox{...} after the last "</think>".
+
+    Braces are matched (escaped \\{ and \\} do not count); of nested boxes the outer one wins, and an
+    unclosed box is ignored. None when there is no complete box.
+    """
+    _, sep, tail = response.rpartition("</think>")
+    text = tail if sep else response
+    stack: list[int] = []  # for each open brace: content start of a box, or -1 for a plain brace
+    last = None
+    for m in _TOKENS.finditer(text):
+        tok = m.group()
+        if tok == "{":
+            stack.append(-1)
+        elif tok == "}":
+            if stack and (start := stack.pop()) >= 0:
+                last = text[start : m.start()]  # boxes close in order, so the latest close is last
+        elif len(tok) > 2:  # "\boxed{" or "\fbox{" (escapes such as "\{" are two characters)
+            stack.append(m.end())
+    return last
+
+
+def _sci(text: str) -> str:
+    return _E_NOTATION.sub(r"\1 \\times 10^{\2}", text)
+
+
+def _reference_texts(reference) -> list[str]:
+    if isinstance(reference, (list, tuple)):
+        return [t for r in reference for t in _reference_texts(r)]
+    if isinstance(reference, bool):
+        raise TypeError("a reference answer cannot be a bool")
+    if isinstance(reference, float):
+        if not math.isfinite(reference):
+            raise ValueError(f"non-finite reference {reference!r}")
+        return [str(int(reference)) if reference.is_integer() else repr(reference)]
+    if isinstance(reference, (int, str)):
+        return [str(reference).strip()]
+    raise TypeError(f"unsupported reference type {type(reference).__name__}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(text: str):
+    from math_verify import parse
+
+    text = _sci(text)
+    delimited = "\\boxed" in text or re.search(r"(?<!\\)\$", text)  # "\$" is a dollar sign, not math
+    wrapped = text if delimited else f"${text}$"
+    return parse(wrapped, parsing_timeout=None)
+
+
+def verify_in_process(response: str, reference) -> float:
+    """1.0 if the response's final answer matches the reference (any of a list), else 0.0.
+
+    No timeout of its own (math-verify's are disabled, they need SIGALRM on the main thread): run
+    it through `GraderPool`/`grade` unless the input is trusted.
+    """
+    from math_verify import parse, verify
+
+    golds = [g for g in map(_parse_gold, _reference_texts(reference)) if g]
+    if not golds:
+        return 0.0
+    boxed = extract_answer(response)
+    if boxed is not None:
+        pred = parse("\\boxed{" + _sci(boxed) + "}", parsing_timeout=None)
+    else:
+        _, sep, tail = response.rpartition("</think>")
+        pred = parse(_sci(tail if sep else response), parsing_timeout=None)
+    if not pred:
+        return 0.0
+    return 1.0 if any(verify(g, pred, timeout_seconds=None) for g in golds) else 0.0
+
+
+def _worker_main(conn, verify_fn) -> None:
+    """Worker loop: receive (index, response, reference), send back (index, score, error)."""
+    import math_verify.grader
+    import math_verify.parser
+
+    # We disable math-verify's timeouts on purpose (the pool deadline is the guard): silence the
+    # warning it would otherwise log once per worker.
+    math_verify.parser.TIMEOUT_WARNING_SHOWN = math_verify.grader.TIMEOUT_WARNING_SHOWN = True
+    conn.send("ready")
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        index, response, reference = msg
+        try:
+            score, error = float(verify_fn(response, reference)), None
+        except Exception as e:  # noqa: BLE001 -- not swallowed: the parent counts it in `errors` and logs it
+            score, error = 0.0, type(e).__name__
+        conn.send((index, score, error))
+
+
+@dataclass
+class GradeReport:
+    scores: list[float]
+    timeouts: int = 0
+    errors: int = 0  # worker crashes and exceptions raised while grading an item
+    timed_out: list[int] = field(default_factory=list)  # indices of the items that timed out
+    failed: list[int] = field(default_factory=list)  # indices of the items counted in `errors`
+
+
+class _Worker:
+    def __init__(self, ctx, verify_fn):
+        self.conn, child = ctx.Pipe()
+        self.proc = ctx.Process(target=_worker_main, args=(child, verify_fn), daemon=True)
+        self.proc.start()
+        child.close()
+        self.ready = False
+        self.created = time.monotonic()
+        self.item: int | None = None  # index of the item being graded
+        self.started = 0.0
+
+    def kill(self) -> None:
+        if self.proc.is_alive():
+            self.proc.kill()
+        self.proc.join(timeout=5)
+        self.conn.close()
+
+
+class GraderPool:
+    """Long-lived grading workers with a hard wall-clock deadline per item. Use as a context manager.
+
+    Not thread-safe: one `grade` call at a time, from the process that created the pool.
+    """
+
+    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, verify_fn=verify_in_process):
+        if num_workers < 1 or timeout_s <= 0:
+            raise ValueError("num_workers must be >= 1 and timeout_s > 0")
+        self.timeout_s = timeout_s
+        self._verify_fn = verify_fn  # a picklable module-level function (tests swap it)
+        self.pid = os.getpid()
+        self._ctx = mp.get_context("forkserver")
+        # Import math-verify/sympy once in the fork server, so a replacement worker starts in ms.
+        self._ctx.set_forkserver_preload(["__main__", __name__])
+        self._workers = [_Worker(self._ctx, verify_fn) for _ in range(num_workers)]
+
+    def worker_pids(self) -> list[int]:
+        return [w.proc.pid for w in self._workers]
+
+    def _replace(self, i: int) -> None:
+        self._workers[i].kill()
+        self._workers[i] = _Worker(self._ctx, self._verify_fn)
+
+    def grade(self, responses: list[str], references: list, timeout_s: float | None = None) -> GradeReport:
+        if len(responses) != len(references):
+            raise ValueError(f"{len(responses)} responses but {len(references)} references")
+        if not self._workers:
+            raise RuntimeError("GraderPool is closed")
+        deadline = self.timeout_s if timeout_s is None else timeout_s
+        report = GradeReport(scores=[0.0] * len(responses))
+        pending, remaining = deque(range(len(responses))), len(responses)
+        try:
+            while remaining:
+                for i, w in enumerate(self._workers):  # hand work to every idle worker
+                    if w.ready and w.item is None and pending:
+                        index = pending.popleft()
+                        try:
+                            w.conn.send((index, responses[index], references[index]))
+                        except OSError:  # died while idle: the item never reached it
+                            pending.appendleft(index)
+                            self._replace(i)
+                            continue
+                        w.item, w.started = index, time.monotonic()
+                busy = [w.started + deadline for w in self._workers if w.item is not None]
+                wait_s = max(0.0, min(busy) - time.monotonic()) if busy else 60.0
+                wait([x for w in self._workers for x in (w.conn, w.proc.sentinel)], timeout=wait_s)
+                now = time.monotonic()
+                for i, w in enumerate(self._workers):
+                    remaining -= self._collect(i, w, now, deadline, report, responses)
+        except BaseException:  # e.g. KeyboardInterrupt: never leave stale work in a worker
+            for i, w in enumerate(self._workers):
+                if w.item is not None:
+                    self._replace(i)
+            raise
+        return report
+
+    def _collect(self, i: int, w: _Worker, now: float, deadline: float, report, responses) -> int:
+        """Handles one worker's news; returns how many items it finished (0 or 1)."""
+        if w.conn.poll():
+            try:
+                msg = w.conn.recv()
+            except EOFError:  # it died; handled below through its sentinel
+                msg = None
+            if msg == "ready":
+                w.ready = True
+                return 0
+            if msg is not None:
+                index, score, error = msg
+                report.scores[index] = score
+                if error is not None:
+                    report.errors += 1
+                    report.failed.append(index)
+                    logger.warning("grading item %d raised %s; scored 0", index, error)
+                w.item = None
+                return 1
+        if not w.proc.is_alive():
+            if not w.ready:
+                code = w.proc.exitcode
+                self._replace(i)
+                raise RuntimeError(f"grader worker failed to start (exit code {code})")
+            item = w.item
+            grading = "" if item is None else f" while grading item {item}; scored 0"
+            logger.warning("grader worker %d died (exit code %s)%s", w.proc.pid, w.proc.exitcode, grading)
+            self._replace(i)
+            if item is not None:
+                report.errors += 1
+                report.failed.append(item)
+                return 1
+            return 0
+        if not w.ready and now - w.created > _START_TIMEOUT_S:
+            raise RuntimeError(f"grader worker {w.proc.pid} did not start within {_START_TIMEOUT_S} s")
+        if w.item is not None and now - w.started >= deadline:
+            response = responses[w.item]
+            logger.warning(
+                "grading item %d timed out after %.1fs (response of %d chars: %r...); scored 0",
+                w.item,
+                deadline,
+                len(response),
+                response[:60],
+            )
+            report.timeouts += 1
+            report.timed_out.append(w.item)
+            self._replace(i)  # SIGKILL: sympy may be stuck in C code
+            return 1
+        return 0
+
+    def close(self) -> None:
+        """Stops the workers (asks, then SIGKILLs whoever is still running). Idempotent."""
+        for w in self._workers:
+            try:
+                w.conn.send(None)
+            except OSError:
+                pass
+        for w in self._workers:
+            w.proc.join(timeout=1.0)
+            w.kill()
+        self._workers = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+_default_pool: GraderPool | None = None
+
+
+def _default() -> GraderPool:
+    global _default_pool
+    if _default_pool is None or _default_pool.pid != os.getpid():  # none yet, or a forked child
+        _default_pool = GraderPool()
+        atexit.register(_close_default)
+    return _default_pool
+
+
+def _close_default() -> None:
+    global _default_pool
+    if _default_pool is not None:
+        _default_pool.close()
+        _default_pool = None
+
+
+def grade_batch(responses: list[str], references: list, timeout_s: float = 5.0) -> GradeReport:
+    """Grades a batch in the module's default pool (created on first use, closed at exit)."""
+    return _default().grade(list(responses), list(references), timeout_s=timeout_s)
+
+
+def grade(response: str, reference, timeout_s: float = 5.0) -> float:
+    """1.0 or 0.0 for one response; 0.0 when grading times out or fails (logged)."""
+    return grade_batch([response], [reference], timeout_s=timeout_s).scores[0]
