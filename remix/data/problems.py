@@ -1,0 +1,80 @@
+"""The Problem record and `load_task`, which turns the data config into train and held-out problems."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+PACKAGED = Path(__file__).parent / "train"
+PACKAGED_TASKS = {"math": PACKAGED / "math.jsonl", "aime": PACKAGED / "aime.jsonl"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    problem: str
+    answer: str | list[str]
+    """One answer or a list of acceptable answers, graded with math-verify."""
+
+
+class ProblemSource:
+    """An endless, seeded stream of training problems; reshuffles at each epoch. Its cursor is state."""
+
+    def __init__(self, problems: list[Problem], seed: int) -> None:
+        if not problems:
+            raise ValueError("the training split is empty")
+        self.problems = problems
+        self.seed = seed
+        self.epoch = 0
+        self.position = 0
+        self._order = self._shuffle()
+
+    def _shuffle(self) -> list[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(len(self.problems), generator=g).tolist()
+
+    def next(self, n: int) -> list[Problem]:
+        out = []
+        for _ in range(n):
+            if self.position == len(self._order):
+                self.epoch, self.position = self.epoch + 1, 0
+                self._order = self._shuffle()
+            out.append(self.problems[self._order[self.position]])
+            self.position += 1
+        return out
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "position": self.position}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.position = int(state["epoch"]), int(state["position"])
+        self._order = self._shuffle()
+
+
+def load_task(task: str, path: Path | None, heldout_size: int, levels: tuple[int, ...], seed: int
+              ) -> tuple[list[Problem], list[Problem]]:
+    """(train, heldout) problems for `--task` / `--data.path`. The held-out split never trains."""
+    from remix.data.arith import ArithTask
+    from remix.data.files import load_problem_file
+
+    if task == "arith":
+        arith = ArithTask(levels)
+        return arith.train_problems(), arith.heldout_problems(heldout_size)
+    if task == "file":
+        rows = load_problem_file(path)
+    elif task in PACKAGED_TASKS:
+        rows = load_problem_file(PACKAGED_TASKS[task])
+    else:
+        raise ValueError(f"unknown task {task!r}: use arith, {', '.join(PACKAGED_TASKS)} or --data.path FILE")
+    if len(rows) <= heldout_size:
+        raise ValueError(
+            f"{path or task}: {len(rows)} problems cannot give a held-out split of {heldout_size} and a training "
+            "split; lower --data.heldout-size"
+        )
+    # A fixed split (independent of --seed) so held-out accuracy is comparable across runs.
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(12345)).tolist()
+    heldout = [rows[i] for i in order[:heldout_size]]
+    train = [rows[i] for i in order[heldout_size:]]
+    return train, heldout
