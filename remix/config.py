@@ -32,7 +32,7 @@ def _require(cond: bool, name: str, msg: str) -> None:
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny-arith"
+    name: Annotated[str, tyro.conf.arg(aliases=("--model",))] = "tiny-arith"
     """Model: a built-in name (tiny-arith, smollm2-135m), a local HF folder, or a hub id (needs network)."""
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where built-in models are built/converted once and cached (env REMIX_CACHE overrides the default)."""
@@ -43,10 +43,11 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     task: Annotated[str, tyro.conf.arg(aliases=("--task",))] = "arith"
-    """Training task: 'arith' (built-in generated arithmetic) or 'file' (use --data.path)."""
+    """Training task: 'arith' (built-in generated arithmetic), 'math' or 'aime' (packaged training sets),
+    or 'file' (use --data.path)."""
     path: Path | None = None
     """A jsonl/json/parquet file of {problem, answer} rows; implies --task file."""
-    heldout_size: int = 128
+    heldout_size: int = 256
     """Problems in the held-out evaluation split."""
     max_prompt_tokens: int = 512
     """Prompts longer than this (in tokens, chat template included) are dropped and counted."""
@@ -56,7 +57,8 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.path is not None and self.task == "arith":
             self.task = "file"
-        _require(self.task in ("arith", "file"), "data.task", f"must be 'arith' or 'file', got {self.task!r}")
+        _require(self.task in ("arith", "math", "aime", "file"), "data.task",
+                 f"must be arith, math, aime or file, got {self.task!r}")
         _require(self.task != "file" or self.path is not None, "data.path", "--task file needs --data.path")
         _require(self.heldout_size >= 1, "data.heldout_size", "must be >= 1")
         _require(self.max_prompt_tokens >= 8, "data.max_prompt_tokens", "must be >= 8")
@@ -168,7 +170,7 @@ class TrainConfig:
     """grpo (group-normalised advantages, no critic) or ppo (critic + GAE)."""
     variant: Variant = "remix"
     """remix, or onpolicy: the same loop with p = 0, m = 1, no reincarnation and plain KL to the reference."""
-    steps: int = 40
+    steps: int = 300
     """Training steps (one step = generate, grade, update)."""
     batch_size: int = 64
     """B: responses per step (fresh + historical)."""
@@ -176,11 +178,13 @@ class TrainConfig:
     """Responses per optimizer step."""
     micro_batch_size: int = 16
     """Responses per forward/backward pass (gradient accumulation inside a mini-batch)."""
+    grpo_scale_by_std: bool = True
+    """GRPO advantages are (R - mean) / (std + eps); False skips the std division (Dr. GRPO)."""
     seed: int = 0
     """Seed of data order, sampling and initialisation."""
     run_dir: Path | None = None
     """Metrics, config, checkpoints and plots go here (default: runs/<algo>-<variant>-<time>)."""
-    eval_every: int = 10
+    eval_every: int = 25
     """Evaluate held-out accuracy (greedy) every this many steps, and before and after training; 0: only
     before and after."""
     logprob_chunk_tokens: int = 1024
@@ -196,7 +200,8 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     remix: ReMixConfig = field(default_factory=ReMixConfig)
-    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    # Training compiles the per-token loss by default (--objective.no-compile for eager).
+    objective: ObjectiveConfig = field(default_factory=lambda: ObjectiveConfig(compile=True))
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self) -> None:

@@ -111,6 +111,10 @@ class Learner(ABC):
         """Critic values [B, T] (PPO only)."""
         raise _missing(self.platform, "a critic (values), needed by --algo ppo")
 
+    def reset_optimizer(self) -> None:
+        """Fresh optimizer state (used at reincarnation with --remix.reset-optimizer-at-reincarnation)."""
+        raise _missing(self.platform, "reset_optimizer, needed by --remix.reset-optimizer-at-reincarnation")
+
 
 class Buffer(ABC):
     """Holds whole groups of recent policies, keyed by the version that generated them."""

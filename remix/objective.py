@@ -55,7 +55,7 @@ class ObjectiveConfig:
     loss_agg_constant: float | None = None
     """Divisor of seq-mean-token-sum-norm; None means T, the response dimension of the batch."""
     compile: bool = False
-    """torch.compile the per-token loss. The training config turns this on where the platform allows."""
+    """torch.compile the per-token loss (the training config turns it on; --objective.no-compile: eager)."""
 
     def __post_init__(self) -> None:
         if not self.clip_eps > 0:

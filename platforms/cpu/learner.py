@@ -1,0 +1,184 @@
+"""CPULearner: the reference Learner. Policy, reference and precedent models, AdamW, and a PPO critic.
+
+Log-probs are float32 and computed in chunks of response tokens through the LM head, each chunk under
+activation checkpointing when gradients are needed, so no [B, T, V] logits tensor ever exists.
+Dropout is off (eval mode) throughout: the old, proximal and current log-probs must be comparable.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+from transformers import AutoModel, AutoModelForCausalLM
+
+from remix.config import TrainConfig
+from remix.interfaces import Learner, TokenBatch
+from remix.objective import LossInputs, remix_loss, value_loss
+
+
+def positions_of(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that ignore left padding, identical to the rollout's."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                    bias: torch.Tensor | None, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    logits = F.linear(hidden.float(), weight.float(), None if bias is None else bias.float()) / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def response_states(backbone: nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """Hidden states [B, T, H] at the positions that predict each response token."""
+    hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=positions_of(batch.attention_mask)).last_hidden_state
+    P, T = batch.prompt_len, batch.response_mask.shape[1]
+    return hidden[:, P - 1:P + T - 1]
+
+
+def token_logprobs(model: nn.Module, batch: TokenBatch, temperature: float, chunk_tokens: int,
+                   with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs, entropies) [B, T] of the response tokens; zero where response_mask is false."""
+    states = response_states(model.get_decoder(), batch)
+    mask = batch.response_mask
+    P, T = batch.prompt_len, mask.shape[1]
+    flat_states, flat_targets = states[mask], batch.input_ids[:, P:P + T][mask]
+    head = model.get_output_embeddings()
+    logps, ents = [], []
+    for s in range(0, flat_states.shape[0], chunk_tokens):
+        args = (flat_states[s:s + chunk_tokens], flat_targets[s:s + chunk_tokens], head.weight,
+                getattr(head, "bias", None), temperature)
+        lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if with_grad else _chunk_logprobs(*args)
+        logps.append(lp)
+        ents.append(ent)
+    zeros = torch.zeros(mask.shape, dtype=torch.float32)
+    if not logps:
+        return zeros, zeros
+    return zeros.index_put((mask,), torch.cat(logps)), zeros.index_put((mask,), torch.cat(ents))
+
+
+class ValueModel(nn.Module):
+    """PPO critic: the base model's transformer with a scalar head, initialised from the policy."""
+
+    def __init__(self, model_dir: str | Path) -> None:
+        super().__init__()
+        self.backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
+        self.head = nn.Linear(self.backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, batch: TokenBatch) -> torch.Tensor:
+        values = self.head(response_states(self.backbone, batch)).squeeze(-1)
+        return values * batch.response_mask
+
+
+class CPULearner(Learner):
+    platform = "cpu"
+
+    def __init__(self, model_dir: str | Path, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        self.reference = self._frozen_copy()
+        self.precedent = self._frozen_copy()
+        self.optimizer = self._new_optimizer()
+        self.critic: ValueModel | None = None
+        if cfg.algo == "ppo":
+            self.critic = ValueModel(model_dir).eval()
+            self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=cfg.optim.critic_lr,
+                                                      betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay)
+
+    def _frozen_copy(self) -> nn.Module:
+        return copy.deepcopy(self.policy).requires_grad_(False)
+
+    def _new_optimizer(self) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.AdamW(self.policy.parameters(), lr=o.lr, betas=o.betas, weight_decay=o.weight_decay)
+
+    # --- Learner interface -------------------------------------------------------------------
+    @torch.no_grad()
+    def logprobs(self, batch: TokenBatch,
+                 policy: Literal["current", "reference", "precedent"] = "current") -> torch.Tensor:
+        model = {"current": self.policy, "reference": self.reference, "precedent": self.precedent}[policy]
+        return token_logprobs(model, batch, self.cfg.rollout.temperature, self.cfg.logprob_chunk_tokens,
+                              with_grad=False)[0]
+
+    @torch.no_grad()
+    def values(self, batch: TokenBatch) -> torch.Tensor:
+        if self.critic is None:
+            raise RuntimeError("values() needs a critic: construct the learner with --algo ppo")
+        return self.critic(batch)
+
+    def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
+        """One AdamW step over the mini-batch `batch`, accumulated over micro-batches.
+
+        The loss is aggregated over the whole mini-batch (global token / sequence counts), so the
+        update does not depend on micro_batch_size. A non-finite loss or gradient skips the step.
+        """
+        cfg = self.cfg
+        global_tokens, global_seqs = float(batch.response_mask.sum()), float(len(batch))
+        self.optimizer.zero_grad(set_to_none=True)
+        totals: dict[str, float] = {}
+        for idx in torch.arange(len(batch)).split(cfg.micro_batch_size):
+            micro = batch.select(idx)
+            logp, entropy = token_logprobs(self.policy, micro, cfg.rollout.temperature,
+                                           cfg.logprob_chunk_tokens, with_grad=True)
+            f = micro.fields
+            inputs = LossInputs(logp=logp, behav_logp=f["behav_logp"], prox_logp=f["prox_logp"],
+                                ref_logp=f["ref_logp"], prev_logp=f["prev_logp"], advantages=f["advantages"],
+                                mask=micro.response_mask, entropy=entropy)
+            loss, metrics = remix_loss(inputs, cfg.objective, kl_lambda,
+                                       global_tokens=global_tokens, global_seqs=global_seqs)
+            loss.backward()
+            share = float(micro.response_mask.sum()) / max(global_tokens, 1.0)
+            for k, v in metrics.items():  # loss parts are already global partial sums; the rest token means
+                totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else share)
+        totals.update(self._step(self.policy.parameters(), self.optimizer, "grad_norm"))
+        if self.critic is not None:
+            totals.update(self._update_critic(batch, global_tokens, global_seqs))
+        return totals
+
+    def _step(self, params, optimizer: torch.optim.Optimizer, name: str) -> dict[str, float]:
+        params = [p for p in params if p.grad is not None]
+        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if not math.isfinite(norm):
+            optimizer.zero_grad(set_to_none=True)
+            return {name: norm, f"skipped/{name}": 1.0}
+        optimizer.step()
+        return {name: norm, f"skipped/{name}": 0.0}
+
+    def _update_critic(self, batch: TokenBatch, global_tokens: float, global_seqs: float) -> dict[str, float]:
+        cfg, totals = self.cfg, {}
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        for idx in torch.arange(len(batch)).split(cfg.micro_batch_size):
+            micro = batch.select(idx)
+            loss, metrics = value_loss(self.critic(micro), micro.fields["old_values"], micro.fields["returns"],
+                                       micro.response_mask, cfg.ppo.value_clip, cfg.objective.loss_agg,
+                                       cfg.objective.loss_agg_constant, global_tokens, global_seqs)
+            loss.backward()
+            share = float(micro.response_mask.sum()) / max(global_tokens, 1.0)
+            for k, v in metrics.items():
+                totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else share)
+        totals.update(self._step(self.critic.parameters(), self.critic_optimizer, "critic_grad_norm"))
+        return totals
+
+    def policy_state_dict(self) -> dict[str, torch.Tensor]:
+        return self.policy.state_dict()
+
+    def snapshot_precedent(self) -> None:
+        self.precedent.load_state_dict(self.policy.state_dict())
+
+    def reincarnate_reference(self) -> None:
+        self.reference.load_state_dict(self.policy.state_dict())
+
+    def reset_optimizer(self) -> None:
+        self.optimizer = self._new_optimizer()

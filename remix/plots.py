@@ -1,0 +1,32 @@
+"""PNG plots of held-out accuracy against rollouts (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on training machines
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def accuracy_points(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """(rollouts, held-out accuracy) of the evaluation records of one run's metrics."""
+    evals = [r for r in records if "heldout/accuracy" in r]
+    return [int(r["rollouts"]) for r in evals], [float(r["heldout/accuracy"]) for r in evals]
+
+
+def plot_accuracy_vs_rollouts(records: list[dict[str, Any]], out: Path, title: str) -> Path:
+    """One run's held-out accuracy (greedy) against the rollouts generated so far."""
+    x, y = accuracy_points(records)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(x, [100 * v for v in y], marker="o")
+    ax.set_xlabel("rollouts (fresh responses generated)")
+    ax.set_ylabel("held-out accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return Path(out)

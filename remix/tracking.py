@@ -1,0 +1,63 @@
+"""Where metrics go: metrics.jsonl always, TensorBoard and W&B when asked for (`--loggers`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+
+class MetricsLog:
+    """Appends one JSON object per record to RUN_DIR/metrics.jsonl and forwards numbers to extra sinks."""
+
+    def __init__(self, run_dir: Path, loggers: tuple[str, ...] = (), config: dict[str, Any] | None = None,
+                 append: bool = False) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self._file = self.path.open("a" if append else "w", encoding="utf-8")
+        self._tb = self._wandb = None
+        if "tensorboard" in loggers:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as e:
+                raise ImportError("--loggers tensorboard needs the extra: pip install 'remix-rft[tensorboard]'") from e
+            self._tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"))
+        if "wandb" in loggers:
+            try:
+                import wandb
+            except ImportError as e:
+                raise ImportError("--loggers wandb needs the extra: pip install 'remix-rft[wandb]'") from e
+            self._wandb = wandb.init(project="remix", dir=str(run_dir), config=config, name=Path(run_dir).name)
+
+    def log(self, record: dict[str, Any]) -> None:
+        self._file.write(json.dumps(record, default=_jsonable) + "\n")
+        self._file.flush()
+        step = int(record.get("step", 0))
+        numbers = {k: float(v) for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and k != "step"}
+        if self._tb is not None:
+            for k, v in numbers.items():
+                self._tb.add_scalar(k, v, step)
+        if self._wandb is not None:
+            self._wandb.log(numbers, step=step)
+
+    def close(self) -> None:
+        self._file.close()
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot write {type(value).__name__} to metrics.jsonl")
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file."""
+    with Path(path).open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

@@ -1,0 +1,210 @@
+"""The ReMix training loop (ALGORITHM.md sections 5 and 6), platform-free, readable top to bottom.
+
+One step k (1-based):
+  1. take h = whole groups worth at most p * B responses from the buffer (the last N policies' samples);
+  2. generate B - h fresh responses (G per prompt) with the rollout engine, grade them, and compute
+     GRPO group advantages for the fresh groups (historical groups keep theirs);
+  3. learner log-probs over the batch: pi_k (the clip centre, and the behaviour log-probs of fresh
+     samples), pi_ref (cached per group until reincarnation), pi_{k-1} (taken from the behaviour
+     log-probs of samples made by pi_{k-1}); PPO: values and GAE with the current critic for all;
+  4. m passes of shuffled mini-batch updates;
+  5. push the fresh groups into the buffer with version k and evict versions older than k - N + 1;
+  6. count the fresh responses as rollouts; push the new weights to the rollout engine.
+After step T: reference <- current weights, p <- 0, m <- 1, buffer cleared (reincarnation).
+`--variant onpolicy` is the same loop with p = 0, m = 1, no reincarnation and lambda = 1.
+
+Simplifications relative to the paper, all deliberate:
+  - the precedent pi_{k-1} before step 2 is the initial model (there is no pi_0);
+  - rewards are 0/1 outcome rewards placed on the last response token (no format or length terms);
+  - the engine's log-probs are only used for the sampler/learner mismatch metric (no truncated IS);
+  - PPO advantages are not whitened across the batch;
+  - evaluation is greedy decoding of a fixed held-out split, with the same grader as the benchmarks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from remix.advantages import gae, grpo_advantages
+from remix.batching import collate, pad_tokens, unpad_tokens
+from remix.buffer import HostBuffer
+from remix.config import TrainConfig
+from remix.data import Problem, ProblemSource
+from remix.interfaces import Group, Learner, Rollout, SamplingParams, TokenBatch
+
+REFLECTION_WORDS = ("wait", "recheck", "re-check", "verify", "double-check", "double check", "let me check")
+
+
+@dataclass(frozen=True)
+class EncodedProblem:
+    problem: Problem
+    prompt_ids: list[int]
+
+
+def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+    return float((values * mask).sum() / mask.sum().clamp(min=1))
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, rollout: Rollout, learner: Learner, grader, tokenizer,
+                 train: ProblemSource, heldout: list[EncodedProblem]) -> None:
+        self.cfg, self.rollout, self.learner, self.grader = cfg, rollout, learner, grader
+        self.tokenizer, self.train, self.heldout = tokenizer, train, heldout
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.buffer = HostBuffer()
+        self.generator = torch.Generator().manual_seed(cfg.seed)  # buffer sampling and mini-batch order
+        self.step = 0  # last completed step
+        self.rollouts = 0
+        self.reincarnated_at: int | None = None
+
+    # ---------------------------------------------------------------------------------------------
+    def train_step(self) -> dict[str, Any]:
+        cfg, k = self.cfg, self.step + 1
+        B, G = cfg.batch_size, cfg.rollout.group_size
+        reincarnated = self.reincarnated_at is not None
+        p, m = cfg.offpolicy_fraction(reincarnated), cfg.utd_ratio(reincarnated)
+        kl_lambda = cfg.kl_lambda(k, self.reincarnated_at)
+        t0 = time.perf_counter()
+
+        # 1. Historical groups: at most p * B responses, whole groups, from the last N policies.
+        historical = self.buffer.sample(int(p * B), self.generator) if p > 0 else []
+        h = sum(len(g) for g in historical)
+
+        # 2. Fresh groups: (B - h) / G prompts, G responses each; grade; GRPO advantages.
+        problems = self.train.next((B - h) // G)
+        generations = self.rollout.generate(
+            [e.prompt_ids for e in problems],
+            SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens, n=G),
+        )
+        t_generated = time.perf_counter()
+        texts = [self.tokenizer.decode(g.token_ids, skip_special_tokens=True) for gens in generations for g in gens]
+        report = self.grader.grade(texts, [e.problem.answer for e in problems for _ in range(G)])
+        t_graded = time.perf_counter()
+        fresh = []
+        for i, (e, gens) in enumerate(zip(problems, generations)):
+            rewards = report.scores[i * G:(i + 1) * G]
+            fresh.append(Group(
+                prompt_ids=e.prompt_ids, responses=[g.token_ids for g in gens], rewards=rewards, version=k,
+                problem_id=e.problem.id, answer=e.problem.answer, finish_reasons=[g.finish_reason for g in gens],
+                engine_logp=[torch.tensor(g.logprobs, dtype=torch.float32) for g in gens],
+                advantages=grpo_advantages(torch.tensor([rewards]), cfg.grpo_scale_by_std).squeeze(0).tolist(),
+            ))
+
+        # 3. Log-probs under pi_k, pi_ref and pi_{k-1}; advantages for the whole batch.
+        groups = historical + fresh
+        batch = collate(groups, self.pad_id)
+        self._fill_logprobs(batch, historical, fresh, k)
+        self._fill_advantages(batch)
+
+        # 4. m passes of mini-batch updates over the shuffled batch.
+        updates = []
+        for _ in range(m):
+            order = torch.randperm(len(batch), generator=self.generator)
+            for idx in order.split(cfg.mini_batch_size):
+                updates.append(self.learner.update(batch.select(idx), kl_lambda))
+        self.rollout.load_weights(self.learner.policy_state_dict())
+
+        # 5. Buffer: push the fresh groups, keep the last N policies (on-policy training stores nothing).
+        if p > 0:
+            self.buffer.add(fresh)
+            self.buffer.evict_older_than(k - cfg.remix.history_window + 1)
+
+        # 6. Rollout cost: fresh responses only.
+        self.rollouts += sum(len(g) for g in fresh)
+        self.step = k
+        if cfg.reincarnation_step() == k:
+            self._reincarnate()
+        t_done = time.perf_counter()
+        return self._step_metrics(k, fresh, h, kl_lambda, texts, report, updates, batch,
+                                  {"generate": t_generated - t0, "grade": t_graded - t_generated,
+                                   "learn": t_done - t_graded})
+
+    def _fill_logprobs(self, batch: TokenBatch, historical: list[Group], fresh: list[Group], k: int) -> None:
+        mask, T = batch.response_mask, batch.response_mask.shape[1]
+        groups = historical + fresh
+        prox = self.learner.logprobs(batch, "current")
+        # Fresh samples were generated by pi_k, so their behaviour log-probs are pi_k's (learner numbers).
+        first_fresh = sum(len(g) for g in historical)
+        fresh_behav = unpad_tokens(prox[first_fresh:], mask[first_fresh:])
+        for j, g in enumerate(fresh):
+            g.behav_logp = fresh_behav[j * len(g):(j + 1) * len(g)]
+        behav = pad_tokens([t for g in groups for t in g.behav_logp], T)
+        # pi_{k-1}'s log-probs of the samples it generated are their behaviour log-probs (spec 5.3).
+        prev = behav.clone()
+        need_prev = torch.nonzero(batch.fields["version"] != k - 1).squeeze(-1)
+        if len(need_prev):
+            prev[need_prev] = self.learner.logprobs(batch.select(need_prev), "precedent")
+        self.learner.snapshot_precedent()  # pi_k becomes the precedent of step k + 1
+        batch.fields.update(prox_logp=prox, behav_logp=behav, prev_logp=prev,
+                            ref_logp=self._reference_logprobs(batch, groups),
+                            engine_logp=pad_tokens([t for g in groups for t in g.engine_logp], T))
+
+    def _reference_logprobs(self, batch: TokenBatch, groups: list[Group]) -> torch.Tensor:
+        """Reference log-probs, cached with each group: valid until reincarnation clears the buffer."""
+        starts = torch.tensor([0] + [len(g) for g in groups]).cumsum(0).tolist()
+        missing = [(g, s) for g, s in zip(groups, starts) if g.ref_logp is None]
+        if missing:
+            rows = torch.cat([torch.arange(s, s + len(g)) for g, s in missing])
+            computed = unpad_tokens(self.learner.logprobs(batch.select(rows), "reference"), batch.response_mask[rows])
+            pos = 0
+            for g, _ in missing:
+                g.ref_logp, pos = computed[pos:pos + len(g)], pos + len(g)
+        return pad_tokens([t for g in groups for t in g.ref_logp], batch.response_mask.shape[1])
+
+    def _fill_advantages(self, batch: TokenBatch) -> None:
+        mask = batch.response_mask
+        if self.cfg.algo == "grpo":
+            batch.fields["advantages"] = batch.fields["seq_advantage"][:, None] * mask
+            return
+        # PPO: values and GAE recomputed with the current critic for every sample, fresh or old.
+        values = self.learner.values(batch)
+        lengths = mask.sum(-1)
+        token_rewards = torch.zeros(mask.shape)
+        token_rewards[torch.arange(len(batch)), (lengths - 1).clamp(min=0)] = batch.fields["reward"]
+        adv, ret = gae(token_rewards, values, mask, self.cfg.ppo.gamma, self.cfg.ppo.lam)
+        batch.fields.update(advantages=adv, old_values=values, returns=ret)
+
+    def _reincarnate(self) -> None:
+        """Policy reincarnation (section 6): the current policy becomes the reference; on-policy from now."""
+        self.learner.reincarnate_reference()
+        self.buffer.clear()
+        if self.cfg.remix.reset_optimizer_at_reincarnation:
+            self.learner.reset_optimizer()
+        self.reincarnated_at = self.step
+
+    # ---------------------------------------------------------------------------------------------
+    def evaluate(self, batch_size: int = 128) -> dict[str, float]:
+        """Greedy held-out accuracy with the same grader as training and the benchmarks."""
+        params = SamplingParams(temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens, n=1)
+        texts = []
+        for s in range(0, len(self.heldout), batch_size):
+            chunk = self.heldout[s:s + batch_size]
+            gens = self.rollout.generate([e.prompt_ids for e in chunk], params)
+            texts += [self.tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in gens]
+        report = self.grader.grade(texts, [e.problem.answer for e in self.heldout])
+        return {"heldout/accuracy": sum(report.scores) / len(report.scores), "heldout/timeouts": report.timeouts}
+
+    def _step_metrics(self, k, fresh, h, kl_lambda, texts, report, updates, batch, times) -> dict[str, Any]:
+        lengths = [len(r) for g in fresh for r in g.responses]
+        rewards = [x for g in fresh for x in g.rewards]
+        out: dict[str, Any] = {
+            "step": k, "rollouts": self.rollouts, "reward/mean": sum(rewards) / len(rewards),
+            "response_length/mean": sum(lengths) / len(lengths),
+            "response/truncated_frac": sum(f == "length" for g in fresh for f in g.finish_reasons) / len(lengths),
+            "reflection_rate": sum(any(w in t.lower() for w in REFLECTION_WORDS) for t in texts) / len(texts),
+            "historical_share": h / self.cfg.batch_size, "kl_lambda": kl_lambda,
+            "buffer/responses": self.buffer.num_responses(), "reincarnated": self.reincarnated_at is not None,
+            "grader/timeouts": report.timeouts, "grader/errors": report.errors,
+            # Sampler/learner mismatch on the fresh samples: engine log-probs against the learner's.
+            "sampler/logp_abs_diff": _token_mean((batch.fields["engine_logp"] - batch.fields["behav_logp"]).abs()[h:],
+                                                 batch.response_mask[h:]),
+        }
+        for key in updates[0]:
+            vals = [u[key] for u in updates]
+            out[key] = sum(vals) if key.startswith("skipped/") else sum(vals) / len(vals)
+        out.update({f"time/{k_}": v for k_, v in times.items()})
+        return out

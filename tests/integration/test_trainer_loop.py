@@ -1,0 +1,133 @@
+"""The ReMix loop's bookkeeping on a tiny random model: rollouts, historical share, versions,
+reincarnation, the precedent policy and the m passes (ALGORITHM.md sections 5 and 6)."""
+
+from __future__ import annotations
+
+import torch
+
+from platforms.cpu.learner import token_logprobs
+from remix.config import ReMixConfig
+from remix.runner import build_trainer
+from tests.helpers import same_weights, small_config, weights
+
+
+class Recorder:
+    """Wraps a trainer's rollout and learner to see what the loop asks of them."""
+
+    def __init__(self, trainer) -> None:
+        self.generated = 0
+        self.updates: list = []  # (step, mini-batch) of every learner.update call
+        self.step = 0
+        gen, upd = trainer.rollout.generate, trainer.learner.update
+
+        def generate(prompts, params):
+            out = gen(prompts, params)
+            if params.temperature > 0:  # training rollouts (evaluation is greedy)
+                self.generated += sum(len(g) for g in out)
+            return out
+
+        def update(batch, kl_lambda):
+            self.updates.append((self.step, batch, kl_lambda))
+            return upd(batch, kl_lambda)
+
+        trainer.rollout.generate, trainer.learner.update = generate, update
+
+
+def test_bookkeeping_over_steps_and_reincarnation(tiny_model_dir, hash_grader):
+    T, B, G, mini = 3, 16, 2, 8
+    cfg = small_config(tiny_model_dir, steps=5, remix=ReMixConfig(reincarnation_step=T))
+    trainer, _ = build_trainer(cfg, hash_grader)
+    rec = Recorder(trainer)
+    start_weights = {}
+    for k in range(1, cfg.steps + 1):
+        rec.step = k
+        start_weights[k] = weights(trainer.learner.policy)
+        m = trainer.train_step()
+        assert m["step"] == k == trainer.step
+        # Rollout cost counts exactly the fresh responses generated.
+        assert trainer.rollouts == rec.generated == m["rollouts"]
+        step_updates = [u for u in rec.updates if u[0] == k]
+        batches = [b for _, b, _ in step_updates]
+        assert sum(len(b) for b in batches) == B * (2 if k <= T else 1)  # m = 2 passes, then 1
+        assert all(len(b) == mini for b in batches)
+        versions = torch.cat([b.fields["version"] for b in batches])
+        if k == 1 or k > T:
+            expected_hist = 0  # nothing stored yet / on-policy after reincarnation
+        else:
+            expected_hist = int(0.4 * B) // G * G  # whole groups, at most p * B responses
+        assert m["historical_share"] == expected_hist / B
+        hist_versions = versions[versions != k]
+        assert len(hist_versions) == expected_hist * (2 if k <= T else 1)
+        assert bool(((hist_versions >= k - 2) & (hist_versions <= k - 1)).all())  # the last N = 2 policies
+        # The buffer holds only the last N policies' groups (empty right after reincarnation).
+        if k == T:
+            assert len(trainer.buffer) == 0 and trainer.reincarnated_at == T
+            assert same_weights(weights(trainer.learner.reference), weights(trainer.learner.policy))
+        elif k < T:
+            assert set(trainer.buffer.versions()) == {v for v in (k - 1, k) if v >= 1}
+        # The precedent after step k is pi_k, the weights at the start of step k.
+        assert same_weights(weights(trainer.learner.precedent), start_weights[k])
+        # Each step changes the weights (the hashed rewards give non-zero advantages).
+        assert not same_weights(weights(trainer.learner.policy), start_weights[k])
+    # The reference stays the weights at T after reincarnation, not the base model.
+    assert not same_weights(weights(trainer.learner.reference), start_weights[1])
+
+
+def test_logprobs_of_the_batch_come_from_the_right_policies(tiny_model_dir, hash_grader):
+    """prox = pi_k, prev = pi_{k-1}, ref = base model, behav = the generating policy; all per sample."""
+    cfg = small_config(tiny_model_dir, steps=3, remix=ReMixConfig(reincarnation_step=None))
+    trainer, _ = build_trainer(cfg, hash_grader)
+    rec = Recorder(trainer)
+    snapshots = {}
+    base = weights(trainer.learner.policy)
+    model = trainer.learner.policy
+
+    def logp_under(state, batch):
+        saved = weights(model)
+        model.load_state_dict(state)
+        out = token_logprobs(model, batch, cfg.rollout.temperature, 64, with_grad=False)[0]
+        model.load_state_dict(saved)
+        return out
+
+    for k in (1, 2, 3):
+        rec.step = k
+        snapshots[k] = weights(model)
+        trainer.train_step()
+    _, batch, _ = next(u for u in rec.updates if u[0] == 3)
+    f = batch.fields
+    torch.testing.assert_close(f["prox_logp"], logp_under(snapshots[3], batch), atol=1e-5, rtol=0)
+    torch.testing.assert_close(f["prev_logp"], logp_under(snapshots[2], batch), atol=1e-5, rtol=0)
+    torch.testing.assert_close(f["ref_logp"], logp_under(base, batch), atol=1e-5, rtol=0)
+    for v in f["version"].unique().tolist():
+        rows = f["version"] == v
+        torch.testing.assert_close(f["behav_logp"][rows], logp_under(snapshots[v], batch)[rows], atol=1e-5, rtol=0)
+    assert set(f["version"].tolist()) <= {1, 2, 3}
+
+
+def test_onpolicy_variant_uses_no_history_and_one_pass(tiny_model_dir, hash_grader):
+    cfg = small_config(tiny_model_dir, steps=3, variant="onpolicy")
+    trainer, _ = build_trainer(cfg, hash_grader)
+    rec = Recorder(trainer)
+    for k in (1, 2, 3):
+        rec.step = k
+        m = trainer.train_step()
+        assert m["historical_share"] == 0 and m["kl_lambda"] == 1.0
+        assert sum(len(b) for s, b, _ in rec.updates if s == k) == cfg.batch_size
+        assert all((b.fields["version"] == k).all() for s, b, _ in rec.updates if s == k)
+    assert trainer.reincarnated_at is None and trainer.rollouts == 3 * cfg.batch_size
+
+
+def test_ppo_runs_with_a_critic_and_recomputes_advantages(tiny_model_dir, hash_grader):
+    cfg = small_config(tiny_model_dir, steps=2, algo="ppo")
+    trainer, _ = build_trainer(cfg, hash_grader)
+    rec = Recorder(trainer)
+    critic_before = weights(trainer.learner.critic)
+    for k in (1, 2):
+        rec.step = k
+        m = trainer.train_step()
+    assert "loss/value" in m and not same_weights(weights(trainer.learner.critic), critic_before)
+    _, batch, _ = rec.updates[-1]
+    mask = batch.response_mask
+    # GAE with gamma = lambda = 1 and the 0/1 reward on the last token: A_t = R - V_t.
+    expected = (batch.fields["reward"][:, None] - batch.fields["old_values"]) * mask
+    torch.testing.assert_close(batch.fields["advantages"], expected, atol=1e-5, rtol=0)
