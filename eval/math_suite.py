@@ -151,9 +151,10 @@ def generate(cfg: SuiteConfig, benchmarks: tuple[str, ...], pool: GraderPool, si
 
     from platforms import get_platform
     from remix.interfaces import SamplingParams
-    from remix.models import resolve_model
+    from remix.models import quiet_transformers, resolve_model
     from remix.prompts import encode_prompt
 
+    quiet_transformers()
     model_dir = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rollout = get_platform(cfg.platform).make_rollout(model_dir, seed=cfg.seed)
@@ -241,6 +242,9 @@ def main(cfg: SuiteConfig) -> dict:
     if responses is not None:
         benchmarks = tuple(b for b in BENCHMARKS if any(r["benchmark"] == b for r in responses))
     out = cfg.out or Path("runs/eval") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    for name in ("results.json", "generations.jsonl"):  # never overwrite an earlier evaluation
+        if (out / name).exists():
+            raise SuiteError(f"{out / name} already exists: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     with (
         GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as pool,

@@ -34,14 +34,6 @@ from remix.tracking import MetricsLog, read_metrics
 from remix.trainer import EncodedProblem, Trainer
 
 
-def quiet_transformers() -> None:
-    """No per-file loading bars or info logs from transformers: the run prints its own progress."""
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-
-
 def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.algo}-{cfg.variant}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
@@ -99,6 +91,8 @@ def build_trainer(cfg: TrainConfig, grader) -> tuple[Trainer, Path]:
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Trains as `cfg` says and returns the summary (also written to RUN_DIR/summary.json)."""
     wall_start = time.time()
+    from remix.models import quiet_transformers
+
     quiet_transformers()
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else default_run_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from remix.models.smollm2 import build_smollm2
 from remix.models.tiny_arith import BUILD_VERSION as TINY_ARITH_VERSION
 from remix.models.tiny_arith import build_tiny_arith, build_tiny_random_model
 
-__all__ = ["BUILTIN_MODELS", "ModelNotFound", "build_tiny_random_model", "resolve_model"]
+__all__ = ["BUILTIN_MODELS", "ModelNotFound", "build_tiny_random_model", "quiet_transformers", "resolve_model"]
 
 # name -> (cache folder name, builder). Bump a folder name when its recipe changes.
 BUILTIN_MODELS: dict[str, tuple[str, Callable[[Path], Path]]] = {
@@ -74,3 +74,11 @@ def _from_hub(repo_id: str, cache_dir: Path) -> Path:
             f"model {repo_id!r} is not a built-in name or a local folder, and downloading it from the hub failed "
             f"({type(e).__name__}: {e}). Offline, pass a local HF folder or one of {', '.join(BUILTIN_MODELS)}."
         ) from e
+
+
+def quiet_transformers() -> None:
+    """No per-file loading bars or info logs from transformers: the run prints its own progress."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()

@@ -64,6 +64,12 @@ def test_from_responses_end_to_end(tmp_path):
     assert (amc["pass@1"], amc["n"], amc["timeouts"]) == (50.0, 2, 0)
     assert results["average"] == 62.5 and results["samples"] == 2
     assert {"model", "temperature", "max_new_tokens", "date", "limit"} <= set(results)
+    again = subprocess.run(
+        [sys.executable, "-m", "eval.math_suite", "--from-responses", str(src), "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert again.returncode == 2 and "already exists" in again.stderr
+    assert json.loads((out / "results.json").read_text()) == results  # the earlier results are intact
     gens = [json.loads(line) for line in (out / "generations.jsonl").read_text().splitlines()]
     assert [(g["id"], g["sample"], g["score"]) for g in gens] == [
         ("aime2024-0", 0, 1.0),
@@ -183,6 +189,7 @@ def test_model_mode_with_fake_rollout(tmp_path, monkeypatch):
     rollout = FakeRollout()
     fake_models = types.ModuleType("remix.models")
     fake_models.resolve_model = lambda name: tmp_path / name
+    fake_models.quiet_transformers = lambda: None
     monkeypatch.setitem(sys.modules, "remix.models", fake_models)
     monkeypatch.setattr(
         transformers, "AutoTokenizer", types.SimpleNamespace(from_pretrained=lambda p: FakeTokenizer())
