@@ -20,4 +20,12 @@ def get_platform(name: str) -> ModuleType:
     """The platform package, which exposes `make_rollout(...)` and `make_learner(...)`."""
     if name not in PLATFORMS:
         raise ValueError(f"unknown platform {name!r}; choose one of {sorted(PLATFORMS)}")
-    return importlib.import_module(PLATFORMS[name])
+    try:
+        return importlib.import_module(PLATFORMS[name])
+    except ModuleNotFoundError as e:
+        if e.name != PLATFORMS[name]:
+            raise  # the platform exists but one of its dependencies is missing: say which
+        raise NotImplementedError(
+            f"platform {name!r} is not implemented yet in this version of remix (only 'cpu' is); "
+            "see README.md, section Platforms"
+        ) from None
