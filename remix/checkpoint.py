@@ -61,3 +61,85 @@ def save_hf_model(state_dict: dict[str, torch.Tensor], base_model_dir: Path, out
         if generation.is_file():
             shutil.copy(generation, tmp / "generation_config.json")
     return Path(out)
+
+
+# --------------------------------------------------------------------------------------------- run checkpoints
+# RUN_DIR/checkpoints/step-000010/
+#     learner/            the platform learner's files: model/ (HF folder), optimizer, precedent, reference, critic
+#     trainer_state.pt    step, rollouts, RNG states, data cursor, buffer (torch.load(weights_only=True))
+#     meta.json           step and format version
+# A checkpoint folder is complete exactly when it exists under its final name (atomic_dir).
+
+CHECKPOINT_FORMAT = 1
+_PREFIX = "step-"
+
+
+def checkpoint_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / "checkpoints" / f"{_PREFIX}{step:06d}"
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (unfinished writes are hidden temporary folders)."""
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX) and p.name[len(_PREFIX):].isdigit()]
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
+
+
+def save_checkpoint(trainer, run_dir: Path, keep: int = 1) -> Path:
+    """Writes the trainer's complete state atomically, then deletes all but the newest `keep` checkpoints."""
+    import json
+
+    final = checkpoint_dir(run_dir, trainer.step)
+    with atomic_dir(final) as tmp:
+        trainer.learner.save_state(tmp / "learner")
+        torch.save(trainer.state_dict(), tmp / "trainer_state.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": trainer.step, "format": CHECKPOINT_FORMAT}) + "\n")
+    _fsync_dir(final.parent)
+    for old in list_checkpoints(run_dir)[:-keep]:  # only once the new one is complete
+        shutil.rmtree(old)
+    return final
+
+
+def load_checkpoint(trainer, folder: Path) -> None:
+    """Restores a trainer (built from the same config and base model) to the state saved in `folder`."""
+    import json
+
+    meta = json.loads((Path(folder) / "meta.json").read_text())
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{folder}: checkpoint format {meta.get('format')} is not {CHECKPOINT_FORMAT}")
+    trainer.learner.load_state(Path(folder) / "learner")
+    trainer.load_state_dict(torch.load(Path(folder) / "trainer_state.pt", weights_only=True))
+
+
+def remove_unfinished(run_dir: Path) -> int:
+    """Cleans up after a checkpoint write that was killed; returns how many leftovers were handled.
+
+    A `.NAME.tmp-PID` folder is an unfinished write: deleted. A `.NAME.old-PID` folder is a complete
+    checkpoint that was being replaced: put back if NAME is missing, else deleted.
+    """
+    root = Path(run_dir) / "checkpoints"
+    if not root.is_dir():
+        return 0
+    handled = 0
+    for p in root.iterdir():
+        if not p.name.startswith("."):
+            continue
+        name, _, kind = p.name[1:].rpartition(".")
+        if kind.startswith("old-") and not (root / name).exists():
+            os.rename(p, root / name)
+        elif kind.startswith(("tmp-", "old-")):
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            continue
+        handled += 1
+    return handled
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

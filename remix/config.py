@@ -193,6 +193,15 @@ class TrainConfig:
     """Worker processes of the math grader."""
     grader_timeout_s: float = 5.0
     """Hard wall-clock deadline per graded response; a timed-out response scores 0."""
+    checkpoint_every: int = 50
+    """Checkpoint every this many steps (and always at the end); 0: only at the end."""
+    keep_checkpoints: int = 1
+    """Complete checkpoints kept; an older one is deleted only after a newer one is fully written."""
+    resume: Literal["auto", "never"] = "auto"
+    """auto: rerunning with the same --run-dir resumes from its newest checkpoint. never: always start
+    fresh, in a new directory (RUN_DIR-2, ...) if RUN_DIR is not empty; nothing is overwritten."""
+    max_consecutive_skips: int = 10
+    """Updates with a non-finite loss or gradient are skipped; this many in a row stop the run (checkpointed)."""
     loggers: tuple[Literal["tensorboard", "wandb"], ...] = ()
     """Extra metric sinks (need the matching extra). metrics.jsonl is always written."""
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -228,6 +237,9 @@ class TrainConfig:
         _require(self.eval_every >= 0, "eval_every", "must be >= 0")
         _require(self.logprob_chunk_tokens >= 1, "logprob_chunk_tokens", "must be >= 1")
         _require(self.grader_workers >= 1, "grader_workers", "must be >= 1")
+        _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        _require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        _require(self.max_consecutive_skips >= 1, "max_consecutive_skips", "must be >= 1")
         _require(self.grader_timeout_s > 0, "grader_timeout_s", "must be > 0")
         if self.variant == "remix":
             hist = int(self.remix.offpolicy_fraction * self.batch_size) // self.rollout.group_size

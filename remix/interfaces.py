@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -79,6 +80,13 @@ class Rollout(ABC):
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         """Replaces the engine's weights with the learner's."""
 
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint needs to continue sampling exactly (e.g. RNG state); weights come from the learner."""
+        raise _missing(self.platform, "Rollout.state_dict, needed to checkpoint a run")
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        raise _missing(self.platform, "Rollout.load_state_dict, needed to resume a run")
+
 
 class Learner(ABC):
     """Holds the policy (and for PPO the critic) and the two KL anchors: reference and precedent."""
@@ -110,6 +118,16 @@ class Learner(ABC):
     def values(self, batch: TokenBatch) -> torch.Tensor:
         """Critic values [B, T] (PPO only)."""
         raise _missing(self.platform, "a critic (values), needed by --algo ppo")
+
+    def save_state(self, folder: Path) -> None:
+        """Writes everything needed to resume into `folder`: the policy as an HF folder (`folder/model`),
+        optimizer state, the precedent weights, the reference weights once reincarnated, the PPO critic.
+        Only safetensors and `torch.save` files that load with `weights_only=True`."""
+        raise _missing(self.platform, "Learner.save_state, needed to checkpoint a run")
+
+    def load_state(self, folder: Path) -> None:
+        """Restores what `save_state` wrote (the learner was built from the same base model and config)."""
+        raise _missing(self.platform, "Learner.load_state, needed to resume a run")
 
     def reset_optimizer(self) -> None:
         """Fresh optimizer state (used at reincarnation with --remix.reset-optimizer-at-reincarnation)."""

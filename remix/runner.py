@@ -9,12 +9,14 @@ run directory:
     RUN_DIR/model/          the final policy as an HF folder (safetensors)
     RUN_DIR/accuracy.png    held-out accuracy against rollouts
     RUN_DIR/summary.json    accuracy before/after, rollouts, steps, wall time
+    RUN_DIR/checkpoints/    the newest complete checkpoint(s): the same command resumes from it
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import sys
 import time
 from dataclasses import asdict
@@ -24,7 +26,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from remix.checkpoint import save_hf_model
+from remix.checkpoint import (
+    checkpoint_dir,
+    list_checkpoints,
+    load_checkpoint,
+    remove_unfinished,
+    save_checkpoint,
+    save_hf_model,
+)
 from remix.config import TrainConfig
 from remix.data import ProblemSource, load_task
 from remix.plots import plot_accuracy_vs_rollouts
@@ -75,41 +84,127 @@ def build_trainer(cfg: TrainConfig, grader) -> tuple[Trainer, Path]:
     from platforms import get_platform
     from remix.models import resolve_model
 
-    model_dir = resolve_model(cfg.model.name, cfg.model.cache_dir)
+    # Data first: a bad file is reported before any model is built or loaded.
+    train_problems, heldout_problems = load_task(cfg.data.task, cfg.data.path, cfg.data.heldout_size,
+                                                 cfg.data.arith_levels, cfg.seed)
     platform = get_platform(cfg.platform)
+    model_dir = resolve_model(cfg.model.name, cfg.model.cache_dir)
     rollout = platform.make_rollout(model_dir, seed=cfg.seed, dtype=cfg.model.dtype)
     learner = platform.make_learner(model_dir, cfg)
     tokenizer = rollout.tokenizer
-    train_problems, heldout_problems = load_task(cfg.data.task, cfg.data.path, cfg.data.heldout_size,
-                                                 cfg.data.arith_levels, cfg.seed)
     train = encode_problems(tokenizer, train_problems, cfg.data.max_prompt_tokens, "training set")
     heldout = encode_problems(tokenizer, heldout_problems, cfg.data.max_prompt_tokens, "held-out set")
     trainer = Trainer(cfg, rollout, learner, grader, tokenizer, ProblemSource(train, cfg.seed), heldout)
     return trainer, model_dir
 
 
+class RunError(ValueError):
+    """A run that cannot start or continue as asked (the message says why and what to do)."""
+
+
+class TrainingHalted(RuntimeError):
+    """Training stopped on purpose (too many skipped updates); a checkpoint was written first."""
+
+
+# Config fields that may change when a run is resumed; any other difference is a conflict.
+RESUMABLE_CHANGES = {
+    "steps", "eval_every", "loggers", "checkpoint_every", "keep_checkpoints", "resume", "max_consecutive_skips",
+    "grader_workers", "grader_timeout_s", "run_dir", "model.cache_dir",
+}
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_json(cfg: TrainConfig) -> dict[str, Any]:
+    """The config as written to RUN_DIR/config.json (paths as strings, tuples as lists)."""
+    return json.loads(json.dumps(asdict(cfg), default=str))
+
+
+def check_resumable(saved: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
+    old, new = _flat(saved), _flat(config_json(cfg))
+    conflicts = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
+    if conflicts:
+        detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in conflicts)
+        raise RunError(f"{run_dir} was started with a different config ({detail}); resume with the same "
+                       "values, or start a new run with --resume never or another --run-dir")
+
+
+def fresh_run_dir(run_dir: Path) -> Path:
+    """`run_dir` if it is new or empty, else the first free `run_dir-2`, `run_dir-3`, ...: never overwrite."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return run_dir
+    n = 2
+    while (candidate := run_dir.with_name(f"{run_dir.name}-{n}")).exists():
+        n += 1
+    return candidate
+
+
+def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
+    """(run directory, checkpoint to resume from or None), following --resume."""
+    run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else default_run_dir(cfg)
+    if cfg.resume == "auto" and run_dir.is_dir():
+        remove_unfinished(run_dir)
+        checkpoints = list_checkpoints(run_dir)
+        if checkpoints:
+            saved = json.loads((run_dir / "config.json").read_text())
+            check_resumable(saved, cfg, run_dir)
+            return run_dir, checkpoints[-1]
+    new_dir = fresh_run_dir(run_dir)
+    if new_dir != run_dir:
+        why = "--resume never" if cfg.resume == "never" else "it has no checkpoint to resume from"
+        print(f"{run_dir} is not empty and {why}: starting fresh in {new_dir}", flush=True)
+    return new_dir, None
+
+
+def _truncate_metrics(path: Path, step: int) -> list[dict[str, Any]]:
+    """Keeps the records up to `step` (a resumed run rewrites what came after its checkpoint)."""
+    records = [r for r in read_metrics(path) if r.get("step", 0) <= step] if path.exists() else []
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+    return records
+
+
 def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Trains as `cfg` says and returns the summary (also written to RUN_DIR/summary.json)."""
-    wall_start = time.time()
+    """Trains as `cfg` says and returns the summary (also written to RUN_DIR/summary.json).
+
+    Resumes from the newest complete checkpoint in --run-dir when there is one (--resume auto).
+    """
     from remix.models import quiet_transformers
 
+    wall_start = time.time()
     quiet_transformers()
-    run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else default_run_dir(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(asdict(cfg), indent=2, default=str) + "\n")
+    run_dir, resume_from = choose_run_dir(cfg)
     torch.manual_seed(cfg.seed)
-
-    log = MetricsLog(run_dir, cfg.loggers, config=asdict(cfg))
     with GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as grader:
-        trainer, model_dir = build_trainer(cfg, grader)
+        trainer, model_dir = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if resume_from is None:
+            (run_dir / "config.json").write_text(json.dumps(config_json(cfg), indent=2) + "\n")
         print(f"run {run_dir}: {cfg.algo} {cfg.variant} on {cfg.data.task} ({len(trainer.train.problems)} train / "
               f"{len(trainer.heldout)} held-out problems), model {cfg.model.name}, {cfg.steps} steps of "
               f"{cfg.batch_size} responses", flush=True)
-        before = trainer.evaluate()
-        log.log({"step": 0, "rollouts": 0, **before})
-        print(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}", flush=True)
-        with tqdm(total=cfg.steps, desc="training", unit="step", dynamic_ncols=True) as bar:
-            for _ in range(cfg.steps):
+        if resume_from is not None:
+            load_checkpoint(trainer, resume_from)
+            records = _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+            before = next(r for r in records if r["step"] == 0)
+            print(f"resumed from {resume_from} (step {trainer.step}, {trainer.rollouts} rollouts)", flush=True)
+        log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=resume_from is not None)
+        if resume_from is None:
+            before = {"step": 0, "rollouts": 0, **trainer.evaluate()}
+            log.log(before)
+            print(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}", flush=True)
+        last_saved = trainer.step if resume_from is not None else None
+        with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True) as bar:
+            while trainer.step < cfg.steps:
                 metrics = trainer.train_step()
                 k = metrics["step"]
                 if k == cfg.steps or (cfg.eval_every and k % cfg.eval_every == 0):
@@ -118,19 +213,33 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
                 bar.update(1)
                 bar.write(step_line(metrics, cfg.steps), file=sys.stdout)
                 sys.stdout.flush()  # one line per step even when stdout is a file or a pipe
-        after = metrics["heldout/accuracy"]
+                halt = trainer.consecutive_skips >= cfg.max_consecutive_skips
+                if halt or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0):
+                    save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
+                    last_saved = k
+                if halt:
+                    log.close()
+                    raise TrainingHalted(
+                        f"stopped after {trainer.consecutive_skips} consecutive updates were skipped for a non-finite "
+                        f"loss or gradient (--max-consecutive-skips {cfg.max_consecutive_skips}); the state at step "
+                        f"{k} is checkpointed in {checkpoint_dir(run_dir, k)}; the same command resumes from there.")
+        if last_saved != trainer.step:  # e.g. resumed a finished run with the same --steps
+            save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
     log.close()
 
-    save_hf_model(trainer.learner.policy_state_dict(), model_dir, run_dir / "model")
     records = read_metrics(log.path)
+    evals = [r for r in records if "heldout/accuracy" in r]
+    save_hf_model(trainer.learner.policy_state_dict(), model_dir, run_dir / "model")
     plot_accuracy_vs_rollouts(records, run_dir / "accuracy.png",
                               f"{cfg.algo} {cfg.variant}, {cfg.model.name} on {cfg.data.task}")
     summary = {
         "heldout_accuracy_before": before["heldout/accuracy"],
-        "heldout_accuracy_after": after,
+        "heldout_accuracy_after": evals[-1]["heldout/accuracy"],
         "rollouts": trainer.rollouts,
         "steps": trainer.step,
         "wall_seconds": round(time.time() - wall_start, 1),
+        "resumed_from_step": None if resume_from is None else int(resume_from.name.split("-")[-1]),
+        "skipped_updates": sum(r.get("skipped/grad_norm", 0) for r in records),
         "algo": cfg.algo,
         "variant": cfg.variant,
         "model": cfg.model.name,
@@ -139,7 +248,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         "run_dir": str(run_dir),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    print(f"held-out accuracy {summary['heldout_accuracy_before']:.3f} -> {after:.3f} with {trainer.rollouts} "
-          f"rollouts in {summary['wall_seconds']:.0f}s; model, metrics.jsonl, accuracy.png and summary.json "
-          f"in {run_dir}", flush=True)
+    print(f"held-out accuracy {summary['heldout_accuracy_before']:.3f} -> {summary['heldout_accuracy_after']:.3f} "
+          f"with {trainer.rollouts} rollouts in {summary['wall_seconds']:.0f}s; model, metrics.jsonl, accuracy.png "
+          f"and summary.json in {run_dir}", flush=True)
     return summary

@@ -60,6 +60,7 @@ class Trainer:
         self.step = 0  # last completed step
         self.rollouts = 0
         self.reincarnated_at: int | None = None
+        self.consecutive_skips = 0  # optimizer updates skipped in a row for a non-finite loss or gradient
 
     # ---------------------------------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
@@ -106,6 +107,8 @@ class Trainer:
             order = torch.randperm(len(batch), generator=self.generator)
             for idx in order.split(cfg.mini_batch_size):
                 updates.append(self.learner.update(batch.select(idx), kl_lambda))
+                skipped = any(v for key, v in updates[-1].items() if key.startswith("skipped/"))
+                self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
         self.rollout.load_weights(self.learner.policy_state_dict())
 
         # 5. Buffer: push the fresh groups, keep the last N policies (on-policy training stores nothing).
@@ -177,6 +180,27 @@ class Trainer:
         self.reincarnated_at = self.step
 
     # ---------------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The loop's own state for a checkpoint (the learner saves its weights and optimizer itself)."""
+        return {
+            "step": self.step, "rollouts": self.rollouts, "reincarnated_at": self.reincarnated_at,
+            "consecutive_skips": self.consecutive_skips, "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "rollout": self.rollout.state_dict(),
+            "data": self.train.state_dict(), "buffer": self.buffer.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step, self.rollouts = int(state["step"]), int(state["rollouts"])
+        self.reincarnated_at = state["reincarnated_at"]
+        self.consecutive_skips = int(state["consecutive_skips"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.rollout.load_state_dict(state["rollout"])
+        self.train.load_state_dict(state["data"])
+        self.buffer.load_state_dict(state["buffer"])
+        self.rollout.load_weights(self.learner.policy_state_dict())  # the engine samples from the restored policy
+
+    # ---------------------------------------------------------------------------------------------
     def evaluate(self, batch_size: int = 128) -> dict[str, float]:
         """Greedy held-out accuracy with the same grader as training and the benchmarks."""
         params = SamplingParams(temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens, n=1)
@@ -197,6 +221,7 @@ class Trainer:
             "response/truncated_frac": sum(f == "length" for g in fresh for f in g.finish_reasons) / len(lengths),
             "reflection_rate": sum(any(w in t.lower() for w in REFLECTION_WORDS) for t in texts) / len(texts),
             "historical_share": h / self.cfg.batch_size, "kl_lambda": kl_lambda,
+            "skipped/consecutive": self.consecutive_skips,
             "buffer/responses": self.buffer.num_responses(), "reincarnated": self.reincarnated_at is not None,
             "grader/timeouts": report.timeouts, "grader/errors": report.errors,
             # Sampler/learner mismatch on the fresh samples: engine log-probs against the learner's.

@@ -4,6 +4,10 @@ Examples:
     python scripts/run.py                                   # ReMix-GRPO on arith, tiny-arith, CPU
     python scripts/run.py --algo ppo --variant onpolicy     # the on-policy PPO baseline
     python scripts/run.py --model smollm2-135m --task math --steps 100
+    python scripts/run.py --run-dir runs/a                  # run again: resumes from its newest checkpoint
+
+Exit status: 0 done, 2 bad input (data, model, config; nothing trained), 3 stopped after too many
+skipped updates (checkpointed).
 """
 
 from __future__ import annotations
@@ -16,11 +20,21 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from remix.config import TrainConfig  # noqa: E402
-from remix.runner import run  # noqa: E402
+from remix.data import DataError  # noqa: E402
+from remix.models import ModelNotFound  # noqa: E402
+from remix.runner import RunError, TrainingHalted, run  # noqa: E402
 
 
 def main() -> None:
-    run(tyro.cli(TrainConfig))
+    cfg = tyro.cli(TrainConfig)
+    try:
+        run(cfg)
+    except (DataError, ModelNotFound, RunError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except TrainingHalted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        raise SystemExit(3) from None
 
 
 if __name__ == "__main__":

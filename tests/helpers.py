@@ -45,3 +45,33 @@ def weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def small_cli_flags(model_dir, run_dir, steps: int, *extra: str) -> list[str]:
+    """scripts/run.py flags equal to small_config(), plus an entropy bonus so that a random model's
+    weights change every step (its answers all score 0, so its advantages are all 0)."""
+    return [
+        "--model", str(model_dir), "--run-dir", str(run_dir), "--steps", str(steps),
+        "--batch-size", "16", "--mini-batch-size", "8", "--micro-batch-size", "4", "--eval-every", "2",
+        "--grader-workers", "1", "--logprob-chunk-tokens", "16", "--rollout.max-new-tokens", "6",
+        "--rollout.group-size", "2", "--data.heldout-size", "8", "--data.arith-levels", "1",
+        "--remix.reincarnation-step", "3", "--objective.no-compile", "--objective.entropy-coef", "0.01",
+        "--checkpoint-every", "1", *extra,
+    ]
+
+
+def run_metrics_without_times(run_dir) -> list[dict]:
+    """metrics.jsonl of a run minus wall-clock timings, which differ between identical runs."""
+    import json
+    from pathlib import Path
+
+    rows = [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def final_weights(run_dir) -> dict[str, torch.Tensor]:
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    return load_file(Path(run_dir) / "model" / "model.safetensors")

@@ -18,6 +18,9 @@ from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import AutoModel, AutoModelForCausalLM
 
+from safetensors.torch import load_model, save_model
+
+from remix.checkpoint import save_hf_model
 from remix.config import TrainConfig
 from remix.interfaces import Learner, TokenBatch
 from remix.objective import LossInputs, remix_loss, value_loss
@@ -86,8 +89,10 @@ class CPULearner(Learner):
 
     def __init__(self, model_dir: str | Path, cfg: TrainConfig) -> None:
         self.cfg = cfg
+        self.model_dir = Path(model_dir)
         self.policy = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         self.reference = self._frozen_copy()
+        self.reference_is_base = True  # until reincarnation; a checkpoint then stores the reference weights
         self.precedent = self._frozen_copy()
         self.optimizer = self._new_optimizer()
         self.critic: ValueModel | None = None
@@ -127,6 +132,7 @@ class CPULearner(Learner):
         global_tokens, global_seqs = float(batch.response_mask.sum()), float(len(batch))
         self.optimizer.zero_grad(set_to_none=True)
         totals: dict[str, float] = {}
+        finite = True
         for idx in torch.arange(len(batch)).split(cfg.micro_batch_size):
             micro = batch.select(idx)
             logp, entropy = token_logprobs(self.policy, micro, cfg.rollout.temperature,
@@ -137,20 +143,24 @@ class CPULearner(Learner):
                                 mask=micro.response_mask, entropy=entropy)
             loss, metrics = remix_loss(inputs, cfg.objective, kl_lambda,
                                        global_tokens=global_tokens, global_seqs=global_seqs)
+            finite = finite and bool(torch.isfinite(loss))
             loss.backward()
             share = float(micro.response_mask.sum()) / max(global_tokens, 1.0)
             for k, v in metrics.items():  # loss parts are already global partial sums; the rest token means
                 totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else share)
-        totals.update(self._step(self.policy.parameters(), self.optimizer, "grad_norm"))
+        totals.update(self._step(self.policy.parameters(), self.optimizer, "grad_norm", finite))
         if self.critic is not None:
             totals.update(self._update_critic(batch, global_tokens, global_seqs))
         return totals
 
-    def _step(self, params, optimizer: torch.optim.Optimizer, name: str) -> dict[str, float]:
+    def _step(self, params, optimizer: torch.optim.Optimizer, name: str, loss_finite: bool = True
+              ) -> dict[str, float]:
+        """Clips and applies the accumulated gradient, or skips the update when the loss or the gradient
+        is not finite (counted in `skipped/<name>`; the trainer stops after too many in a row)."""
         params = [p for p in params if p.grad is not None]
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        if not math.isfinite(norm):
+        if not (loss_finite and math.isfinite(norm)):
             optimizer.zero_grad(set_to_none=True)
             return {name: norm, f"skipped/{name}": 1.0}
         optimizer.step()
@@ -179,6 +189,32 @@ class CPULearner(Learner):
 
     def reincarnate_reference(self) -> None:
         self.reference.load_state_dict(self.policy.state_dict())
+        self.reference_is_base = False
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def save_state(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_hf_model(self.policy.state_dict(), self.model_dir, folder / "model")
+        save_model(self.precedent, str(folder / "precedent.safetensors"))
+        if not self.reference_is_base:
+            save_model(self.reference, str(folder / "reference.safetensors"))
+        torch.save(self.optimizer.state_dict(), folder / "optimizer.pt")
+        if self.critic is not None:
+            save_model(self.critic, str(folder / "critic.safetensors"))
+            torch.save(self.critic_optimizer.state_dict(), folder / "critic_optimizer.pt")
+
+    def load_state(self, folder: Path) -> None:
+        self.policy = AutoModelForCausalLM.from_pretrained(folder / "model", dtype=torch.float32).eval()
+        self.optimizer = self._new_optimizer()  # bound to the new policy's parameters
+        self.optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True))
+        load_model(self.precedent, str(folder / "precedent.safetensors"))
+        reference = folder / "reference.safetensors"
+        self.reference_is_base = not reference.exists()
+        if not self.reference_is_base:
+            load_model(self.reference, str(reference))
+        if self.critic is not None:
+            load_model(self.critic, str(folder / "critic.safetensors"))
+            self.critic_optimizer.load_state_dict(torch.load(folder / "critic_optimizer.pt", weights_only=True))
 
     def reset_optimizer(self) -> None:
         self.optimizer = self._new_optimizer()

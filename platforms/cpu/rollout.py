@@ -80,6 +80,12 @@ class CPURollout(Rollout):
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state_dict, strict=True)
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.generator.set_state(state["generator"])
+
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         if params.seed is not None:
             self.generator.manual_seed(params.seed)

@@ -1,0 +1,127 @@
+"""Runs that survive: kill -9 and resume gives the uninterrupted run's weights and metrics; a kill
+while a checkpoint is written leaves the previous one loadable; resuming across reincarnation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from remix.checkpoint import list_checkpoints
+from tests.helpers import final_weights, run_metrics_without_times, same_weights, small_cli_flags
+
+ROOT = Path(__file__).resolve().parents[2]
+RUN = [sys.executable, str(ROOT / "scripts" / "run.py")]
+N = 6
+
+
+def _run(flags: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
+    proc = subprocess.run(RUN + flags, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_model_dir, tmp_path_factory):
+    """The reference: N steps without interruption."""
+    run_dir = tmp_path_factory.mktemp("straight") / "run"
+    _run(small_cli_flags(tiny_model_dir, run_dir, N))
+    return run_dir
+
+
+def _assert_same_run(a: Path, b: Path) -> None:
+    assert same_weights(final_weights(a), final_weights(b))
+    assert run_metrics_without_times(a) == run_metrics_without_times(b)
+
+
+def test_kill_9_then_resume_equals_the_straight_run(tiny_model_dir, straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(RUN + small_cli_flags(tiny_model_dir, run_dir, N), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait for step N/2 to be logged, then kill without warning
+        if metrics.exists() and any(json.loads(line)["step"] >= N // 2 for line in metrics.read_text().splitlines()):
+            break
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(json.loads(line)["step"] for line in metrics.read_text().splitlines())
+    assert killed_at < N and list_checkpoints(run_dir), "expected an interrupted run with a checkpoint"
+    out = _run(small_cli_flags(tiny_model_dir, run_dir, N)).stdout
+    assert "resumed from" in out
+    _assert_same_run(run_dir, straight_run)
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["steps"] == N and summary["resumed_from_step"] >= N // 2 - 1
+
+
+KILL_DURING_SECOND_CHECKPOINT = textwrap.dedent("""
+    import os, signal, sys
+    import torch
+    import remix.checkpoint as ckpt
+    from remix.config import TrainConfig
+    from remix.runner import run
+    import tyro
+
+    real_save, calls = torch.save, []
+
+    def save(obj, path, *a, **k):
+        if str(path).endswith("trainer_state.pt"):
+            calls.append(path)
+            if len(calls) == 2:  # the learner's files of checkpoint 2 are written, its trainer state is not
+                os.kill(os.getpid(), signal.SIGKILL)
+        return real_save(obj, path, *a, **k)
+
+    ckpt.torch.save = save
+    run(tyro.cli(TrainConfig, args=sys.argv[1:]))
+""")
+
+
+def test_kill_during_checkpoint_write_keeps_the_previous_one(tiny_model_dir, straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", KILL_DURING_SECOND_CHECKPOINT,
+                           *small_cli_flags(tiny_model_dir, run_dir, N)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    root = run_dir / "checkpoints"
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step-000001"]
+    assert any(p.name.startswith(".step-000002.tmp-") for p in root.iterdir())  # the unfinished write
+    out = _run(small_cli_flags(tiny_model_dir, run_dir, N)).stdout
+    assert "resumed from" in out and "step 1," in out
+    assert not any(p.name.startswith(".") for p in root.iterdir())  # leftovers cleaned up
+    _assert_same_run(run_dir, straight_run)
+
+
+def test_resume_across_reincarnation_and_after_it(tiny_model_dir, straight_run, tmp_path):
+    """Stop at 2 (before T = 3), resume to 4 (after T: the reference weights are checkpointed), then to N."""
+    run_dir = tmp_path / "run"
+    _run(small_cli_flags(tiny_model_dir, run_dir, 2))
+    _run(small_cli_flags(tiny_model_dir, run_dir, 4))
+    learner = list_checkpoints(run_dir)[-1] / "learner"
+    assert (learner / "reference.safetensors").is_file()  # reincarnated: the reference is no longer the base
+    _run(small_cli_flags(tiny_model_dir, run_dir, N))
+    _assert_same_run(run_dir, straight_run)
+
+
+def test_config_conflict_on_resume_names_the_field(tiny_model_dir, straight_run, tmp_path):
+    proc = subprocess.run(RUN + small_cli_flags(tiny_model_dir, straight_run, N + 1, "--optim.lr", "1e-3"),
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 2 and "optim.lr" in proc.stderr
+    assert json.loads((straight_run / "summary.json").read_text())["steps"] == N  # untouched
+
+
+def test_resume_never_starts_fresh_in_a_new_directory(tiny_model_dir, straight_run, tmp_path):
+    run_dir = tmp_path / "run"
+    _run(small_cli_flags(tiny_model_dir, run_dir, 1))
+    before = (run_dir / "metrics.jsonl").read_text()
+    out = _run(small_cli_flags(tiny_model_dir, run_dir, 1, "--resume", "never")).stdout
+    assert "starting fresh in" in out and (tmp_path / "run-2" / "summary.json").is_file()
+    assert (run_dir / "metrics.jsonl").read_text() == before  # nothing overwritten
