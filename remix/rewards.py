@@ -223,7 +223,7 @@ class GraderPool:
         if w.conn.poll():
             try:
                 msg = w.conn.recv()
-            except EOFError:  # it died; handled below through its sentinel
+            except (EOFError, OSError):  # it died (EOF, or ECONNRESET); handled below through its sentinel
                 msg = None
             if msg == "ready":
                 w.ready = True
