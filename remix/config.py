@@ -7,6 +7,7 @@ sizes default to what runs in minutes on a 2-core CPU with the `tiny-arith` mode
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,6 +241,9 @@ class TrainConfig:
         _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         _require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
         _require(self.max_consecutive_skips >= 1, "max_consecutive_skips", "must be >= 1")
+        for sink in self.loggers:  # fail at parse time, not after the run directory was made
+            _require(importlib.util.find_spec(sink) is not None, "loggers",
+                     f"{sink} is not installed: pip install 'remix-rft[{sink}]'")
         _require(self.grader_timeout_s > 0, "grader_timeout_s", "must be > 0")
         if self.variant == "remix":
             hist = int(self.remix.offpolicy_fraction * self.batch_size) // self.rollout.group_size

@@ -203,7 +203,9 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
             log.log(before)
             print(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}", flush=True)
         last_saved = trainer.step if resume_from is not None else None
-        with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True) as bar:
+        # disable=None: a bar on a terminal, none in logs and pipes (the per-step lines are the record there)
+        with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True,
+                  disable=None) as bar:
             while trainer.step < cfg.steps:
                 metrics = trainer.train_step()
                 k = metrics["step"]

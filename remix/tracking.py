@@ -14,8 +14,7 @@ class MetricsLog:
     def __init__(self, run_dir: Path, loggers: tuple[str, ...] = (), config: dict[str, Any] | None = None,
                  append: bool = False) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
-        self._file = self.path.open("a" if append else "w", encoding="utf-8")
-        self._tb = self._wandb = None
+        self._tb = self._wandb = None  # the optional sinks first: a missing extra fails before any file is touched
         if "tensorboard" in loggers:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -28,6 +27,7 @@ class MetricsLog:
             except ImportError as e:
                 raise ImportError("--loggers wandb needs the extra: pip install 'remix-rft[wandb]'") from e
             self._wandb = wandb.init(project="remix", dir=str(run_dir), config=config, name=Path(run_dir).name)
+        self._file = self.path.open("a" if append else "w", encoding="utf-8")
 
     def log(self, record: dict[str, Any]) -> None:
         self._file.write(json.dumps(record, default=_jsonable) + "\n")

@@ -48,25 +48,34 @@ def response_states(backbone: nn.Module, batch: TokenBatch) -> torch.Tensor:
     return hidden[:, P - 1:P + T - 1]
 
 
+def head_logprobs(states: torch.Tensor, targets: torch.Tensor, head: nn.Module, temperature: float,
+                  chunk_tokens: int, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (log-probs, entropies) [N] of `targets` given hidden `states` [N, H], through the LM head
+    in chunks of `chunk_tokens`: at most a [chunk_tokens, V] logits tensor exists at a time. With
+    gradients, each chunk is recomputed in the backward pass (activation checkpointing) rather than kept."""
+    logps, ents = [], []
+    for s in range(0, states.shape[0], chunk_tokens):
+        args = (states[s:s + chunk_tokens], targets[s:s + chunk_tokens], head.weight,
+                getattr(head, "bias", None), temperature)
+        lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if with_grad else _chunk_logprobs(*args)
+        logps.append(lp)
+        ents.append(ent)
+    if not logps:
+        empty = torch.zeros(0, dtype=torch.float32)
+        return empty, empty
+    return torch.cat(logps), torch.cat(ents)
+
+
 def token_logprobs(model: nn.Module, batch: TokenBatch, temperature: float, chunk_tokens: int,
                    with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probs, entropies) [B, T] of the response tokens; zero where response_mask is false."""
     states = response_states(model.get_decoder(), batch)
     mask = batch.response_mask
     P, T = batch.prompt_len, mask.shape[1]
-    flat_states, flat_targets = states[mask], batch.input_ids[:, P:P + T][mask]
-    head = model.get_output_embeddings()
-    logps, ents = [], []
-    for s in range(0, flat_states.shape[0], chunk_tokens):
-        args = (flat_states[s:s + chunk_tokens], flat_targets[s:s + chunk_tokens], head.weight,
-                getattr(head, "bias", None), temperature)
-        lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if with_grad else _chunk_logprobs(*args)
-        logps.append(lp)
-        ents.append(ent)
+    logp, entropy = head_logprobs(states[mask], batch.input_ids[:, P:P + T][mask], model.get_output_embeddings(),
+                                  temperature, chunk_tokens, with_grad)
     zeros = torch.zeros(mask.shape, dtype=torch.float32)
-    if not logps:
-        return zeros, zeros
-    return zeros.index_put((mask,), torch.cat(logps)), zeros.index_put((mask,), torch.cat(ents))
+    return zeros.index_put((mask,), logp), zeros.index_put((mask,), entropy)
 
 
 class ValueModel(nn.Module):
