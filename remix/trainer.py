@@ -7,9 +7,10 @@ One step k (1-based):
   3. learner log-probs over the batch: pi_k (the clip centre, and the behaviour log-probs of fresh
      samples), pi_ref (cached per group until reincarnation), pi_{k-1} (taken from the behaviour
      log-probs of samples made by pi_{k-1}); PPO: values and GAE with the current critic for all;
-  4. m passes of shuffled mini-batch updates;
-  5. push the fresh groups into the buffer with version k and evict versions older than k - N + 1;
-  6. count the fresh responses as rollouts; push the new weights to the rollout engine.
+  4. m passes of shuffled mini-batch updates; push the new weights to the rollout engine;
+  5. push the fresh groups into the buffer with version k and evict versions older than k - N + 1
+     (only while p > 0: on-policy training keeps no history);
+  6. count the fresh responses as rollouts (the cost the paper reports).
 After step T: reference <- current weights, p <- 0, m <- 1, buffer cleared (reincarnation).
 `--variant onpolicy` is the same loop with p = 0, m = 1, no reincarnation and lambda = 1.
 
@@ -18,6 +19,8 @@ Simplifications relative to the paper, all deliberate:
   - rewards are 0/1 outcome rewards placed on the last response token (no format or length terms);
   - the engine's log-probs are only used for the sampler/learner mismatch metric (no truncated IS);
   - PPO advantages are not whitened across the batch;
+  - historical groups are drawn uniformly over the stored groups (uniform over the last N policies
+    when each pushed the same number of groups, as they do before reincarnation);
   - evaluation is greedy decoding of a fixed held-out split, with the same grader as the benchmarks.
 """
 
