@@ -73,7 +73,7 @@ def step_line(m: dict[str, Any], steps: int) -> str:
         f"len {m['response_length/mean']:.1f}",
         f"hist {m['historical_share']:.2f}",
         f"clip lo/hi {m['clip_frac/low']:.3f}/{m['clip_frac/high']:.3f}",
-        f"kl ref/prev {m['kl/ref']:.2e}/{m['kl/prev']:.2e}",
+        f"kl ref/prev {m['kl/ref']:.2e}/" + (f"{m['kl/prev']:.2e}" if "kl/prev" in m else "-"),
         f"time gen/grade/learn {m['time/generate']:.1f}/{m['time/grade']:.1f}/{m['time/learn']:.1f}s",
     ]
     return " | ".join(parts)

@@ -101,7 +101,7 @@ class Trainer:
         # 3. Log-probs under pi_k, pi_ref and pi_{k-1}; advantages for the whole batch.
         groups = historical + fresh
         batch = collate(groups, self.pad_id)
-        self._fill_logprobs(batch, historical, fresh, k)
+        self._fill_logprobs(batch, historical, fresh, k, need_precedent=kl_lambda < 1.0)
         self._fill_advantages(batch)
 
         # 4. m passes of mini-batch updates over the shuffled batch.
@@ -129,7 +129,11 @@ class Trainer:
                                   {"generate": t_generated - t0, "grade": t_graded - t_generated,
                                    "learn": t_done - t_graded})
 
-    def _fill_logprobs(self, batch: TokenBatch, historical: list[Group], fresh: list[Group], k: int) -> None:
+    def _fill_logprobs(self, batch: TokenBatch, historical: list[Group], fresh: list[Group], k: int,
+                       need_precedent: bool) -> None:
+        """prox (pi_k), behav, ref and prev log-probs of the batch. While lambda = 1 (steps 1-50 by default,
+        and always on-policy) the KL to the precedent has weight 0: its forward pass is skipped and prev is
+        set to ref, which leaves the loss and its gradient exactly unchanged (kl/prev is then not measured)."""
         mask, T = batch.response_mask, batch.response_mask.shape[1]
         groups = historical + fresh
         prox = self.learner.logprobs(batch, "current")
@@ -140,13 +144,16 @@ class Trainer:
             g.behav_logp = fresh_behav[j * len(g):(j + 1) * len(g)]
         behav = pad_tokens([t for g in groups for t in g.behav_logp], T)
         # pi_{k-1}'s log-probs of the samples it generated are their behaviour log-probs (spec 5.3).
-        prev = behav.clone()
-        need_prev = torch.nonzero(batch.fields["version"] != k - 1).squeeze(-1)
-        if len(need_prev):
-            prev[need_prev] = self.learner.logprobs(batch.select(need_prev), "precedent")
+        ref = self._reference_logprobs(batch, groups)
+        if need_precedent:
+            prev = behav.clone()
+            need_prev = torch.nonzero(batch.fields["version"] != k - 1).squeeze(-1)
+            if len(need_prev):
+                prev[need_prev] = self.learner.logprobs(batch.select(need_prev), "precedent")
+        else:
+            prev = ref
         self.learner.snapshot_precedent()  # pi_k becomes the precedent of step k + 1
-        batch.fields.update(prox_logp=prox, behav_logp=behav, prev_logp=prev,
-                            ref_logp=self._reference_logprobs(batch, groups),
+        batch.fields.update(prox_logp=prox, behav_logp=behav, prev_logp=prev, ref_logp=ref,
                             engine_logp=pad_tokens([t for g in groups for t in g.engine_logp], T))
 
     def _reference_logprobs(self, batch: TokenBatch, groups: list[Group]) -> torch.Tensor:
@@ -234,5 +241,7 @@ class Trainer:
         for key in updates[0]:
             vals = [u[key] for u in updates]
             out[key] = sum(vals) if key.startswith("skipped/") else sum(vals) / len(vals)
+        if kl_lambda == 1.0:
+            del out["kl/prev"]  # not measured: prev was set to ref (see _fill_logprobs)
         out.update({f"time/{k_}": v for k_, v in times.items()})
         return out

@@ -75,7 +75,8 @@ def test_bookkeeping_over_steps_and_reincarnation(tiny_model_dir, hash_grader):
 
 def test_logprobs_of_the_batch_come_from_the_right_policies(tiny_model_dir, hash_grader):
     """prox = pi_k, prev = pi_{k-1}, ref = base model, behav = the generating policy; all per sample."""
-    cfg = small_config(tiny_model_dir, steps=3, remix=ReMixConfig(reincarnation_step=None))
+    # lambda_start = 0: lambda < 1 from step 1, so the KL to the precedent counts and prev is computed.
+    cfg = small_config(tiny_model_dir, steps=3, remix=ReMixConfig(reincarnation_step=None, lambda_start=0))
     trainer, _ = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
     snapshots = {}
@@ -102,6 +103,22 @@ def test_logprobs_of_the_batch_come_from_the_right_policies(tiny_model_dir, hash
         rows = f["version"] == v
         torch.testing.assert_close(f["behav_logp"][rows], logp_under(snapshots[v], batch)[rows], atol=1e-5, rtol=0)
     assert set(f["version"].tolist()) <= {1, 2, 3}
+
+
+def test_precedent_pass_is_skipped_while_lambda_is_one(tiny_model_dir, hash_grader):
+    """With lambda = 1 the KL to pi_{k-1} has weight 0: no precedent forward pass, prev = ref."""
+    cfg = small_config(tiny_model_dir, steps=2, remix=ReMixConfig(reincarnation_step=None))  # lambda = 1 to 50
+    trainer, _ = build_trainer(cfg, hash_grader)
+    rec = Recorder(trainer)
+    asked, real_logprobs = [], trainer.learner.logprobs
+    trainer.learner.logprobs = lambda batch, policy="current": asked.append(policy) or real_logprobs(batch, policy)
+    for k in (1, 2):
+        rec.step = k
+        m = trainer.train_step()
+        assert m["kl_lambda"] == 1.0 and "kl/prev" not in m
+    assert "precedent" not in asked and {"current", "reference"} <= set(asked)
+    for _, batch, _ in rec.updates:
+        assert torch.equal(batch.fields["prev_logp"], batch.fields["ref_logp"])
 
 
 def test_onpolicy_variant_uses_no_history_and_one_pass(tiny_model_dir, hash_grader):

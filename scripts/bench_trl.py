@@ -1,0 +1,181 @@
+"""remix beside TRL: the same GRPO configuration, wall time per 1,000 rollouts and peak memory.
+
+    pip install -e '.[bench]'          # TRL (and datasets) are only needed here
+    python scripts/bench_trl.py        # about 2 minutes on 2 cores
+
+Both sides train the same model on the same task with the same GRPO settings: batch 64 responses
+(8 prompts x 8 samples) per rollout batch, two optimizer steps of 32 per batch, one pass (TRL's
+num_iterations = 1), max 40 new tokens, temperature 1, top-p 1, lr 5e-5, clip eps 0.2, KL coefficient
+1e-3 (TRL loads its reference model for it), token-mean loss (TRL's "dapo"), group-std-normalised
+advantages, and the same math-verify grader as the reward. remix runs twice: its on-policy GRPO (the
+same algorithm as TRL's) and ReMix-GRPO (reusing 40% of each batch, two passes). Each side runs in
+its own process on the CPU; timing starts after the first rollout batch (TRL's set-up and remix's
+torch.compile are both excluded) and peak memory is the process's peak resident set size.
+Writes OUT/trl_comparison.md and .json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tyro
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from remix.reporting import machine_description, write_report  # noqa: E402
+
+BATCH, GROUP, MINI, NEW_TOKENS, LR, KL = 64, 8, 32, 40, 5e-5, 1e-3
+
+
+@dataclass
+class TRLBenchConfig:
+    steps: int = 40
+    """Rollout batches per side (the first is a warm-up and not timed)."""
+    model: str = "tiny-arith"
+    """Model of both sides: a built-in name or a local HF folder."""
+    out: Path = Path("docs/benchmarks")
+    """Where trl_comparison.md and .json go."""
+    side: str | None = None
+    """Internal: run one side (trl, remix-grpo, remix-remix) in this process and print JSON."""
+
+
+def _peak_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_trl(cfg: TRLBenchConfig, model_dir: Path) -> dict:
+    from datasets import Dataset
+    from transformers import AutoTokenizer, TrainerCallback
+    from trl import GRPOConfig, GRPOTrainer
+
+    from remix.data import ArithTask
+    from remix.prompts import format_prompt
+    from remix.rewards import GraderPool
+
+    problems = ArithTask((1, 2, 3)).train_problems()
+    dataset = Dataset.from_list([{"prompt": [{"role": "user", "content": format_prompt(p.problem)}],
+                                  "answer": p.answer} for p in problems])
+    steps_per_batch = BATCH // MINI
+    args = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="trl-bench-"), use_cpu=True, bf16=False, report_to="none",
+        save_strategy="no", logging_steps=10_000, seed=0, disable_tqdm=True,
+        per_device_train_batch_size=MINI, gradient_accumulation_steps=1, steps_per_generation=steps_per_batch,
+        num_generations=GROUP, num_iterations=1, max_steps=cfg.steps * steps_per_batch,
+        max_completion_length=NEW_TOKENS, temperature=1.0, top_p=1.0, learning_rate=LR, beta=KL, epsilon=0.2,
+        loss_type="dapo", scale_rewards="group", lr_scheduler_type="constant", warmup_steps=0,
+        weight_decay=0.0, max_grad_norm=1.0, adam_beta1=0.9, adam_beta2=0.999,
+        gradient_checkpointing=False,  # remix's learner does not checkpoint the transformer body either
+    )
+    marks: list[float] = []
+
+    class StepTimes(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            marks.append(time.perf_counter())
+
+    with GraderPool(2, 5.0) as pool:
+        def reward(prompts, completions, answer, **kwargs):
+            texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
+            return pool.grade(texts, list(answer)).scores
+
+        trainer = GRPOTrainer(model=str(model_dir), reward_funcs=reward, args=args, train_dataset=dataset,
+                              processing_class=AutoTokenizer.from_pretrained(model_dir), callbacks=[StepTimes()])
+        trainer.train()
+    timed = marks[steps_per_batch - 1:]  # from the end of the first rollout batch's optimizer steps
+    return {"side": "TRL GRPOTrainer", "timed_batches": cfg.steps - 1, "seconds": timed[-1] - timed[0],
+            "peak_rss_bytes": _peak_rss()}
+
+
+def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
+    from remix.config import TrainConfig
+    from remix.models import quiet_transformers
+    from remix.rewards import GraderPool
+    from remix.runner import build_trainer
+
+    quiet_transformers()
+    base = TrainConfig()
+    tc = dataclasses.replace(
+        base, variant=variant, steps=cfg.steps, batch_size=BATCH, mini_batch_size=MINI, micro_batch_size=MINI // 2,
+        model=dataclasses.replace(base.model, name=str(model_dir)),
+        rollout=dataclasses.replace(base.rollout, max_new_tokens=NEW_TOKENS, group_size=GROUP, temperature=1.0),
+        optim=dataclasses.replace(base.optim, lr=LR),
+        objective=dataclasses.replace(base.objective, kl_coef=KL, clip_eps=0.2, loss_agg="token-mean"),
+    )
+    with GraderPool(2, 5.0) as pool:
+        trainer, _ = build_trainer(tc, pool)
+        trainer.train_step()  # warm-up batch: torch.compile of the objective
+        start, rollouts_before = time.perf_counter(), trainer.rollouts
+        for _ in range(cfg.steps - 1):
+            trainer.train_step()
+        seconds = time.perf_counter() - start
+    return {"side": "remix " + ("GRPO (on-policy)" if variant == "onpolicy" else "ReMix-GRPO"),
+            "timed_batches": cfg.steps - 1, "seconds": seconds, "rollouts": trainer.rollouts - rollouts_before,
+            "peak_rss_bytes": _peak_rss()}
+
+
+def side(cfg: TRLBenchConfig) -> dict:
+    from remix.models import resolve_model
+
+    model_dir = resolve_model(cfg.model)
+    if cfg.side == "trl":
+        result = run_trl(cfg, model_dir)
+        result["rollouts"] = result["timed_batches"] * BATCH
+    else:
+        result = run_remix(cfg, model_dir, "onpolicy" if cfg.side == "remix-grpo" else "remix")
+    result["seconds_per_1000_rollouts"] = 1000 * result["seconds"] / result["rollouts"]
+    return result
+
+
+def main(cfg: TRLBenchConfig) -> None:
+    if cfg.side:
+        print(json.dumps(side(cfg)))
+        return
+    try:
+        import trl
+    except ImportError:
+        raise SystemExit("TRL is not installed: pip install -e '.[bench]'") from None
+    results = []
+    for name in ("trl", "remix-grpo", "remix-remix"):
+        print(f"running {name} ...", flush=True)
+        cmd = [sys.executable, __file__, "--side", name, "--steps", str(cfg.steps), "--model", cfg.model,
+               "--out", str(cfg.out)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                              env={**os.environ, "TQDM_DISABLE": "1"})
+        if proc.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    trl_row = results[0]
+    lines = [
+        "# remix beside TRL's GRPOTrainer", "",
+        f"Measured {dt.date.today().isoformat()} on {machine_description()}, TRL {trl.__version__}; "
+        f"model `{cfg.model}`; "
+        f"{cfg.steps} rollout batches per side, the first untimed.", "",
+        "Command: `" + " ".join(["python scripts/bench_trl.py", *sys.argv[1:]]) + "`",
+        "",
+        "Shared GRPO settings: batch 64 responses (8 prompts x 8), 2 optimizer steps of 32 per batch, 1 pass, "
+        "40 new tokens, temperature 1, lr 5e-5, clip 0.2, KL 1e-3, token-mean loss, group-normalised advantages, "
+        "the same math-verify grader.", "",
+        "| side | timed rollouts | wall time | s per 1,000 rollouts | vs TRL | peak RSS | vs TRL |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        lines.append(
+            f"| {r['side']} | {r['rollouts']:,} | {r['seconds']:.1f} s | {r['seconds_per_1000_rollouts']:.1f} | "
+            f"{r['seconds_per_1000_rollouts'] / trl_row['seconds_per_1000_rollouts']:.2f}x | "
+            f"{r['peak_rss_bytes'] / 2**20:,.0f} MiB | {r['peak_rss_bytes'] / trl_row['peak_rss_bytes']:.2f}x |")
+    lines += ["", "Lower is better in both ratio columns. ReMix-GRPO does twice the updates per batch (m = 2) on "
+              "40% reused samples, so its time per rollout is not the same work as the on-policy rows.", ""]
+    write_report(cfg.out, "trl_comparison", lines, results)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(TRLBenchConfig, description=__doc__))
