@@ -32,6 +32,7 @@ from typing import Self
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 120.0
+_MAX_START_FAILURES = 3
 # A bare number in e-notation ("4.5e33", as in several Minerva answers): math-verify reads the "e"
 # as Euler's number, so it is rewritten as "4.5 \times 10^{33}" on both sides before parsing.
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([-+]?\d+)(?![\w.])")
@@ -177,6 +178,7 @@ class GraderPool:
         # Import math-verify/sympy once in the fork server, so a replacement worker starts in ms.
         self._ctx.set_forkserver_preload(["__main__", __name__])
         self._workers = [_Worker(self._ctx, verify_fn) for _ in range(num_workers)]
+        self._start_failures = 0  # workers in a row that exited on their own before saying ready
 
     def worker_pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers]
@@ -227,6 +229,7 @@ class GraderPool:
                 msg = None
             if msg == "ready":
                 w.ready = True
+                self._start_failures = 0
                 return 0
             if msg is not None:
                 index, score, error = msg
@@ -239,9 +242,16 @@ class GraderPool:
                 return 1
         if not w.proc.is_alive():
             if not w.ready:
+                # Killed by a signal while starting (exit code < 0: OOM killer, an operator): start another.
+                # Exited on its own before saying ready: broken start-up; give up after a few in a row.
                 code = w.proc.exitcode
                 self._replace(i)
-                raise RuntimeError(f"grader worker failed to start (exit code {code})")
+                self._start_failures += code is None or code >= 0
+                if self._start_failures >= _MAX_START_FAILURES:
+                    raise RuntimeError(f"grader workers failed to start {self._start_failures} times in a row "
+                                       f"(last exit code {code})")
+                logger.warning("grader worker died while starting (exit code %s); started another", code)
+                return 0
             item = w.item
             grading = "" if item is None else f" while grading item {item}; scored 0"
             logger.warning("grader worker %d died (exit code %s)%s", w.proc.pid, w.proc.exitcode, grading)

@@ -196,6 +196,33 @@ def test_worker_killed_mid_run_and_while_idle():
         assert report.scores == [1.0] * 10 and report.errors == 0
 
 
+def test_worker_killed_while_starting_is_replaced():
+    with GraderPool(num_workers=2, timeout_s=DEADLINE_S) as p:
+        for pid in p.worker_pids():  # at once: before either could say it is ready
+            os.kill(pid, signal.SIGKILL)
+        assert p.grade([r"\boxed{1}", r"\boxed{2}", r"\boxed{3}"], [1, 2, 4]).scores == [1.0, 1.0, 0.0]
+
+
+def _refuse_to_start():
+    raise RuntimeError("broken start-up")
+
+
+class BrokenVerify:
+    """Unpickling it in the worker raises: a worker that can never start."""
+
+    def __reduce__(self):
+        return (_refuse_to_start, ())
+
+    def __call__(self, response, reference):
+        return 0.0
+
+
+def test_workers_that_cannot_start_raise_after_a_few_tries():
+    with GraderPool(num_workers=1, timeout_s=DEADLINE_S, verify_fn=BrokenVerify()) as p:
+        with pytest.raises(RuntimeError, match="failed to start 3 times in a row"):
+            p.grade([r"\boxed{1}"], [1])
+
+
 def test_close_terminates_workers():
     p = GraderPool(num_workers=2, timeout_s=DEADLINE_S)
     p.grade([r"\boxed{1}"], [1])
