@@ -239,7 +239,8 @@ def main(cfg: ThroughputConfig) -> None:
               "learner tok/s | peak RSS |", "|---|---|---|---|---|---|---|"]
     for r in result["steps"]:
         s = r["split"]
-        lines.append(f"| {r['model']} | {r['batch_size']} ({r['group_size']} per prompt) x {r['max_new_tokens']} | {r['seconds_per_step']:.2f} | "
+        shape = f"{r['batch_size']} ({r['group_size']} per prompt) x {r['max_new_tokens']}"
+        lines.append(f"| {r['model']} | {shape} | {r['seconds_per_step']:.2f} | "
                      f"{s['generate']:.2f} / {s['grade']:.2f} / {s['learn']:.2f} | {r['rollout_tokens_per_s']:,.0f} | "
                      f"{r['learner_tokens_per_s']:,.0f} | {mib(r['peak_rss_bytes'])} |")
     lines += ["", "Steps are ReMix-GRPO with the default settings (m = 2, so every batch token is learned on twice); "
