@@ -1,4 +1,5 @@
-"""Writing models to disk atomically: a temporary folder, complete, then renamed into place."""
+"""Atomic folder writes (a temporary folder, complete, then renamed into place), the policy as an HF
+folder, and run checkpoints: save, find, load, clean up after a killed write, export the final model."""
 
 from __future__ import annotations
 
@@ -111,6 +112,22 @@ def load_checkpoint(trainer, folder: Path) -> None:
         raise ValueError(f"{folder}: checkpoint format {meta.get('format')} is not {CHECKPOINT_FORMAT}")
     trainer.learner.load_state(Path(folder) / "learner")
     trainer.load_state_dict(torch.load(Path(folder) / "trainer_state.pt", weights_only=True))
+
+
+def export_policy(checkpoint: Path, out: Path) -> Path:
+    """Makes `out` the checkpoint's policy HF folder (`learner/model`, see `Learner.save_state`).
+
+    The files are hard-linked where the file system allows, so the final model costs no second copy
+    of the weights and survives the checkpoint's later deletion; otherwise they are copied.
+    """
+    src = Path(checkpoint) / "learner" / "model"
+    with atomic_dir(out) as tmp:
+        for f in src.iterdir():
+            try:
+                os.link(f, tmp / f.name)
+            except OSError:  # another file system, or links not supported
+                shutil.copy2(f, tmp / f.name)
+    return Path(out)
 
 
 def remove_unfinished(run_dir: Path) -> int:

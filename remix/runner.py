@@ -28,11 +28,11 @@ from tqdm import tqdm
 
 from remix.checkpoint import (
     checkpoint_dir,
+    export_policy,
     list_checkpoints,
     load_checkpoint,
     remove_unfinished,
     save_checkpoint,
-    save_hf_model,
 )
 from remix.config import TrainConfig
 from remix.data import ProblemSource, load_task
@@ -79,7 +79,7 @@ def step_line(m: dict[str, Any], steps: int) -> str:
     return " | ".join(parts)
 
 
-def build_trainer(cfg: TrainConfig, grader) -> tuple[Trainer, Path]:
+def build_trainer(cfg: TrainConfig, grader) -> Trainer:
     """The model (resolved and cached), the platform's Rollout and Learner, the data, as a Trainer."""
     from platforms import get_platform
     from remix.models import resolve_model
@@ -95,7 +95,7 @@ def build_trainer(cfg: TrainConfig, grader) -> tuple[Trainer, Path]:
     train = encode_problems(tokenizer, train_problems, cfg.data.max_prompt_tokens, "training set")
     heldout = encode_problems(tokenizer, heldout_problems, cfg.data.max_prompt_tokens, "held-out set")
     trainer = Trainer(cfg, rollout, learner, grader, tokenizer, ProblemSource(train, cfg.seed), heldout)
-    return trainer, model_dir
+    return trainer
 
 
 class RunError(ValueError):
@@ -185,7 +185,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     run_dir, resume_from = choose_run_dir(cfg)
     torch.manual_seed(cfg.seed)
     with GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as grader:
-        trainer, model_dir = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
+        trainer = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
         run_dir.mkdir(parents=True, exist_ok=True)
         if resume_from is None:
             (run_dir / "config.json").write_text(json.dumps(config_json(cfg), indent=2) + "\n")
@@ -231,7 +231,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
     records = read_metrics(log.path)
     evals = [r for r in records if "heldout/accuracy" in r]
-    save_hf_model(trainer.learner.policy_state_dict(), model_dir, run_dir / "model")
+    export_policy(list_checkpoints(run_dir)[-1], run_dir / "model")  # the final checkpoint's policy, linked
     plot_accuracy_vs_rollouts(records, run_dir / "accuracy.png",
                               f"{cfg.algo} {cfg.variant}, {cfg.model.name} on {cfg.data.task}")
     summary = {

@@ -165,7 +165,7 @@ def case_steps(model: str, steps: int) -> dict:
         cfg = dataclasses.replace(cfg, batch_size=16, mini_batch_size=8, micro_batch_size=8,
                                   rollout=dataclasses.replace(cfg.rollout, max_new_tokens=64, group_size=4))
     with GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as grader:
-        trainer, _ = build_trainer(cfg, grader)
+        trainer = build_trainer(cfg, grader)
         gen_tokens, learn_tokens = [], []
         real_generate, real_update = trainer.rollout.generate, trainer.learner.update
 

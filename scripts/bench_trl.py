@@ -111,7 +111,7 @@ def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
         objective=dataclasses.replace(base.objective, kl_coef=KL, clip_eps=0.2, loss_agg="token-mean"),
     )
     with GraderPool(2, 5.0) as pool:
-        trainer, _ = build_trainer(tc, pool)
+        trainer = build_trainer(tc, pool)
         trainer.train_step()  # warm-up batch: torch.compile of the objective
         start, rollouts_before = time.perf_counter(), trainer.rollouts
         for _ in range(cfg.steps - 1):

@@ -36,7 +36,7 @@ def nan_logprobs_on(calls: set[int], monkeypatch) -> list[int]:
 
 def test_a_nan_update_is_skipped_counted_and_training_goes_on(tiny_model_dir, hash_grader, monkeypatch):
     cfg = small_config(tiny_model_dir, steps=2)
-    trainer, _ = build_trainer(cfg, hash_grader)
+    trainer = build_trainer(cfg, hash_grader)
     learner = trainer.learner
     nan_logprobs_on({1}, monkeypatch)  # the first micro-batch of the first update
     before, after_each = weights(learner.policy), []
@@ -83,7 +83,7 @@ def slow_on_some_verify(response: str, reference) -> float:
 def test_grader_worker_killed_during_a_step_does_not_stop_training(tiny_model_dir):
     cfg = small_config(tiny_model_dir, steps=3, grader_workers=2)
     with GraderPool(2, timeout_s=5.0) as pool:
-        trainer, _ = build_trainer(cfg, pool)
+        trainer = build_trainer(cfg, pool)
         trainer.train_step()
         real_grade = pool.grade
 
@@ -103,7 +103,7 @@ def test_grader_worker_killed_during_a_step_does_not_stop_training(tiny_model_di
 def test_hung_grader_workers_time_out_and_training_goes_on(tiny_model_dir):
     cfg = small_config(tiny_model_dir, steps=2, grader_workers=2)
     with GraderPool(2, timeout_s=0.5, verify_fn=slow_on_some_verify) as pool:
-        trainer, _ = build_trainer(cfg, pool)
+        trainer = build_trainer(cfg, pool)
         timer = threading.Timer(120, lambda: os.kill(os.getpid(), signal.SIGINT))  # a hang fails the test
         timer.start()
         try:

@@ -43,7 +43,7 @@ def test_compiled_objective_trains_like_eager(tiny_model_dir, hash_grader):
         cfg = small_config(tiny_model_dir, steps=2)
         cfg = dataclasses.replace(cfg, objective=dataclasses.replace(cfg.objective, compile=compile_))
         torch.manual_seed(0)
-        trainer, _ = build_trainer(cfg, hash_grader)
+        trainer = build_trainer(cfg, hash_grader)
         for _ in range(2):
             trainer.train_step()
         finals.append(weights(trainer.learner.policy))

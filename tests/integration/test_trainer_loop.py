@@ -36,7 +36,7 @@ class Recorder:
 def test_bookkeeping_over_steps_and_reincarnation(tiny_model_dir, hash_grader):
     T, B, G, mini = 3, 16, 2, 8
     cfg = small_config(tiny_model_dir, steps=5, remix=ReMixConfig(reincarnation_step=T))
-    trainer, _ = build_trainer(cfg, hash_grader)
+    trainer = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
     start_weights = {}
     for k in range(1, cfg.steps + 1):
@@ -77,7 +77,7 @@ def test_logprobs_of_the_batch_come_from_the_right_policies(tiny_model_dir, hash
     """prox = pi_k, prev = pi_{k-1}, ref = base model, behav = the generating policy; all per sample."""
     # lambda_start = 0: lambda < 1 from step 1, so the KL to the precedent counts and prev is computed.
     cfg = small_config(tiny_model_dir, steps=3, remix=ReMixConfig(reincarnation_step=None, lambda_start=0))
-    trainer, _ = build_trainer(cfg, hash_grader)
+    trainer = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
     snapshots = {}
     base = weights(trainer.learner.policy)
@@ -108,7 +108,7 @@ def test_logprobs_of_the_batch_come_from_the_right_policies(tiny_model_dir, hash
 def test_precedent_pass_is_skipped_while_lambda_is_one(tiny_model_dir, hash_grader):
     """With lambda = 1 the KL to pi_{k-1} has weight 0: no precedent forward pass, prev = ref."""
     cfg = small_config(tiny_model_dir, steps=2, remix=ReMixConfig(reincarnation_step=None))  # lambda = 1 to 50
-    trainer, _ = build_trainer(cfg, hash_grader)
+    trainer = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
     asked, real_logprobs = [], trainer.learner.logprobs
     trainer.learner.logprobs = lambda batch, policy="current": asked.append(policy) or real_logprobs(batch, policy)
@@ -123,7 +123,7 @@ def test_precedent_pass_is_skipped_while_lambda_is_one(tiny_model_dir, hash_grad
 
 def test_onpolicy_variant_uses_no_history_and_one_pass(tiny_model_dir, hash_grader):
     cfg = small_config(tiny_model_dir, steps=3, variant="onpolicy")
-    trainer, _ = build_trainer(cfg, hash_grader)
+    trainer = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
     for k in (1, 2, 3):
         rec.step = k
@@ -136,7 +136,7 @@ def test_onpolicy_variant_uses_no_history_and_one_pass(tiny_model_dir, hash_grad
 
 def test_ppo_runs_with_a_critic_and_recomputes_advantages(tiny_model_dir, hash_grader):
     cfg = small_config(tiny_model_dir, steps=2, algo="ppo")
-    trainer, _ = build_trainer(cfg, hash_grader)
+    trainer = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
     critic_before = weights(trainer.learner.critic)
     for k in (1, 2):
