@@ -37,6 +37,12 @@ def collate(groups: list[Group], pad_id: int) -> TokenBatch:
     return TokenBatch(input_ids, attention_mask, response_mask, P, fields)
 
 
+def positions_of(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that ignore left padding (the running count of real tokens), for sampler and
+    learner alike: their log-probs only agree if both number the tokens the same way."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
 def pad_tokens(rows: list[torch.Tensor], T: int) -> torch.Tensor:
     """Stacks 1-D per-token tensors into [B, T], zero-padded on the right."""
     out = torch.zeros((len(rows), T), dtype=torch.float32)

@@ -264,6 +264,10 @@ class TrainConfig:
     def reincarnation_step(self) -> int | None:
         return None if self.variant == "onpolicy" else self.remix.reincarnation_step
 
+    def uses_precedent(self) -> bool:
+        """Whether KL(theta || pi_{k-1}) can ever get weight: only ReMix with KL-Convex and beta > 0."""
+        return self.variant == "remix" and self.remix.kl_convex and self.objective.kl_coef > 0
+
     def kl_lambda(self, step: int, reincarnated_at: int | None) -> float:
         """lam(t) of the KL-Convex term at the 1-based global step."""
         if self.variant == "onpolicy" or not self.remix.kl_convex:

@@ -10,16 +10,12 @@ import matplotlib
 matplotlib.use("Agg")  # no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 
-
-def accuracy_points(records: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
-    """(rollouts, held-out accuracy) of the evaluation records of one run's metrics."""
-    evals = [r for r in records if "heldout/accuracy" in r]
-    return [int(r["rollouts"]) for r in evals], [float(r["heldout/accuracy"]) for r in evals]
+from remix.tracking import eval_curve  # noqa: E402
 
 
 def plot_accuracy_vs_rollouts(records: list[dict[str, Any]], out: Path, title: str) -> Path:
     """One run's held-out accuracy (greedy) against the rollouts generated so far."""
-    x, y = accuracy_points(records)
+    x, y = zip(*eval_curve(records))
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(x, [100 * v for v in y], marker="o")
     ax.set_xlabel("rollouts (fresh responses generated)")

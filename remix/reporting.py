@@ -18,6 +18,13 @@ def machine_description() -> str:
             f"Python {platform.python_version()}, torch {torch.__version__}, {gpu}")
 
 
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def write_report(out: Path, stem: str, lines: list[str], data: Any) -> Path:
     """Writes OUT/STEM.md (the table a reader sees) and OUT/STEM.json (the numbers, as data); prints the text."""
     out = Path(out)

@@ -39,7 +39,7 @@ from remix.data import ProblemSource, load_task
 from remix.plots import plot_accuracy_vs_rollouts
 from remix.prompts import encode_prompt
 from remix.rewards import GraderPool
-from remix.tracking import MetricsLog, read_metrics
+from remix.tracking import MetricsLog, eval_curve, read_metrics
 from remix.trainer import EncodedProblem, Trainer
 
 
@@ -86,7 +86,7 @@ def build_trainer(cfg: TrainConfig, grader) -> Trainer:
 
     # Data first: a bad file is reported before any model is built or loaded.
     train_problems, heldout_problems = load_task(cfg.data.task, cfg.data.path, cfg.data.heldout_size,
-                                                 cfg.data.arith_levels, cfg.seed)
+                                                 cfg.data.arith_levels)
     platform = get_platform(cfg.platform)
     model_dir = resolve_model(cfg.model.name, cfg.model.cache_dir)
     rollout = platform.make_rollout(model_dir, seed=cfg.seed, dtype=cfg.model.dtype)
@@ -230,13 +230,12 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     log.close()
 
     records = read_metrics(log.path)
-    evals = [r for r in records if "heldout/accuracy" in r]
     export_policy(list_checkpoints(run_dir)[-1], run_dir / "model")  # the final checkpoint's policy, linked
     plot_accuracy_vs_rollouts(records, run_dir / "accuracy.png",
                               f"{cfg.algo} {cfg.variant}, {cfg.model.name} on {cfg.data.task}")
     summary = {
         "heldout_accuracy_before": before["heldout/accuracy"],
-        "heldout_accuracy_after": evals[-1]["heldout/accuracy"],
+        "heldout_accuracy_after": eval_curve(records)[-1][1],
         "rollouts": trainer.rollouts,
         "steps": trainer.step,
         "wall_seconds": round(time.time() - wall_start, 1),

@@ -57,6 +57,11 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to metrics.jsonl")
 
 
+def eval_curve(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(rollouts, held-out accuracy) at every evaluation recorded in a run's metrics, in order."""
+    return [(int(r["rollouts"]), float(r["heldout/accuracy"])) for r in records if "heldout/accuracy" in r]
+
+
 def read_metrics(path: Path) -> list[dict[str, Any]]:
     """The records of a metrics.jsonl file."""
     with Path(path).open(encoding="utf-8") as f:

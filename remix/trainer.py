@@ -54,7 +54,7 @@ def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, rollout: Rollout, learner: Learner, grader, tokenizer,
-                 train: ProblemSource, heldout: list[EncodedProblem]) -> None:
+                 train: ProblemSource[EncodedProblem], heldout: list[EncodedProblem]) -> None:
         self.cfg, self.rollout, self.learner, self.grader = cfg, rollout, learner, grader
         self.tokenizer, self.train, self.heldout = tokenizer, train, heldout
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -152,7 +152,8 @@ class Trainer:
                 prev[need_prev] = self.learner.logprobs(batch.select(need_prev), "precedent")
         else:
             prev = ref
-        self.learner.snapshot_precedent()  # pi_k becomes the precedent of step k + 1
+        if self.cfg.uses_precedent():  # a full weight copy: skipped where the precedent is never used
+            self.learner.snapshot_precedent()  # pi_k becomes the precedent of step k + 1
         batch.fields.update(prox_logp=prox, behav_logp=behav, prev_logp=prev, ref_logp=ref,
                             engine_logp=pad_tokens([t for g in groups for t in g.engine_logp], T))
 

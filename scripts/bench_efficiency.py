@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from remix.config import TrainConfig  # noqa: E402
 from remix.reporting import machine_description, write_report  # noqa: E402
-from remix.tracking import read_metrics  # noqa: E402
+from remix.tracking import eval_curve, read_metrics  # noqa: E402
 
 # name -> (algo, variant, changes to ReMixConfig). The first four are the main comparison.
 MAIN = {
@@ -94,11 +94,6 @@ def slug(name: str) -> str:
 
 
 # --- reading curves ---------------------------------------------------------------------------------
-
-
-def eval_curve(records: list[dict]) -> list[tuple[int, float]]:
-    """(rollouts, held-out accuracy) at every evaluation of a run, in order."""
-    return [(int(r["rollouts"]), float(r["heldout/accuracy"])) for r in records if "heldout/accuracy" in r]
 
 
 def rollouts_to_reach(curve: list[tuple[int, float]], threshold: float) -> int | None:

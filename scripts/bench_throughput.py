@@ -24,7 +24,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -36,7 +35,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remix.reporting import machine_description, write_report  # noqa: E402
+from remix.reporting import machine_description, peak_rss_bytes, write_report  # noqa: E402
 
 VOCAB, HIDDEN, TOKENS = 151_936, 896, 2048
 
@@ -61,10 +60,6 @@ class ThroughputConfig:
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
 
 
 def _timed(fn, repeats: int, device) -> float:
@@ -147,7 +142,7 @@ def case_logprobs(device_name: str, chunk_tokens: int) -> dict:
     else:
         base = _rss_bytes()
     fn()  # the first call measures peak memory
-    peak = (torch.cuda.max_memory_allocated() - base) if device.type == "cuda" else (_peak_rss_bytes() - base)
+    peak = (torch.cuda.max_memory_allocated() - base) if device.type == "cuda" else (peak_rss_bytes() - base)
     return {"seconds": _timed(fn, 3, device), "peak_bytes": peak}
 
 
@@ -191,7 +186,7 @@ def case_steps(model: str, steps: int) -> dict:
         "split": {k: v / steps for k, v in times.items()},
         "rollout_tokens_per_s": sum(gen_tokens) / times["generate"],
         "learner_tokens_per_s": sum(learn_tokens) / times["learn"],
-        "peak_rss_bytes": _peak_rss_bytes(), "threads": torch.get_num_threads(),
+        "peak_rss_bytes": peak_rss_bytes(), "threads": torch.get_num_threads(),
     }
 
 

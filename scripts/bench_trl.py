@@ -20,7 +20,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remix.reporting import machine_description, write_report  # noqa: E402
+from remix.reporting import machine_description, peak_rss_bytes, write_report  # noqa: E402
 
 BATCH, GROUP, MINI, NEW_TOKENS, LR, KL = 64, 8, 32, 40, 5e-5, 1e-3
 
@@ -47,10 +46,6 @@ class TRLBenchConfig:
     """Where trl_comparison.md and .json go."""
     side: str | None = None
     """Internal: run one side (trl, remix-grpo, remix-remix) in this process and print JSON."""
-
-
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def run_trl(cfg: TRLBenchConfig, model_dir: Path) -> dict:
@@ -92,7 +87,7 @@ def run_trl(cfg: TRLBenchConfig, model_dir: Path) -> dict:
         trainer.train()
     timed = marks[steps_per_batch - 1:]  # from the end of the first rollout batch's optimizer steps
     return {"side": "TRL GRPOTrainer", "timed_batches": cfg.steps - 1, "seconds": timed[-1] - timed[0],
-            "peak_rss_bytes": _peak_rss()}
+            "peak_rss_bytes": peak_rss_bytes()}
 
 
 def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
@@ -119,7 +114,7 @@ def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
         seconds = time.perf_counter() - start
     return {"side": "remix " + ("GRPO (on-policy)" if variant == "onpolicy" else "ReMix-GRPO"),
             "timed_batches": cfg.steps - 1, "seconds": seconds, "rollouts": trainer.rollouts - rollouts_before,
-            "peak_rss_bytes": _peak_rss()}
+            "peak_rss_bytes": peak_rss_bytes()}
 
 
 def side(cfg: TRLBenchConfig) -> dict:

@@ -21,14 +21,10 @@ from transformers import AutoModel, AutoModelForCausalLM
 from safetensors.torch import load_model, save_model
 
 from remix.checkpoint import save_hf_model
+from remix.batching import positions_of
 from remix.config import TrainConfig
 from remix.interfaces import Learner, TokenBatch
 from remix.objective import LossInputs, remix_loss, value_loss
-
-
-def positions_of(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that ignore left padding, identical to the rollout's."""
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
 
 
 def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
@@ -132,62 +128,60 @@ class CPULearner(Learner):
         return self.critic(batch)
 
     def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
-        """One AdamW step over the mini-batch `batch`, accumulated over micro-batches.
-
-        The loss is aggregated over the whole mini-batch (global token / sequence counts), so the
-        update does not depend on micro_batch_size. A non-finite loss or gradient skips the step.
-        """
+        """One AdamW step over the mini-batch `batch` (and one for the PPO critic), accumulated over
+        micro-batches. The losses are aggregated over the whole mini-batch (global token / sequence
+        counts), so the update does not depend on micro_batch_size. A non-finite loss or gradient
+        skips the step."""
         cfg = self.cfg
         global_tokens, global_seqs = float(batch.response_mask.sum()), float(len(batch))
-        self.optimizer.zero_grad(set_to_none=True)
-        totals: dict[str, float] = {}
-        finite = True
-        for idx in torch.arange(len(batch)).split(cfg.micro_batch_size):
-            micro = batch.select(idx)
+
+        def policy_loss(micro: TokenBatch):
             logp, entropy = token_logprobs(self.policy, micro, cfg.rollout.temperature,
                                            cfg.logprob_chunk_tokens, with_grad=True)
             f = micro.fields
             inputs = LossInputs(logp=logp, behav_logp=f["behav_logp"], prox_logp=f["prox_logp"],
                                 ref_logp=f["ref_logp"], prev_logp=f["prev_logp"], advantages=f["advantages"],
                                 mask=micro.response_mask, entropy=entropy)
-            loss, metrics = remix_loss(inputs, cfg.objective, kl_lambda,
-                                       global_tokens=global_tokens, global_seqs=global_seqs)
-            finite = finite and bool(torch.isfinite(loss))
-            loss.backward()
-            share = float(micro.response_mask.sum()) / max(global_tokens, 1.0)
-            for k, v in metrics.items():  # loss parts are already global partial sums; the rest token means
-                totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else share)
-        totals.update(self._step(self.policy.parameters(), self.optimizer, "grad_norm", finite))
+            return remix_loss(inputs, cfg.objective, kl_lambda, global_tokens=global_tokens, global_seqs=global_seqs)
+
+        def critic_loss(micro: TokenBatch):
+            f = micro.fields
+            return value_loss(self.critic(micro), f["old_values"], f["returns"], micro.response_mask,
+                              cfg.ppo.value_clip, cfg.objective.loss_agg, cfg.objective.loss_agg_constant,
+                              global_tokens, global_seqs)
+
+        totals = self._accumulate_and_step(batch, policy_loss, self.policy, self.optimizer, "grad_norm")
         if self.critic is not None:
-            totals.update(self._update_critic(batch, global_tokens, global_seqs))
+            totals.update(self._accumulate_and_step(batch, critic_loss, self.critic, self.critic_optimizer,
+                                                    "critic_grad_norm"))
         return totals
 
-    def _step(self, params, optimizer: torch.optim.Optimizer, name: str, loss_finite: bool = True
-              ) -> dict[str, float]:
-        """Clips and applies the accumulated gradient, or skips the update when the loss or the gradient
-        is not finite (counted in `skipped/<name>`; the trainer stops after too many in a row)."""
-        params = [p for p in params if p.grad is not None]
+    def _accumulate_and_step(self, batch: TokenBatch, loss_fn, module: nn.Module,
+                             optimizer: torch.optim.Optimizer, name: str) -> dict[str, float]:
+        """Backward of `loss_fn` over the micro-batches of `batch`, then one clipped optimizer step, or a
+        skipped one when the loss or the gradient is not finite (counted in `skipped/<name>`; the trainer
+        stops after too many in a row). Returns the metrics, weighted back to whole-mini-batch values."""
+        optimizer.zero_grad(set_to_none=True)
+        global_tokens = max(float(batch.response_mask.sum()), 1.0)
+        totals: dict[str, float] = {}
+        finite = True
+        for idx in torch.arange(len(batch)).split(self.cfg.micro_batch_size):
+            micro = batch.select(idx)
+            loss, metrics = loss_fn(micro)
+            finite = finite and bool(torch.isfinite(loss))
+            loss.backward()
+            share = float(micro.response_mask.sum()) / global_tokens
+            for k, v in metrics.items():  # loss parts are already global partial sums; the rest token means
+                totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else share)
+        params = [p for p in module.parameters() if p.grad is not None]
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
         norm = float(torch.nn.utils.clip_grad_norm_(params, clip))
-        if not (loss_finite and math.isfinite(norm)):
+        skipped = not (finite and math.isfinite(norm))
+        if skipped:
             optimizer.zero_grad(set_to_none=True)
-            return {name: norm, f"skipped/{name}": 1.0}
-        optimizer.step()
-        return {name: norm, f"skipped/{name}": 0.0}
-
-    def _update_critic(self, batch: TokenBatch, global_tokens: float, global_seqs: float) -> dict[str, float]:
-        cfg, totals = self.cfg, {}
-        self.critic_optimizer.zero_grad(set_to_none=True)
-        for idx in torch.arange(len(batch)).split(cfg.micro_batch_size):
-            micro = batch.select(idx)
-            loss, metrics = value_loss(self.critic(micro), micro.fields["old_values"], micro.fields["returns"],
-                                       micro.response_mask, cfg.ppo.value_clip, cfg.objective.loss_agg,
-                                       cfg.objective.loss_agg_constant, global_tokens, global_seqs)
-            loss.backward()
-            share = float(micro.response_mask.sum()) / max(global_tokens, 1.0)
-            for k, v in metrics.items():
-                totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else share)
-        totals.update(self._step(self.critic.parameters(), self.critic_optimizer, "critic_grad_norm"))
+        else:
+            optimizer.step()
+        totals.update({name: norm, f"skipped/{name}": float(skipped)})
         return totals
 
     def policy_state_dict(self) -> dict[str, torch.Tensor]:

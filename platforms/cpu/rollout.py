@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from remix.batching import positions_of
 from remix.interfaces import Generation, Rollout, SamplingParams
 
 
@@ -99,7 +100,7 @@ class CPURollout(Rollout):
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         ids, mask = left_pad(prompts, self.pad_id)
         n = len(prompts)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        positions = positions_of(mask)
         cache = DynamicCache()
         tokens = torch.empty((n, 0), dtype=torch.long)
         logps = torch.empty((n, 0), dtype=torch.float32)

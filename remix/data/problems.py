@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
 import torch
 
 PACKAGED = Path(__file__).parent / "train"
 PACKAGED_TASKS = {"math": PACKAGED / "math.jsonl", "aime": PACKAGED / "aime.jsonl"}
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -19,10 +21,11 @@ class Problem:
     """One answer or a list of acceptable answers, graded with math-verify."""
 
 
-class ProblemSource:
-    """An endless, seeded stream of training problems; reshuffles at each epoch. Its cursor is state."""
+class ProblemSource(Generic[T]):
+    """An endless, seeded stream of training items (the trainer's are problems with their prompt ids);
+    reshuffles at each epoch. Its cursor is state."""
 
-    def __init__(self, problems: list[Problem], seed: int) -> None:
+    def __init__(self, problems: list[T], seed: int) -> None:
         if not problems:
             raise ValueError("the training split is empty")
         self.problems = problems
@@ -35,7 +38,7 @@ class ProblemSource:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         return torch.randperm(len(self.problems), generator=g).tolist()
 
-    def next(self, n: int) -> list[Problem]:
+    def next(self, n: int) -> list[T]:
         out = []
         for _ in range(n):
             if self.position == len(self._order):
@@ -53,7 +56,7 @@ class ProblemSource:
         self._order = self._shuffle()
 
 
-def load_task(task: str, path: Path | None, heldout_size: int, levels: tuple[int, ...], seed: int
+def load_task(task: str, path: Path | None, heldout_size: int, levels: tuple[int, ...]
               ) -> tuple[list[Problem], list[Problem]]:
     """(train, heldout) problems for `--task` / `--data.path`. The held-out split never trains."""
     from remix.data.arith import ArithTask

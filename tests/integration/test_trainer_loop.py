@@ -125,6 +125,7 @@ def test_onpolicy_variant_uses_no_history_and_one_pass(tiny_model_dir, hash_grad
     cfg = small_config(tiny_model_dir, steps=3, variant="onpolicy")
     trainer = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
+    initial = weights(trainer.learner.policy)
     for k in (1, 2, 3):
         rec.step = k
         m = trainer.train_step()
@@ -132,6 +133,8 @@ def test_onpolicy_variant_uses_no_history_and_one_pass(tiny_model_dir, hash_grad
         assert sum(len(b) for s, b, _ in rec.updates if s == k) == cfg.batch_size
         assert all((b.fields["version"] == k).all() for s, b, _ in rec.updates if s == k)
     assert trainer.reincarnated_at is None and trainer.rollouts == 3 * cfg.batch_size
+    # The precedent is never used on-policy, so it is never copied: still the initial weights.
+    assert same_weights(weights(trainer.learner.precedent), initial)
 
 
 def test_ppo_runs_with_a_critic_and_recomputes_advantages(tiny_model_dir, hash_grader):

@@ -85,7 +85,7 @@ def test_good_files_load_with_ids_and_answer_lists(tmp_path):
 def test_dataset_too_small_for_the_heldout_split(tmp_path):
     path = _jsonl(tmp_path / "small.jsonl", [GOOD] * 5)
     with pytest.raises(ValueError, match="lower --data.heldout-size"):
-        load_task("file", path, heldout_size=5, levels=(1,), seed=0)
+        load_task("file", path, heldout_size=5, levels=(1,))
 
 
 def test_long_prompts_are_dropped_counted_and_reported(capsys):

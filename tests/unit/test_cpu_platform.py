@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from platforms.cpu.learner import CPULearner, positions_of, token_logprobs
+from platforms.cpu.learner import CPULearner, token_logprobs
 from platforms.cpu.rollout import CPURollout
-from remix.batching import collate
+from remix.batching import collate, positions_of
 from remix.interfaces import Group, SamplingParams
 from tests.helpers import small_config
 
