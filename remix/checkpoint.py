@@ -47,6 +47,7 @@ def save_hf_model(state_dict: dict[str, torch.Tensor], base_model_dir: Path, out
 
     The architecture and tokenizer come from `base_model_dir`; the weights from `state_dict` (host
     tensors, as `Learner.policy_state_dict()` returns them), so every platform saves the same way.
+    Writes into `out` directly: call it inside an `atomic_dir` (as checkpoints do) for atomicity.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -55,13 +56,14 @@ def save_hf_model(state_dict: dict[str, torch.Tensor], base_model_dir: Path, out
         model = AutoModelForCausalLM.from_config(config)
     model.load_state_dict(state_dict, strict=True, assign=True)
     model.tie_weights()
-    with atomic_dir(out) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
-        AutoTokenizer.from_pretrained(base_model_dir).save_pretrained(tmp)
-        generation = Path(base_model_dir) / "generation_config.json"
-        if generation.is_file():
-            shutil.copy(generation, tmp / "generation_config.json")
-    return Path(out)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    AutoTokenizer.from_pretrained(base_model_dir).save_pretrained(out)
+    generation = Path(base_model_dir) / "generation_config.json"
+    if generation.is_file():
+        shutil.copy(generation, out / "generation_config.json")
+    return out
 
 
 # --------------------------------------------------------------------------------------------- run checkpoints
