@@ -10,29 +10,43 @@ from pathlib import Path
 
 import torch
 
+from remix import distributed as dist
+
 
 @contextmanager
-def atomic_dir(final: Path):
+def atomic_dir(final: Path, collective: bool = False):
     """Yields a temporary sibling folder; on success it replaces `final` (the old one is removed last).
 
     If anything fails (or the process dies) before the rename, `final` is untouched and only a
     hidden `.name.tmp-PID` folder is left behind, which the next write removes.
+    `collective=True` (every rank of a torchrun job enters it together): rank 0 makes the folder, every
+    rank writes its part into it, and rank 0 renames it once all have finished.
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
+    main = dist.is_main() or not collective
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
     old = final.with_name(f".{final.name}.old-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
+    if main:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    if collective:
+        tmp, old = dist.broadcast_object((tmp, old))  # rank 0's names
     try:
         yield tmp
-        _fsync_tree(tmp)
-        if final.exists():
-            os.rename(final, old)  # keep the previous version until the new one is in place
-        os.rename(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
+        if collective:
+            dist.barrier()  # every rank's files are written
+        if main:
+            _fsync_tree(tmp)
+            if final.exists():
+                os.rename(final, old)  # keep the previous version until the new one is in place
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+        if collective:
+            dist.barrier()  # nobody reads or writes on before the rename
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if main:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _fsync_tree(folder: Path) -> None:
@@ -45,8 +59,8 @@ def _fsync_tree(folder: Path) -> None:
 def save_hf_model(state_dict: dict[str, torch.Tensor], base_model_dir: Path, out: Path) -> Path:
     """Saves policy weights as an HF folder (config, safetensors, tokenizer) loadable with from_pretrained.
 
-    The architecture and tokenizer come from `base_model_dir`; the weights from `state_dict` (host
-    tensors, as `Learner.policy_state_dict()` returns them), so every platform saves the same way.
+    The architecture and tokenizer come from `base_model_dir`; the weights from `state_dict` (whole host
+    tensors, as gathered from `Learner.policy_weights()`), so every platform saves the same way.
     Writes into `out` directly: call it inside an `atomic_dir` (as checkpoints do) for atomicity.
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -68,12 +82,14 @@ def save_hf_model(state_dict: dict[str, torch.Tensor], base_model_dir: Path, out
 
 # --------------------------------------------------------------------------------------------- run checkpoints
 # RUN_DIR/checkpoints/step-000010/
-#     learner/            the platform learner's files: model/ (HF folder), optimizer, precedent, reference, critic
-#     trainer_state.pt    step, rollouts, RNG states, data cursor, buffer (torch.load(weights_only=True))
-#     meta.json           step and format version
+#     learner/                   the learner's files: model/ (HF folder), learner.json, state/ (DCP: optimizer,
+#                                precedent, reference, critic; one shard file per rank)
+#     trainer_state-rank0.pt     per rank: step, rollouts, RNG states, data cursor, its buffer
+#                                (torch.load(weights_only=True))
+#     meta.json                  step, format version, number of processes
 # A checkpoint folder is complete exactly when it exists under its final name (atomic_dir).
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
 _PREFIX = "step-"
 
 
@@ -90,30 +106,47 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
 
 
+def trainer_state_file(folder: Path, rank: int) -> Path:
+    return Path(folder) / f"trainer_state-rank{rank}.pt"
+
+
+def read_meta(folder: Path) -> dict:
+    import json
+
+    return json.loads((Path(folder) / "meta.json").read_text())
+
+
 def save_checkpoint(trainer, run_dir: Path, keep: int = 1) -> Path:
-    """Writes the trainer's complete state atomically, then deletes all but the newest `keep` checkpoints."""
+    """Writes the trainer's complete state atomically, then deletes all but the newest `keep` checkpoints.
+    Under torchrun every rank calls it: each writes its own trainer state and learner shards."""
     import json
 
     final = checkpoint_dir(run_dir, trainer.step)
-    with atomic_dir(final) as tmp:
+    with atomic_dir(final, collective=True) as tmp:
         trainer.learner.save_state(tmp / "learner")
-        torch.save(trainer.state_dict(), tmp / "trainer_state.pt")
-        (tmp / "meta.json").write_text(json.dumps({"step": trainer.step, "format": CHECKPOINT_FORMAT}) + "\n")
-    _fsync_dir(final.parent)
-    for old in list_checkpoints(run_dir)[:-keep]:  # only once the new one is complete
-        shutil.rmtree(old)
+        torch.save(trainer.state_dict(), trainer_state_file(tmp, dist.rank()))
+        if dist.is_main():
+            meta = {"step": trainer.step, "format": CHECKPOINT_FORMAT, "world_size": dist.world_size()}
+            (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
+    if dist.is_main():
+        _fsync_dir(final.parent)
+        for old in list_checkpoints(run_dir)[:-keep]:  # only once the new one is complete
+            shutil.rmtree(old)
+    dist.barrier()
     return final
 
 
 def load_checkpoint(trainer, folder: Path) -> None:
-    """Restores a trainer (built from the same config and base model) to the state saved in `folder`."""
-    import json
-
-    meta = json.loads((Path(folder) / "meta.json").read_text())
+    """Restores a trainer (built from the same config and base model, in a job of as many processes) to
+    the state saved in `folder`; each rank reads its own trainer state."""
+    meta = read_meta(folder)
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{folder}: checkpoint format {meta.get('format')} is not {CHECKPOINT_FORMAT}")
+    if meta.get("world_size", 1) != dist.world_size():
+        raise ValueError(f"{folder} was written by {meta.get('world_size', 1)} processes and this job has "
+                         f"{dist.world_size()}; resume with the same torchrun --nproc-per-node/--nnodes")
     trainer.learner.load_state(Path(folder) / "learner")
-    trainer.load_state_dict(torch.load(Path(folder) / "trainer_state.pt", weights_only=True))
+    trainer.load_state_dict(torch.load(trainer_state_file(folder, dist.rank()), weights_only=True))
 
 
 def export_policy(checkpoint: Path, out: Path) -> Path:

@@ -15,6 +15,7 @@ from typing import Annotated, Literal
 
 import tyro
 
+from remix.distributed import launched_world_size
 from remix.objective import ObjectiveConfig, kl_lambda_schedule
 
 Platform = Literal["cpu", "cuda", "xla"]
@@ -38,7 +39,11 @@ class ModelConfig:
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where built-in models are built/converted once and cached (env REMIX_CACHE overrides the default)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Parameter dtype of policy and rollout. Log-probs are always computed in float32."""
+    """bfloat16: the rollout samples with bf16 weights, and the learner computes its forward and backward
+    passes in bf16 (FSDP2 mixed precision under torchrun, autocast in one process) while its master weights,
+    AdamW state and gradient reductions stay float32. Log-probs, entropies and losses are float32 always."""
+    activation_checkpointing: bool = False
+    """Recompute each transformer block's activations in the backward pass (less memory, more compute)."""
 
 
 @dataclass
@@ -174,11 +179,13 @@ class TrainConfig:
     steps: int = 300
     """Training steps (one step = generate, grade, update)."""
     batch_size: int = 64
-    """B: responses per step (fresh + historical)."""
+    """B: responses per step (fresh + historical), over all processes: each of N torchrun processes
+    generates and trains on B/N of them (whole groups)."""
     mini_batch_size: int = 32
-    """Responses per optimizer step."""
+    """Responses per optimizer step, over all processes (each process holds mini_batch_size/N of them)."""
     micro_batch_size: int = 16
-    """Responses per forward/backward pass (gradient accumulation inside a mini-batch)."""
+    """Responses per forward/backward pass in each process (gradient accumulation inside a mini-batch);
+    a memory knob that never changes the update."""
     grpo_scale_by_std: bool = True
     """GRPO advantages are (R - mean) / (std + eps); False skips the std division (Dr. GRPO)."""
     seed: int = 0
@@ -217,21 +224,26 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _require(self.steps >= 1, "steps", "must be >= 1")
         _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        world, G = launched_world_size(), self.rollout.group_size
+        per_rank = f" per process ({world} processes)" if world > 1 else ""
         _require(
-            self.batch_size % self.rollout.group_size == 0,
+            self.batch_size % (world * G) == 0,
             "batch_size",
-            f"must be a multiple of rollout.group_size ({self.rollout.group_size}): groups are kept whole",
+            f"must be a multiple of rollout.group_size ({G}){' times the number of processes' if world > 1 else ''}: "
+            "groups are kept whole" + (" and every process gets the same number" if world > 1 else ""),
         )
         _require(
-            1 <= self.mini_batch_size <= self.batch_size and self.batch_size % self.mini_batch_size == 0,
+            1 <= self.mini_batch_size <= self.batch_size and self.batch_size % self.mini_batch_size == 0
+            and self.mini_batch_size % world == 0,
             "mini_batch_size",
-            f"must divide batch_size ({self.batch_size})",
+            f"must divide batch_size ({self.batch_size})" + (f" and be a multiple of {world} processes" if world > 1
+                                                             else ""),
         )
+        local_mini = self.mini_batch_size // world
         _require(
-            1 <= self.micro_batch_size <= self.mini_batch_size
-            and self.mini_batch_size % self.micro_batch_size == 0,
+            1 <= self.micro_batch_size <= local_mini and local_mini % self.micro_batch_size == 0,
             "micro_batch_size",
-            f"must divide mini_batch_size ({self.mini_batch_size})",
+            f"must divide mini_batch_size{per_rank} ({local_mini})",
         )
         _require(self.algo != "grpo" or self.rollout.group_size >= 2, "rollout.group_size",
                  "GRPO needs at least 2 responses per prompt")
@@ -246,11 +258,11 @@ class TrainConfig:
                      f"{sink} is not installed: pip install 'remix-rft[{sink}]'")
         _require(self.grader_timeout_s > 0, "grader_timeout_s", "must be > 0")
         if self.variant == "remix":
-            hist = int(self.remix.offpolicy_fraction * self.batch_size) // self.rollout.group_size
+            local = self.remix.offpolicy_fraction * self.batch_size / world
             _require(
-                self.remix.offpolicy_fraction == 0 or hist >= 1,
+                self.remix.offpolicy_fraction == 0 or int(local) // self.rollout.group_size >= 1,
                 "remix.offpolicy_fraction",
-                f"p * batch_size = {self.remix.offpolicy_fraction * self.batch_size:g} responses is less than one "
+                f"p * batch_size{' / processes' if world > 1 else ''} = {local:g} responses is less than one "
                 f"group of {self.rollout.group_size}: raise batch_size or p",
             )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
 import torch
@@ -68,7 +69,12 @@ def _missing(platform: str, what: str) -> NotImplementedError:
 
 
 class Rollout(ABC):
-    """Generates responses. Weights arrive from the learner through `load_weights`."""
+    """Generates responses. Weights arrive from the learner as a stream through `load_weights`.
+
+    A colocated engine (one sharing the accelerator with the learner) frees its memory while the learner
+    works and takes it back before it is needed; the loop calls `release_memory` after generating and
+    `resume_memory` before the new weights are loaded. Both are no-ops where the engine keeps its memory.
+    """
 
     platform: str = "abstract"
 
@@ -77,8 +83,16 @@ class Rollout(ABC):
         """Returns, for every prompt, `params.n` generations."""
 
     @abstractmethod
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Replaces the engine's weights with the learner's."""
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Replaces the engine's weights with the learner's, given as a stream of (name, full tensor) pairs
+        (see `Learner.policy_weights`): the tensors may be on the learner's device and may be consumed in
+        buckets; every weight of the model must arrive."""
+
+    def release_memory(self) -> None:
+        """Frees the engine's accelerator memory (weights, KV cache) while the learner works. Default: keep it."""
+
+    def resume_memory(self) -> None:
+        """Takes the memory back before weights are loaded and generation resumes. Default: nothing to do."""
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to continue sampling exactly (e.g. RNG state); weights come from the learner."""
@@ -104,8 +118,13 @@ class Learner(ABC):
         """One optimizer step on one mini-batch; returns scalar metrics."""
 
     @abstractmethod
-    def policy_state_dict(self) -> dict[str, torch.Tensor]:
-        """The policy weights (on the host), e.g. to push to a Rollout or to save."""
+    def policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The policy's weights as (name, full tensor) pairs, one at a time, in state-dict order and names.
+
+        Tensors stay on the learner's device and are only valid until the next item (a sharded learner
+        gathers each one just in time), so a consumer copies or buckets them as they come. Under several
+        processes every rank must iterate to the end: gathering a sharded weight is a collective.
+        """
 
     @abstractmethod
     def snapshot_precedent(self) -> None:
@@ -186,4 +205,14 @@ class TokenBatch:
             response_mask=self.response_mask[index],
             prompt_len=self.prompt_len,
             fields={k: v[index] for k, v in self.fields.items()},
+        )
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        """The same batch with every tensor on `device` (a no-op copy-free view where it already is)."""
+        return TokenBatch(
+            input_ids=self.input_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
+            response_mask=self.response_mask.to(device),
+            prompt_len=self.prompt_len,
+            fields={k: v.to(device) for k, v in self.fields.items()},
         )

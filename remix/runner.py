@@ -2,7 +2,8 @@
 
 `scripts/run.py` is the command-line face of `run(cfg)`; benchmarks call `run` directly. The step
 itself lives in `remix.trainer.Trainer`; this module only wires the pieces together and writes the
-run directory:
+run directory. Under torchrun every process runs `run`; rank 0 alone decides the run directory, prints
+and writes what is listed here (checkpoints are written by all ranks together):
 
     RUN_DIR/config.json     the full config
     RUN_DIR/metrics.jsonl   one record per step (and per evaluation)
@@ -26,11 +27,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from remix import distributed as dist
 from remix.checkpoint import (
     checkpoint_dir,
     export_policy,
     list_checkpoints,
     load_checkpoint,
+    read_meta,
     remove_unfinished,
     save_checkpoint,
 )
@@ -47,6 +50,12 @@ def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.algo}-{cfg.variant}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
 
+def say(*args, **kwargs) -> None:
+    """print on rank 0 only: one progress line per job, not one per process."""
+    if dist.is_main():
+        print(*args, **kwargs, flush=True)
+
+
 def encode_problems(tokenizer, problems, max_tokens: int, what: str) -> list[EncodedProblem]:
     """Prompt ids of every problem; prompts over `max_tokens` are dropped, counted and reported."""
     kept = []
@@ -56,8 +65,8 @@ def encode_problems(tokenizer, problems, max_tokens: int, what: str) -> list[Enc
             kept.append(EncodedProblem(p, ids))
     dropped = len(problems) - len(kept)
     if dropped:
-        print(f"{what}: dropped {dropped} of {len(problems)} prompts longer than {max_tokens} tokens "
-              "(--data.max-prompt-tokens)", flush=True)
+        say(f"{what}: dropped {dropped} of {len(problems)} prompts longer than {max_tokens} tokens "
+              "(--data.max-prompt-tokens)")
     if not kept:
         raise ValueError(f"{what}: every prompt is longer than --data.max-prompt-tokens={max_tokens}")
     return kept
@@ -82,14 +91,15 @@ def step_line(m: dict[str, Any], steps: int) -> str:
 def build_trainer(cfg: TrainConfig, grader) -> Trainer:
     """The model (resolved and cached), the platform's Rollout and Learner, the data, as a Trainer."""
     from platforms import get_platform
-    from remix.models import resolve_model
+    from remix.models import ModelNotFound, resolve_model
 
     # Data first: a bad file is reported before any model is built or loaded.
     train_problems, heldout_problems = load_task(cfg.data.task, cfg.data.path, cfg.data.heldout_size,
                                                  cfg.data.arith_levels)
     platform = get_platform(cfg.platform)
-    model_dir = resolve_model(cfg.model.name, cfg.model.cache_dir)
-    rollout = platform.make_rollout(model_dir, seed=cfg.seed, dtype=cfg.model.dtype)
+    # Rank 0 builds a built-in model into the cache; the other ranks then load that folder.
+    model_dir = dist.on_main(lambda: resolve_model(cfg.model.name, cfg.model.cache_dir), errors=(ModelNotFound,))
+    rollout = platform.make_rollout(model_dir, seed=cfg.seed + dist.rank(), dtype=cfg.model.dtype)
     learner = platform.make_learner(model_dir, cfg)
     tokenizer = rollout.tokenizer
     train = encode_problems(tokenizer, train_problems, cfg.data.max_prompt_tokens, "training set")
@@ -148,7 +158,7 @@ def fresh_run_dir(run_dir: Path) -> Path:
 
 
 def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
-    """(run directory, checkpoint to resume from or None), following --resume."""
+    """(run directory, checkpoint to resume from or None), following --resume. Rank 0 only."""
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else default_run_dir(cfg)
     if cfg.resume == "auto" and run_dir.is_dir():
         remove_unfinished(run_dir)
@@ -156,6 +166,11 @@ def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
         if checkpoints:
             saved = json.loads((run_dir / "config.json").read_text())
             check_resumable(saved, cfg, run_dir)
+            written_by = read_meta(checkpoints[-1]).get("world_size", 1)
+            if written_by != dist.world_size():
+                raise RunError(f"{checkpoints[-1]} was written by {written_by} process(es) and this job has "
+                               f"{dist.world_size()}; resume with torchrun --nproc-per-node (x --nnodes) = "
+                               f"{written_by}, or start a new run with --resume never or another --run-dir")
             return run_dir, checkpoints[-1]
     new_dir = fresh_run_dir(run_dir)
     if new_dir != run_dir:
@@ -173,49 +188,77 @@ def _truncate_metrics(path: Path, step: int) -> list[dict[str, Any]]:
     return records
 
 
+class _NoLog:
+    """The metrics sink of ranks other than 0."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Trains as `cfg` says and returns the summary (also written to RUN_DIR/summary.json).
 
-    Resumes from the newest complete checkpoint in --run-dir when there is one (--resume auto).
+    Resumes from the newest complete checkpoint in --run-dir when there is one (--resume auto). Under
+    torchrun, joins the job's process group first (the platform names the collective backend).
     """
+    from platforms import get_platform
+
+    dist.init(get_platform(cfg.platform).DIST_BACKEND)
+    try:
+        return _run(cfg)
+    finally:
+        dist.shutdown()
+
+
+def _run(cfg: TrainConfig) -> dict[str, Any]:
     from remix.models import quiet_transformers
 
     wall_start = time.time()
     quiet_transformers()
-    run_dir, resume_from = choose_run_dir(cfg)
+    main = dist.is_main()
+    run_dir, resume_from = dist.on_main(lambda: choose_run_dir(cfg), errors=(RunError,))
     torch.manual_seed(cfg.seed)
     with GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as grader:
         trainer = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
-        run_dir.mkdir(parents=True, exist_ok=True)
-        if resume_from is None:
-            (run_dir / "config.json").write_text(json.dumps(config_json(cfg), indent=2) + "\n")
-        print(f"run {run_dir}: {cfg.algo} {cfg.variant} on {cfg.data.task} ({len(trainer.train.problems)} train / "
-              f"{len(trainer.heldout)} held-out problems), model {cfg.model.name}, {cfg.steps} steps of "
-              f"{cfg.batch_size} responses", flush=True)
+        if main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if resume_from is None:
+                (run_dir / "config.json").write_text(json.dumps(config_json(cfg), indent=2) + "\n")
+        processes = f" on {dist.world_size()} processes" if dist.world_size() > 1 else ""
+        say(f"run {run_dir}: {cfg.algo} {cfg.variant} on {cfg.data.task} ({len(trainer.train.problems)} train / "
+            f"{len(trainer.heldout)} held-out problems), model {cfg.model.name}, {cfg.steps} steps of "
+            f"{cfg.batch_size} responses{processes}")
+        before: dict[str, Any] = {}
         if resume_from is not None:
             load_checkpoint(trainer, resume_from)
-            records = _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
-            before = next(r for r in records if r["step"] == 0)
-            print(f"resumed from {resume_from} (step {trainer.step}, {trainer.rollouts} rollouts)", flush=True)
-        log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=resume_from is not None)
+            if main:
+                records = _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
+                before = next(r for r in records if r["step"] == 0)
+            say(f"resumed from {resume_from} (step {trainer.step}, {trainer.rollouts} rollouts)")
+        log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=resume_from is not None) \
+            if main else _NoLog()
         if resume_from is None:
             before = {"step": 0, "rollouts": 0, **trainer.evaluate()}
             log.log(before)
-            print(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}", flush=True)
+            say(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}")
         last_saved = trainer.step if resume_from is not None else None
         # disable=None: a bar on a terminal, none in logs and pipes (the per-step lines are the record there)
         with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True,
-                  disable=None) as bar:
+                  disable=None if main else True) as bar:
             while trainer.step < cfg.steps:
                 metrics = trainer.train_step()
                 k = metrics["step"]
                 if k == cfg.steps or (cfg.eval_every and k % cfg.eval_every == 0):
                     metrics.update(trainer.evaluate())
                 log.log(metrics)
-                bar.update(1)
-                bar.write(step_line(metrics, cfg.steps), file=sys.stdout)
-                sys.stdout.flush()  # one line per step even when stdout is a file or a pipe
-                halt = trainer.consecutive_skips >= cfg.max_consecutive_skips
+                if main:
+                    bar.update(1)
+                    bar.write(step_line(metrics, cfg.steps), file=sys.stdout)
+                    sys.stdout.flush()  # one line per step even when stdout is a file or a pipe
+                halt = trainer.consecutive_skips >= cfg.max_consecutive_skips  # the same on every rank
                 if halt or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0):
                     save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
                     last_saved = k
@@ -228,8 +271,15 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         if last_saved != trainer.step:  # e.g. resumed a finished run with the same --steps
             save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
     log.close()
+    summary = dist.on_main(lambda: _finish(cfg, run_dir, trainer, before, resume_from, wall_start))
+    dist.barrier()
+    return summary
 
-    records = read_metrics(log.path)
+
+def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str, Any], resume_from: Path | None,
+            wall_start: float) -> dict[str, Any]:
+    """Rank 0: the final model folder, the plot and summary.json."""
+    records = read_metrics(run_dir / "metrics.jsonl")
     export_policy(list_checkpoints(run_dir)[-1], run_dir / "model")  # the final checkpoint's policy, linked
     plot_accuracy_vs_rollouts(records, run_dir / "accuracy.png",
                               f"{cfg.algo} {cfg.variant}, {cfg.model.name} on {cfg.data.task}")
@@ -246,6 +296,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         "model": cfg.model.name,
         "task": cfg.data.task,
         "seed": cfg.seed,
+        "processes": dist.world_size(),
         "run_dir": str(run_dir),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

@@ -14,6 +14,11 @@ One step k (1-based):
 After step T: reference <- current weights, p <- 0, m <- 1, buffer cleared (reincarnation).
 `--variant onpolicy` is the same loop with p = 0, m = 1, no reincarnation and lambda = 1.
 
+Under torchrun every process runs this same loop on its share: B/N responses a step (whole groups; the
+fresh prompts are consecutive slices of one global draw, so the data order does not depend on N), its own
+buffer of its own groups, mini-batches of size/N. The learner makes the updates global (FSDP2, loss
+denominators over all ranks) and the metrics below are summed over ranks before they are reported.
+
 Simplifications relative to the paper, all deliberate:
   - the precedent pi_{k-1} before step 2 is the initial model (there is no pi_0);
   - rewards are 0/1 outcome rewards placed on the last response token (no format or length terms);
@@ -32,6 +37,7 @@ from typing import Any
 
 import torch
 
+from remix import distributed as dist
 from remix.advantages import gae, grpo_advantages
 from remix.batching import collate, pad_tokens, unpad_tokens
 from remix.buffer import HostBuffer
@@ -46,10 +52,6 @@ REFLECTION_WORDS = ("wait", "recheck", "re-check", "verify", "double-check", "do
 class EncodedProblem:
     problem: Problem
     prompt_ids: list[int]
-
-
-def _token_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
-    return float((values * mask).sum() / mask.sum().clamp(min=1))
 
 
 class Trainer:
@@ -68,22 +70,26 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
         cfg, k = self.cfg, self.step + 1
-        B, G = cfg.batch_size, cfg.rollout.group_size
+        world, rank = dist.world_size(), dist.rank()
+        B, G = cfg.batch_size // world, cfg.rollout.group_size  # this process's share of the batch
         reincarnated = self.reincarnated_at is not None
         p, m = cfg.offpolicy_fraction(reincarnated), cfg.utd_ratio(reincarnated)
         kl_lambda = cfg.kl_lambda(k, self.reincarnated_at)
         t0 = time.perf_counter()
 
         # 1. Historical groups: at most p * B responses, whole groups, from the last N policies.
-        historical = self.buffer.sample(int(p * B), self.generator) if p > 0 else []
+        historical = self.buffer.sample(int(p * cfg.batch_size / world), self.generator) if p > 0 else []
         h = sum(len(g) for g in historical)
+        dist.same_on_every_rank(h, "the number of historical responses")
 
         # 2. Fresh groups: (B - h) / G prompts, G responses each; grade; GRPO advantages.
-        problems = self.train.next((B - h) // G)
+        n = (B - h) // G
+        problems = self.train.next(n * world)[rank * n:(rank + 1) * n]  # every rank draws all, keeps its slice
         generations = self.rollout.generate(
             [e.prompt_ids for e in problems],
             SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens, n=G),
         )
+        self.rollout.release_memory()  # a colocated engine gives the accelerator to the learner
         t_generated = time.perf_counter()
         texts = [self.tokenizer.decode(g.token_ids, skip_special_tokens=True) for gens in generations for g in gens]
         report = self.grader.grade(texts, [e.problem.answer for e in problems for _ in range(G)])
@@ -108,11 +114,12 @@ class Trainer:
         updates = []
         for _ in range(m):
             order = torch.randperm(len(batch), generator=self.generator)
-            for idx in order.split(cfg.mini_batch_size):
+            for idx in order.split(cfg.mini_batch_size // world):
                 updates.append(self.learner.update(batch.select(idx), kl_lambda))
                 skipped = any(v for key, v in updates[-1].items() if key.startswith("skipped/"))
                 self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
-        self.rollout.load_weights(self.learner.policy_state_dict())
+        self.rollout.resume_memory()
+        self.rollout.load_weights(self.learner.policy_weights())
 
         # 5. Buffer: push the fresh groups, keep the last N policies (on-policy training stores nothing).
         if p > 0:
@@ -120,7 +127,7 @@ class Trainer:
             self.buffer.evict_older_than(k - cfg.remix.history_window + 1)
 
         # 6. Rollout cost: fresh responses only.
-        self.rollouts += sum(len(g) for g in fresh)
+        self.rollouts += sum(len(g) for g in fresh) * world  # every rank generated as many
         self.step = k
         if cfg.reincarnation_step() == k:
             self._reincarnate()
@@ -209,37 +216,50 @@ class Trainer:
         self.rollout.load_state_dict(state["rollout"])
         self.train.load_state_dict(state["data"])
         self.buffer.load_state_dict(state["buffer"])
-        self.rollout.load_weights(self.learner.policy_state_dict())  # the engine samples from the restored policy
+        self.rollout.load_weights(self.learner.policy_weights())  # the engine samples from the restored policy
 
     # ---------------------------------------------------------------------------------------------
     def evaluate(self, batch_size: int = 128) -> dict[str, float]:
-        """Greedy held-out accuracy with the same grader as training and the benchmarks."""
+        """Greedy held-out accuracy with the same grader as training and the benchmarks (each process
+        evaluates every N-th problem; the counts are summed)."""
         params = SamplingParams(temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens, n=1)
+        mine = self.heldout[dist.rank()::dist.world_size()]
         texts = []
-        for s in range(0, len(self.heldout), batch_size):
-            chunk = self.heldout[s:s + batch_size]
+        for s in range(0, len(mine), batch_size):
+            chunk = mine[s:s + batch_size]
             gens = self.rollout.generate([e.prompt_ids for e in chunk], params)
             texts += [self.tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in gens]
-        report = self.grader.grade(texts, [e.problem.answer for e in self.heldout])
-        return {"heldout/accuracy": sum(report.scores) / len(report.scores), "heldout/timeouts": report.timeouts}
+        report = self.grader.grade(texts, [e.problem.answer for e in mine]) if mine else None
+        sums = dist.sum_floats({"correct": sum(report.scores) if report else 0.0, "n": len(mine),
+                                "timeouts": report.timeouts if report else 0})
+        return {"heldout/accuracy": sums["correct"] / sums["n"], "heldout/timeouts": int(sums["timeouts"])}
 
     def _step_metrics(self, k, fresh, h, kl_lambda, texts, report, updates, batch, times) -> dict[str, Any]:
-        lengths = [len(r) for g in fresh for r in g.responses]
-        rewards = [x for g in fresh for x in g.rewards]
+        """The step's metrics over all processes: counts and sums are added across ranks, then divided."""
+        fresh_mask = batch.response_mask[h:]
+        mismatch = (batch.fields["engine_logp"] - batch.fields["behav_logp"]).abs()[h:] * fresh_mask
+        s = dist.sum_floats({
+            "responses": sum(len(g) for g in fresh), "historical": h,
+            "reward": sum(x for g in fresh for x in g.rewards),
+            "length": sum(len(r) for g in fresh for r in g.responses),
+            "truncated": sum(f == "length" for g in fresh for f in g.finish_reasons),
+            "reflecting": sum(any(w in t.lower() for w in REFLECTION_WORDS) for t in texts), "texts": len(texts),
+            "buffer": self.buffer.num_responses(), "timeouts": report.timeouts, "errors": report.errors,
+            "mismatch": float(mismatch.sum()), "fresh_tokens": float(fresh_mask.sum()),
+        })
         out: dict[str, Any] = {
-            "step": k, "rollouts": self.rollouts, "reward/mean": sum(rewards) / len(rewards),
-            "response_length/mean": sum(lengths) / len(lengths),
-            "response/truncated_frac": sum(f == "length" for g in fresh for f in g.finish_reasons) / len(lengths),
-            "reflection_rate": sum(any(w in t.lower() for w in REFLECTION_WORDS) for t in texts) / len(texts),
-            "historical_share": h / self.cfg.batch_size, "kl_lambda": kl_lambda,
+            "step": k, "rollouts": self.rollouts, "reward/mean": s["reward"] / s["responses"],
+            "response_length/mean": s["length"] / s["responses"],
+            "response/truncated_frac": s["truncated"] / s["responses"],
+            "reflection_rate": s["reflecting"] / s["texts"],
+            "historical_share": s["historical"] / self.cfg.batch_size, "kl_lambda": kl_lambda,
             "skipped/consecutive": self.consecutive_skips,
-            "buffer/responses": self.buffer.num_responses(), "reincarnated": self.reincarnated_at is not None,
-            "grader/timeouts": report.timeouts, "grader/errors": report.errors,
+            "buffer/responses": int(s["buffer"]), "reincarnated": self.reincarnated_at is not None,
+            "grader/timeouts": int(s["timeouts"]), "grader/errors": int(s["errors"]),
             # Sampler/learner mismatch on the fresh samples: engine log-probs against the learner's.
-            "sampler/logp_abs_diff": _token_mean((batch.fields["engine_logp"] - batch.fields["behav_logp"]).abs()[h:],
-                                                 batch.response_mask[h:]),
+            "sampler/logp_abs_diff": s["mismatch"] / max(s["fresh_tokens"], 1.0),
         }
-        for key in updates[0]:
+        for key in updates[0]:  # the learner's metrics are already over all ranks
             vals = [u[key] for u in updates]
             out[key] = sum(vals) if key.startswith("skipped/") else sum(vals) / len(vals)
         if kl_lambda == 1.0:

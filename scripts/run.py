@@ -5,6 +5,7 @@ Examples:
     python scripts/run.py --algo ppo --variant onpolicy     # the on-policy PPO baseline
     python scripts/run.py --model smollm2-135m --task math --steps 100
     python scripts/run.py --run-dir runs/a                  # run again: resumes from its newest checkpoint
+    torchrun --nproc-per-node 2 scripts/run.py              # data-parallel on 2 processes (FSDP2)
 
 Exit status: 0 done, 2 bad input (data, model, config; nothing trained), 3 stopped after too many
 skipped updates (checkpointed).
@@ -19,6 +20,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
+from remix import distributed as dist  # noqa: E402
 from remix.config import TrainConfig  # noqa: E402
 from remix.data import DataError  # noqa: E402
 from remix.models import ModelNotFound  # noqa: E402
@@ -30,10 +32,12 @@ def main() -> None:
     try:
         run(cfg)
     except (DataError, ModelNotFound, RunError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if dist.local_rank() == 0:  # every rank of a torchrun job stops with the same message: say it once
+            print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except TrainingHalted as e:
-        print(f"stopped: {e}", file=sys.stderr)
+        if dist.local_rank() == 0:
+            print(f"stopped: {e}", file=sys.stderr)
         raise SystemExit(3) from None
 
 

@@ -1,4 +1,7 @@
-"""The CPU reference platform: transformers rollouts and a plain PyTorch learner. Used by the tests."""
+"""The CPU platform: the one PyTorch backend (platforms/backend) on the host, gloo between processes.
+
+The reference every other platform is checked against, and what the tests and `make run` use.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +9,20 @@ from pathlib import Path
 
 import torch
 
-from platforms.cpu.learner import CPULearner
-from platforms.cpu.rollout import CPURollout
+from platforms.backend import DTYPES, TorchLearner, TorchRollout, plan_for
 from remix.config import TrainConfig
 
 NAME = "cpu"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DIST_BACKEND = "gloo"
+DEVICE = torch.device("cpu")
 
 
-def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32") -> CPURollout:
-    return CPURollout(model_dir, seed=seed, dtype=DTYPES[dtype])
+def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32") -> TorchRollout:
+    return TorchRollout(model_dir, seed=seed, dtype=DTYPES[dtype], device=DEVICE, platform=NAME)
 
 
-def make_learner(model_dir: str | Path, cfg: TrainConfig) -> CPULearner:
-    return CPULearner(model_dir, cfg)
+def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
+    return TorchLearner(model_dir, cfg, plan_for(cfg, DEVICE), platform=NAME)
 
 
-__all__ = ["CPULearner", "CPURollout", "make_learner", "make_rollout"]
+__all__ = ["DEVICE", "DIST_BACKEND", "NAME", "make_learner", "make_rollout"]

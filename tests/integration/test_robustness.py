@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-import platforms.cpu.learner as cpu_learner
+import platforms.backend.logprobs as backend_logprobs
 from remix.checkpoint import list_checkpoints
 from remix.rewards import GraderPool, verify_in_process
 from remix.runner import TrainingHalted, build_trainer, run
@@ -20,7 +20,7 @@ from tests.helpers import same_weights, small_config, weights
 
 def nan_logprobs_on(calls: set[int], monkeypatch) -> list[int]:
     """Makes the learner's differentiable log-probs NaN on the given (1-based) training forward passes."""
-    real, seen = cpu_learner.token_logprobs, []
+    real, seen = backend_logprobs.token_logprobs, []
 
     def patched(model, batch, temperature, chunk_tokens, with_grad):
         logp, entropy = real(model, batch, temperature, chunk_tokens, with_grad)
@@ -30,7 +30,7 @@ def nan_logprobs_on(calls: set[int], monkeypatch) -> list[int]:
                 logp = logp * float("nan")
         return logp, entropy
 
-    monkeypatch.setattr(cpu_learner, "token_logprobs", patched)
+    monkeypatch.setattr(backend_logprobs, "token_logprobs", patched)
     return seen
 
 

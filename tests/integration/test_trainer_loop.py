@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from platforms.cpu.learner import token_logprobs
+from platforms.backend.logprobs import token_logprobs
 from remix.config import ReMixConfig
 from remix.runner import build_trainer
 from tests.helpers import same_weights, small_config, weights
@@ -80,8 +80,8 @@ def test_logprobs_of_the_batch_come_from_the_right_policies(tiny_model_dir, hash
     trainer = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
     snapshots = {}
-    base = weights(trainer.learner.policy)
-    model = trainer.learner.policy
+    model = trainer.learner.policy.lm
+    base = weights(model)
 
     def logp_under(state, batch):
         saved = weights(model)
@@ -125,7 +125,6 @@ def test_onpolicy_variant_uses_no_history_and_one_pass(tiny_model_dir, hash_grad
     cfg = small_config(tiny_model_dir, steps=3, variant="onpolicy")
     trainer = build_trainer(cfg, hash_grader)
     rec = Recorder(trainer)
-    initial = weights(trainer.learner.policy)
     for k in (1, 2, 3):
         rec.step = k
         m = trainer.train_step()
@@ -133,8 +132,8 @@ def test_onpolicy_variant_uses_no_history_and_one_pass(tiny_model_dir, hash_grad
         assert sum(len(b) for s, b, _ in rec.updates if s == k) == cfg.batch_size
         assert all((b.fields["version"] == k).all() for s, b, _ in rec.updates if s == k)
     assert trainer.reincarnated_at is None and trainer.rollouts == 3 * cfg.batch_size
-    # The precedent is never used on-policy, so it is never copied: still the initial weights.
-    assert same_weights(weights(trainer.learner.precedent), initial)
+    # The precedent is never used on-policy, so the learner keeps no copy of it at all.
+    assert trainer.learner.precedent is None
 
 
 def test_ppo_runs_with_a_critic_and_recomputes_advantages(tiny_model_dir, hash_grader):

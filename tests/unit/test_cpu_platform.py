@@ -6,14 +6,15 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from platforms.cpu.learner import CPULearner, token_logprobs
-from platforms.cpu.rollout import CPURollout
+from platforms.backend import TorchRollout
+from platforms.backend.logprobs import token_logprobs
+from platforms.cpu import make_learner, make_rollout
 from remix.batching import collate, positions_of
 from remix.interfaces import Group, SamplingParams
 from tests.helpers import small_config
 
 
-def _batch_from(rollout: CPURollout, prompts, params):
+def _batch_from(rollout: TorchRollout, prompts, params):
     gens = rollout.generate(prompts, params)
     groups = [Group(prompt_ids=p, responses=[g.token_ids for g in gs], rewards=[0.0] * len(gs), version=1,
                     engine_logp=[torch.tensor(g.logprobs) for g in gs]) for p, gs in zip(prompts, gens)]
@@ -27,7 +28,7 @@ def _prompts(rollout):
 
 @pytest.mark.parametrize("chunk", [1, 5, 4096])
 def test_chunked_logprobs_equal_full_vocabulary_computation(tiny_model_dir, chunk):
-    rollout = CPURollout(tiny_model_dir, seed=1)
+    rollout = make_rollout(tiny_model_dir, seed=1)
     batch, _ = _batch_from(rollout, _prompts(rollout), SamplingParams(temperature=1.0, max_new_tokens=7, n=2))
     model = rollout.model.float()
     temperature = 0.7
@@ -45,7 +46,7 @@ def test_chunked_logprobs_equal_full_vocabulary_computation(tiny_model_dir, chun
 
 
 def test_chunked_logprobs_gradient_matches_direct(tiny_model_dir):
-    rollout = CPURollout(tiny_model_dir, seed=2)
+    rollout = make_rollout(tiny_model_dir, seed=2)
     batch, _ = _batch_from(rollout, _prompts(rollout), SamplingParams(temperature=1.0, max_new_tokens=5, n=1))
     model = rollout.model.float().requires_grad_(True)
     logp, _ = token_logprobs(model, batch, 1.0, chunk_tokens=3, with_grad=True)
@@ -63,8 +64,8 @@ def test_chunked_logprobs_gradient_matches_direct(tiny_model_dir):
 def test_rollout_logprobs_agree_with_learner(tiny_model_dir, temperature):
     cfg = small_config()
     cfg.rollout.temperature = temperature
-    rollout = CPURollout(tiny_model_dir, seed=3)
-    learner = CPULearner(tiny_model_dir, cfg)
+    rollout = make_rollout(tiny_model_dir, seed=3)
+    learner = make_learner(tiny_model_dir, cfg)
     batch, groups = _batch_from(rollout, _prompts(rollout),
                                 SamplingParams(temperature=temperature, max_new_tokens=8, n=3))
     learner_logp = learner.logprobs(batch, "current")
@@ -75,7 +76,7 @@ def test_rollout_logprobs_agree_with_learner(tiny_model_dir, temperature):
 
 
 def test_generation_stops_at_eos_and_reports_why(tiny_model_dir):
-    rollout = CPURollout(tiny_model_dir, seed=4)
+    rollout = make_rollout(tiny_model_dir, seed=4)
     gens = rollout.generate(_prompts(rollout), SamplingParams(temperature=1.0, max_new_tokens=30, n=4))
     assert len(gens) == 3 and all(len(g) == 4 for g in gens)
     for g in (g for gs in gens for g in gs):
@@ -88,7 +89,7 @@ def test_generation_stops_at_eos_and_reports_why(tiny_model_dir):
 
 
 def test_greedy_generation_is_deterministic_and_seeded_sampling_repeats(tiny_model_dir):
-    rollout = CPURollout(tiny_model_dir, seed=5)
+    rollout = make_rollout(tiny_model_dir, seed=5)
     prompts = _prompts(rollout)
     greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
     assert rollout.generate(prompts, greedy) == rollout.generate(prompts, greedy)

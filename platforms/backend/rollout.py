@@ -1,13 +1,15 @@
-"""CPURollout: batched sampling with transformers on the CPU (the reference Rollout).
+"""TorchRollout: batched sampling with a transformers model on any torch device (the reference Rollout).
 
 A hand-written decode loop over the model's KV cache rather than `generate()`, so that the engine's
 per-token log-probs are exactly those of the distribution that was sampled (logits / temperature,
 top-p) and positions match the learner's (left padding, position = running count of real tokens).
+Each process of a multi-process run holds its own full copy and samples its own share of the prompts.
 """
 
 from __future__ import annotations
 
 import inspect
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
@@ -61,25 +63,39 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     return token, logp.gather(-1, token[:, None]).squeeze(-1)
 
 
-class CPURollout(Rollout):
-    platform = "cpu"
+class TorchRollout(Rollout):
+    """Samples with the model in `dtype` on `device`, with a generator of that device seeded by `seed`
+    (its state is checkpointed, so a resumed run samples what the uninterrupted one would have)."""
 
     def __init__(self, model_dir: str | Path, *, seed: int = 0, dtype: torch.dtype = torch.float32,
-                 max_batch: int = 64) -> None:
+                 device: torch.device | str = "cpu", platform: str = "cpu", max_batch: int = 64) -> None:
+        self.platform = platform
+        self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.model.requires_grad_(False)
         self.stop_ids = stop_token_ids(self.model, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.stop_ids)
-        self.generator = torch.Generator().manual_seed(seed)
+        self.generator = torch.Generator(device=self.device).manual_seed(seed)
         self.max_batch = max_batch
         # transformers 5 renamed `past_key_values` to `cache`; accept both generations of the API.
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state_dict, strict=True)
+    @torch.no_grad()
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Copies each streamed weight into place as it arrives (cast to this engine's dtype and device);
+        no full second copy of the weights is ever held. Every weight must arrive, and no unknown one."""
+        own = self.model.state_dict()
+        missing = set(own)
+        for name, tensor in weights:
+            if name not in own:
+                raise KeyError(f"load_weights: the rollout model has no weight named {name!r}")
+            own[name].copy_(tensor)
+            missing.discard(name)
+        if missing:
+            raise KeyError(f"load_weights: {len(missing)} weights never arrived, e.g. {sorted(missing)[:3]}")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}
@@ -99,13 +115,14 @@ class CPURollout(Rollout):
     @torch.no_grad()
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         ids, mask = left_pad(prompts, self.pad_id)
+        ids, mask = ids.to(self.device), mask.to(self.device)
         n = len(prompts)
         positions = positions_of(mask)
         cache = DynamicCache()
-        tokens = torch.empty((n, 0), dtype=torch.long)
-        logps = torch.empty((n, 0), dtype=torch.float32)
-        done = torch.zeros(n, dtype=torch.bool)
-        stop = torch.tensor(sorted(self.stop_ids))
+        tokens = torch.empty((n, 0), dtype=torch.long, device=self.device)
+        logps = torch.empty((n, 0), dtype=torch.float32, device=self.device)
+        done = torch.zeros(n, dtype=torch.bool, device=self.device)
+        stop = torch.tensor(sorted(self.stop_ids), device=self.device)
         step_ids, step_pos = ids, positions
         for _ in range(params.max_new_tokens):
             logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
@@ -118,8 +135,9 @@ class CPURollout(Rollout):
             if bool(done.all()):
                 break
             # Rows that finished keep decoding pads whose outputs are discarded; their mask is moot.
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype)], dim=1)
+            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=self.device)], dim=1)
             step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
+        tokens, logps = tokens.cpu(), logps.cpu()
         return [self._to_generation(tokens[i], logps[i]) for i in range(n)]
 
     def _to_generation(self, tokens: torch.Tensor, logps: torch.Tensor) -> Generation:

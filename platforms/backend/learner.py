@@ -1,0 +1,249 @@
+"""TorchLearner: the one Learner of every platform. Policy, reference and precedent models, AdamW, a PPO critic.
+
+Where the models live and how they compute is the `ParallelPlan` (platforms/backend/parallel.py): the
+device, bf16 or float32 compute, FSDP2 sharding across the processes of a torchrun job, activation
+checkpointing. What is computed is the same on every plan:
+
+- log-probs are float32, chunked through the LM head (platforms/backend/logprobs.py);
+- an update accumulates micro-batches and takes one clipped AdamW step; losses are aggregated over the
+  whole mini-batch *across all ranks* (global token and sequence counts), so N ranks holding B/N
+  sequences each make the update one rank makes with all B, and no update depends on micro_batch_size;
+- a non-finite loss or gradient on any rank skips the step on every rank.
+
+Checkpoints (`save_state` / `load_state`): the policy as an HF folder (`model/`, safetensors, gathered on
+rank 0 one tensor at a time), and everything else (AdamW state, precedent, reference once reincarnated,
+critic and its optimizer) through torch.distributed.checkpoint (`state/`), where each rank writes and
+reads only its own shards. At 7B parameters AdamW state is 56 GB in float32: gathering it on one rank
+would need that much host memory on rank 0, while DCP needs none beyond each rank's shard.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed.checkpoint as dcp
+from torch import nn
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
+from torch.distributed.tensor import DTensor
+from transformers import AutoModel, AutoModelForCausalLM
+
+from platforms.backend.logprobs import TokenLogprobs, ValueModel
+from platforms.backend.parallel import ParallelPlan
+from remix import distributed as dist
+from remix.checkpoint import save_hf_model
+from remix.config import TrainConfig
+from remix.interfaces import Learner, TokenBatch
+from remix.objective import LossInputs, remix_loss, value_loss
+
+PolicyName = Literal["current", "reference", "precedent"]
+
+
+def _full(t: torch.Tensor) -> torch.Tensor:
+    """A whole tensor from a (possibly FSDP-sharded) parameter: gathers a DTensor's shards (collective)."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
+
+
+def _tied_aliases(module: nn.Module) -> dict[str, str]:
+    """Parameter names that are another name of an earlier parameter (e.g. a tied LM head), to the first name."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        if id(p) in first:
+            aliases[name] = first[id(p)]
+        else:
+            first[id(p)] = name
+    return aliases
+
+
+@contextmanager
+def _single_process_dcp():
+    """DCP warns on every call without a process group that it assumes one process: here that is intended."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
+
+
+class TorchLearner(Learner):
+    def __init__(self, model_dir: str | Path, cfg: TrainConfig, plan: ParallelPlan, platform: str = "cpu") -> None:
+        self.cfg, self.plan, self.platform = cfg, plan, platform
+        self.model_dir = Path(model_dir)
+        lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        self._aliases = _tied_aliases(lm)
+        # The anchors are copies of the base model made before the plan is applied (sharded like the policy).
+        reference = copy.deepcopy(lm)
+        precedent = copy.deepcopy(lm) if cfg.uses_precedent() else None  # a full copy: only where it is used
+        self.policy = plan.prepare(TokenLogprobs(lm), trainable=True)
+        self.reference = plan.prepare(TokenLogprobs(reference), trainable=False)
+        self.reference_is_base = True  # until reincarnation; a checkpoint then stores the reference weights
+        self.precedent = None if precedent is None else plan.prepare(TokenLogprobs(precedent), trainable=False)
+        self.optimizer = self._new_optimizer(self.policy, cfg.optim.lr)
+        self.critic: nn.Module | None = None
+        if cfg.algo == "ppo":
+            backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
+            self.critic = plan.prepare(ValueModel(backbone), trainable=True)
+            self.critic_optimizer = self._new_optimizer(self.critic, cfg.optim.critic_lr)
+
+    def _new_optimizer(self, module: nn.Module, lr: float) -> torch.optim.Optimizer:
+        o = self.cfg.optim
+        return torch.optim.AdamW(module.parameters(), lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+
+    # --- Learner interface -------------------------------------------------------------------
+    @torch.no_grad()
+    def logprobs(self, batch: TokenBatch, policy: PolicyName = "current") -> torch.Tensor:
+        model = {"current": self.policy, "reference": self.reference, "precedent": self.precedent}[policy]
+        if model is None:
+            raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
+        with self.plan.autocast():
+            logp, _ = model(batch.to(self.plan.device), self.cfg.rollout.temperature,
+                            self.cfg.logprob_chunk_tokens, with_grad=False)
+        return logp.cpu()
+
+    @torch.no_grad()
+    def values(self, batch: TokenBatch) -> torch.Tensor:
+        if self.critic is None:
+            raise RuntimeError("values() needs a critic: construct the learner with --algo ppo")
+        with self.plan.autocast():
+            return self.critic(batch.to(self.plan.device)).cpu()
+
+    def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
+        """One AdamW step over the mini-batch `batch` (this rank's share of it), and one for the PPO critic.
+        Losses are aggregated with the token and sequence counts of the whole mini-batch over all ranks."""
+        cfg = self.cfg
+        dist.same_on_every_rank(len(batch), "the mini-batch size")
+        counts = dist.sum_floats({"tokens": float(batch.response_mask.sum()), "seqs": float(len(batch))})
+        global_tokens, global_seqs = counts["tokens"], counts["seqs"]
+
+        def policy_loss(micro: TokenBatch):
+            logp, entropy = self.policy(micro, cfg.rollout.temperature, cfg.logprob_chunk_tokens, with_grad=True)
+            f = micro.fields
+            inputs = LossInputs(logp=logp, behav_logp=f["behav_logp"], prox_logp=f["prox_logp"],
+                                ref_logp=f["ref_logp"], prev_logp=f["prev_logp"], advantages=f["advantages"],
+                                mask=micro.response_mask, entropy=entropy)
+            return remix_loss(inputs, cfg.objective, kl_lambda, global_tokens=global_tokens, global_seqs=global_seqs)
+
+        def critic_loss(micro: TokenBatch):
+            f = micro.fields
+            return value_loss(self.critic(micro), f["old_values"], f["returns"], micro.response_mask,
+                              cfg.ppo.value_clip, cfg.objective.loss_agg, cfg.objective.loss_agg_constant,
+                              global_tokens, global_seqs)
+
+        batch = batch.to(self.plan.device)
+        totals = self._accumulate_and_step(batch, policy_loss, self.policy, self.optimizer, "grad_norm",
+                                           global_tokens)
+        if self.critic is not None:
+            totals.update(self._accumulate_and_step(batch, critic_loss, self.critic, self.critic_optimizer,
+                                                    "critic_grad_norm", global_tokens))
+        return totals
+
+    def _accumulate_and_step(self, batch: TokenBatch, loss_fn: Callable, module: nn.Module,
+                             optimizer: torch.optim.Optimizer, name: str, global_tokens: float) -> dict[str, float]:
+        """Backward of `loss_fn` over the micro-batches of `batch`, then one clipped optimizer step, or a
+        skipped one when the loss or the gradient is not finite on any rank (counted in `skipped/<name>`; the
+        trainer stops after too many in a row). Returns the metrics as whole-mini-batch values over all ranks."""
+        optimizer.zero_grad(set_to_none=True)
+        # Each rank's loss is its partial sum over the global denominators; FSDP2 averages gradients over the
+        # ranks, so scaling by the world size turns that average into the sum that equals one rank's update.
+        scale = float(dist.world_size())
+        totals: dict[str, float] = {}
+        finite = True
+        for idx in torch.arange(len(batch)).split(self.cfg.micro_batch_size):
+            micro = batch.select(idx.to(batch.input_ids.device))
+            with self.plan.autocast():
+                loss, metrics = loss_fn(micro)
+            finite = finite and bool(torch.isfinite(loss))
+            (loss * scale if scale != 1.0 else loss).backward()
+            share = float(micro.response_mask.sum()) / max(global_tokens, 1.0)
+            for k, v in metrics.items():  # loss parts are already global partial sums; the rest token means
+                totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else share)
+        totals = dist.sum_floats(totals)
+        finite = bool(dist.all_reduce(torch.tensor(float(finite)), "min"))
+        params = [p for p in module.parameters() if p.grad is not None]
+        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
+        norm = float(_full(torch.nn.utils.clip_grad_norm_(params, clip)))  # the norm over all ranks' shards
+        skipped = not (finite and math.isfinite(norm))
+        if skipped:
+            optimizer.zero_grad(set_to_none=True)
+        else:
+            optimizer.step()
+        totals.update({name: norm, f"skipped/{name}": float(skipped)})
+        return totals
+
+    def policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        for name, tensor in self.policy.lm.state_dict().items():
+            yield name, _full(tensor).detach()
+
+    def snapshot_precedent(self) -> None:
+        if self.precedent is None:
+            raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
+        set_model_state_dict(self.precedent, get_model_state_dict(self.policy))
+
+    def reincarnate_reference(self) -> None:
+        set_model_state_dict(self.reference, get_model_state_dict(self.policy))
+        self.reference_is_base = False
+
+    def reset_optimizer(self) -> None:
+        self.optimizer = self._new_optimizer(self.policy, self.cfg.optim.lr)
+
+    # --- checkpoints -------------------------------------------------------------------------
+    def _sharded_state(self) -> dict[str, dict]:
+        """Everything but the policy weights, as (sharded) state dicts in the form DCP saves and loads in place."""
+        state = {"optimizer": get_optimizer_state_dict(self.policy, self.optimizer)}
+        if self.precedent is not None:
+            state["precedent"] = get_model_state_dict(self.precedent)
+        if not self.reference_is_base:
+            state["reference"] = get_model_state_dict(self.reference)
+        if self.critic is not None:
+            state["critic"] = get_model_state_dict(self.critic)
+            state["critic_optimizer"] = get_optimizer_state_dict(self.critic, self.critic_optimizer)
+        return state
+
+    def save_state(self, folder: Path) -> None:
+        """Collective under several processes: every rank calls it with the same folder."""
+        folder.mkdir(parents=True, exist_ok=True)
+        full = {}
+        for name, t in self.policy_weights():  # every rank takes part in gathering each tensor; rank 0 keeps it
+            if dist.is_main():
+                full[name] = t.cpu()
+        if dist.is_main():
+            save_hf_model(full, self.model_dir, folder / "model")
+            (folder / "learner.json").write_text(json.dumps({"reference_is_base": self.reference_is_base}) + "\n")
+        del full
+        with _single_process_dcp():
+            dcp.save(self._sharded_state(), checkpoint_id=folder / "state", no_dist=not dist.active())
+
+    def load_state(self, folder: Path) -> None:
+        from safetensors.torch import load_file
+
+        weights: dict[str, torch.Tensor] = {}
+        for f in sorted((folder / "model").glob("*.safetensors")):
+            weights.update(load_file(f))
+        for alias, name in self._aliases.items():  # tied weights are saved once
+            weights.setdefault(alias, weights[name])
+        set_model_state_dict(self.policy, {f"lm.{k}": v for k, v in weights.items()},
+                             options=StateDictOptions(full_state_dict=True))
+        self.reference_is_base = json.loads((folder / "learner.json").read_text())["reference_is_base"]
+        state = self._sharded_state()
+        with _single_process_dcp():
+            dcp.load(state, checkpoint_id=folder / "state", no_dist=not dist.active())
+        set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"])
+        if self.precedent is not None:
+            set_model_state_dict(self.precedent, state["precedent"])
+        if not self.reference_is_base:
+            set_model_state_dict(self.reference, state["reference"])
+        if self.critic is not None:
+            set_model_state_dict(self.critic, state["critic"])
+            set_optimizer_state_dict(self.critic, self.critic_optimizer, state["critic_optimizer"])

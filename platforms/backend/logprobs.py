@@ -1,0 +1,102 @@
+"""Log-probs of response tokens: float32, through the LM head in chunks, on any device.
+
+No [B, T, V] logits tensor ever exists: the LM head runs over `chunk_tokens` response positions at a time,
+each chunk under activation checkpointing when gradients are needed. The head and the softmax always run
+in float32 with autocast off, whatever dtype the transformer computes in, so log-probs, entropies and the
+loss are float32 on every platform and precision.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.checkpoint import checkpoint
+
+from remix.batching import positions_of
+from remix.interfaces import TokenBatch
+
+
+def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                    bias: torch.Tensor | None, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    with torch.autocast(device_type=hidden.device.type, enabled=False):
+        logits = F.linear(hidden.float(), weight.float(), None if bias is None else bias.float()) / temperature
+        logp_all = torch.log_softmax(logits, dim=-1)
+        logp = logp_all.gather(-1, targets[:, None]).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy
+
+
+def response_states(backbone: nn.Module, batch: TokenBatch) -> torch.Tensor:
+    """Hidden states [B, T, H] at the positions that predict each response token."""
+    hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                      position_ids=positions_of(batch.attention_mask)).last_hidden_state
+    P, T = batch.prompt_len, batch.response_mask.shape[1]
+    return hidden[:, P - 1:P + T - 1]
+
+
+def head_logprobs(states: torch.Tensor, targets: torch.Tensor, head: nn.Module, temperature: float,
+                  chunk_tokens: int, with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (log-probs, entropies) [N] of `targets` given hidden `states` [N, H], through the LM head
+    in chunks of `chunk_tokens`: at most a [chunk_tokens, V] logits tensor exists at a time. With
+    gradients, each chunk is recomputed in the backward pass (activation checkpointing) rather than kept."""
+    logps, ents = [], []
+    for s in range(0, states.shape[0], chunk_tokens):
+        args = (states[s:s + chunk_tokens], targets[s:s + chunk_tokens], head.weight,
+                getattr(head, "bias", None), temperature)
+        lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if with_grad else _chunk_logprobs(*args)
+        logps.append(lp)
+        ents.append(ent)
+    if not logps:
+        empty = torch.zeros(0, dtype=torch.float32, device=states.device)
+        return empty, empty
+    return torch.cat(logps), torch.cat(ents)
+
+
+def token_logprobs(model: nn.Module, batch: TokenBatch, temperature: float, chunk_tokens: int,
+                   with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-probs, entropies) [B, T] of the response tokens under an HF causal LM; zero where
+    response_mask is false. The batch must be on the model's device."""
+    states = response_states(model.get_decoder(), batch)
+    mask = batch.response_mask
+    P, T = batch.prompt_len, mask.shape[1]
+    logp, entropy = head_logprobs(states[mask], batch.input_ids[:, P:P + T][mask], model.get_output_embeddings(),
+                                  temperature, chunk_tokens, with_grad)
+    zeros = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
+    return zeros.index_put((mask,), logp), zeros.index_put((mask,), entropy)
+
+
+class TokenLogprobs(nn.Module):
+    """An HF causal LM whose forward returns `token_logprobs` of a batch.
+
+    The learner holds its policy, reference and precedent in this form so that the decoder and the LM
+    head run inside *one* module call: under FSDP2 this module is the root unit, and its forward hooks
+    gather (and after backward, reduce) the parameters that live outside the decoder layers: the
+    embeddings, the final norm and the (often tied) head.
+    """
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, batch: TokenBatch, temperature: float, chunk_tokens: int,
+                with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        return token_logprobs(self.lm, batch, temperature, chunk_tokens, with_grad)
+
+
+class ValueModel(nn.Module):
+    """PPO critic: the base model's transformer with a scalar head (zero-initialised), values [B, T]."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = nn.Linear(backbone.config.hidden_size, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, batch: TokenBatch) -> torch.Tensor:
+        states = response_states(self.backbone, batch)
+        with torch.autocast(device_type=states.device.type, enabled=False):
+            # float32 whatever the parameter dtype (FSDP2 mixed precision hands this head bf16 weights)
+            values = F.linear(states.float(), self.head.weight.float(), self.head.bias.float()).squeeze(-1)
+        return values * batch.response_mask

@@ -1,0 +1,87 @@
+"""The parallelism plan of the learner: where its models live, in which dtype they compute, whether they are
+sharded across processes, and whether transformer blocks recompute their activations in the backward pass.
+
+Every platform builds the same learner over one of these plans (platforms/cpu, cuda and xla only choose
+the values). The plan is fixed at construction time:
+
+- `device`: the torch device of this process (cpu, cuda:LOCAL_RANK, the xla device).
+- `compute_dtype`: float32, or bfloat16 for a learner that computes in bf16 while its master weights and
+  AdamW state stay float32. Sharded, FSDP2's `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`
+  casts the gathered parameters (so all-gathers move bf16) and reduces gradients in float32. Unsharded,
+  autocast does the casting per op (matmuls in bf16; norms, softmax and losses in float32); the weights
+  are float32 either way. The LM head, log-probs, entropies and losses are float32 in both
+  (platforms/backend/logprobs.py turns autocast off there and upcasts the head's weight).
+- `sharded`: FSDP2 (`fully_shard`) over all processes of the job, one unit per transformer block plus the
+  root; used whenever the job has more than one process.
+- `activation_checkpointing`: each transformer block's activations are recomputed in the backward pass
+  (less memory, one more forward of the blocks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class ParallelPlan:
+    device: torch.device
+    compute_dtype: torch.dtype = torch.float32
+    sharded: bool = False
+    activation_checkpointing: bool = False
+
+    def prepare(self, module: nn.Module, trainable: bool) -> nn.Module:
+        """Applies the plan to a freshly built float32 module: activation checkpointing (trainable modules
+        only), FSDP2 sharding, placement. Dropout stays off (eval mode) throughout: the old, proximal and
+        current log-probs must be comparable."""
+        module.eval().requires_grad_(trainable)
+        blocks = transformer_blocks(module)
+        if self.activation_checkpointing and trainable:
+            for block in blocks:
+                _recompute_in_backward(block)
+        if self.sharded:
+            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+            mp = MixedPrecisionPolicy(param_dtype=None if self.compute_dtype == torch.float32 else self.compute_dtype,
+                                      reduce_dtype=torch.float32)
+            module.to(self.device)
+            for block in blocks:
+                fully_shard(block, mp_policy=mp)
+            fully_shard(module, mp_policy=mp)
+            return module
+        return module.to(self.device)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context forward passes run in: bf16 autocast for an unsharded bf16 learner, else nothing
+        (float32, or FSDP2 already hands the blocks bf16 parameters)."""
+        if self.compute_dtype == torch.float32 or self.sharded:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
+
+
+def transformer_blocks(module: nn.Module) -> list[nn.Module]:
+    """The repeated decoder layers of an HF model (the first `ModuleList` named `...layers`)."""
+    for name, child in module.named_modules():
+        if isinstance(child, nn.ModuleList) and name.split(".")[-1] == "layers":
+            return list(child)
+    raise ValueError(f"{type(module).__name__}: no transformer blocks found (no ModuleList named 'layers')")
+
+
+def _recompute_in_backward(block: nn.Module) -> None:
+    """Replaces the block's forward by one that keeps only its inputs and recomputes the rest in the
+    backward pass. The module tree and parameter names are unchanged (unlike a wrapper module), so
+    state dicts and checkpoints are the same with and without it."""
+    forward = block.forward
+
+    def recomputed(*args, **kwargs):
+        if not torch.is_grad_enabled():
+            return forward(*args, **kwargs)
+        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+
+    block.forward = recomputed
