@@ -90,9 +90,11 @@ class Rollout(ABC):
 
     def release_memory(self) -> None:
         """Frees the engine's accelerator memory (weights, KV cache) while the learner works. Default: keep it."""
+        return None  # an engine that owns its memory for good has nothing to free
 
     def resume_memory(self) -> None:
         """Takes the memory back before weights are loaded and generation resumes. Default: nothing to do."""
+        return None
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint needs to continue sampling exactly (e.g. RNG state); weights come from the learner."""
