@@ -29,8 +29,10 @@ def _chunk_logprobs(hidden: torch.Tensor, targets: torch.Tensor, weight: torch.T
 
 def response_states(backbone: nn.Module, batch: TokenBatch) -> torch.Tensor:
     """Hidden states [B, T, H] at the positions that predict each response token."""
+    # use_cache=False: a learner pass needs no KV cache, and one would be written twice when activation
+    # checkpointing replays a block in the backward pass
     hidden = backbone(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                      position_ids=positions_of(batch.attention_mask)).last_hidden_state
+                      position_ids=positions_of(batch.attention_mask), use_cache=False).last_hidden_state
     P, T = batch.prompt_len, batch.response_mask.shape[1]
     return hidden[:, P - 1:P + T - 1]
 

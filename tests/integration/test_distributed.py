@@ -1,0 +1,141 @@
+"""Training on several processes (torchrun, gloo, 2 CPU processes): one update split across ranks equals the
+same update in one process; a 2-process run writes a consistent run directory; kill -9 of the whole job
+and the same command again gives bit-identical weights to an uninterrupted 2-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from remix.checkpoint import list_checkpoints, read_meta
+from tests.helpers import final_weights, run_metrics_without_times, same_weights, small_cli_flags
+from tests.integration.update_worker import LOSS_AGGS, updated_weights
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def torchrun(*args: str, nproc: int = 2) -> list[str]:
+    # --standalone: a private rendezvous on a free local port, so parallel jobs never collide
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+
+
+def _check(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, (proc.stdout[-2000:], proc.stderr[-4000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def two_rank_updates(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("dist") / "updates.pt"
+    _check(subprocess.run(torchrun("-m", "tests.integration.update_worker", str(tiny_model_dir), str(out)),
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300))
+    return torch.load(out, weights_only=True)
+
+
+@pytest.mark.parametrize("loss_agg", LOSS_AGGS)
+def test_update_split_across_two_ranks_equals_one_rank(tiny_model_dir, two_rank_updates, loss_agg):
+    """FSDP2 over 2 ranks, each with half the sequences (and a different number of tokens), makes the update
+    one process makes on the whole batch: policy and critic, for every aggregation mode. Float tolerance only:
+    the two sum the same terms in another order."""
+    one = updated_weights(tiny_model_dir, loss_agg)
+    two = two_rank_updates["float32", loss_agg]
+    assert one.keys() == two.keys()
+    for k in one:
+        if k.startswith("metric."):
+            torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-7, msg=k)
+        else:
+            torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
+    # not vacuous: the update moved the policy and the (zero-initialised) critic head
+    base = load_file(Path(tiny_model_dir) / "model.safetensors")
+    assert not torch.equal(one["policy.model.norm.weight"], base["model.norm.weight"])
+    assert one["critic.head.weight"].abs().sum() > 0
+
+
+def test_bf16_update_on_two_ranks_agrees_with_float32(tiny_model_dir, two_rank_updates):
+    """FSDP2 mixed precision (bf16 compute, float32 master weights and reductions) against float32 in one
+    process; tolerances as in tests/unit/test_precision.py, which explains them."""
+    from tests.unit.test_precision import assert_bf16_update_close
+
+    assert_bf16_update_close(two_rank_updates["bfloat16", LOSS_AGGS[0]], updated_weights(tiny_model_dir, LOSS_AGGS[0]),
+                             load_file(Path(tiny_model_dir) / "model.safetensors"))
+
+
+def _train(run_dir: Path, model_dir, steps: int, timeout: float = 300) -> subprocess.CompletedProcess:
+    flags = small_cli_flags(model_dir, run_dir, steps)
+    return _check(subprocess.run(torchrun(str(ROOT / "scripts" / "run.py"), *flags), cwd=ROOT, env=_env(),
+                                 capture_output=True, text=True, timeout=timeout))
+
+
+N = 6
+
+
+@pytest.fixture(scope="module")
+def straight_two_rank_run(tiny_model_dir, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("dist-straight") / "run"
+    _train(run_dir, tiny_model_dir, N)
+    return run_dir
+
+
+def test_two_process_run_writes_a_consistent_run_directory(straight_two_rank_run):
+    run_dir = straight_two_rank_run
+    for name in ("config.json", "metrics.jsonl", "summary.json", "accuracy.png", "model/model.safetensors",
+                 "model/config.json"):
+        assert (run_dir / name).is_file(), name
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(N + 1))  # one writer: no duplicated lines
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == N
+    # Rollouts count both ranks' fresh responses: 16 a step, minus the historical share before T = 3.
+    rollouts = [r["rollouts"] for r in records[1:]]
+    assert rollouts[-1] == summary["rollouts"] and all(b - a in (12, 16) for a, b in zip([0, *rollouts], rollouts))
+    assert all(0 <= r["heldout/accuracy"] <= 1 for r in records if "heldout/accuracy" in r)
+    (checkpoint,) = list_checkpoints(run_dir)
+    assert read_meta(checkpoint)["world_size"] == 2
+    assert {p.name for p in checkpoint.iterdir()} >= {"trainer_state-rank0.pt", "trainer_state-rank1.pt"}
+    assert same_weights(final_weights(run_dir), final_weights(run_dir))  # loadable safetensors
+    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM.from_pretrained(run_dir / "model")
+
+
+def test_kill_9_of_the_whole_job_then_resume_equals_the_straight_run(tiny_model_dir, straight_two_rank_run,
+                                                                     tmp_path):
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(torchrun(str(ROOT / "scripts" / "run.py"), *small_cli_flags(tiny_model_dir, run_dir, N)),
+                            cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)  # its own process group: torchrun, both ranks, graders
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # wait for step N/2, then kill every process of the job at once
+        if metrics.exists() and any(json.loads(line)["step"] >= N // 2 for line in metrics.read_text().splitlines()):
+            break
+        assert proc.poll() is None, "the job ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = max(json.loads(line)["step"] for line in metrics.read_text().splitlines())
+    assert killed_at < N and list_checkpoints(run_dir), "expected an interrupted run with a checkpoint"
+    out = _train(run_dir, tiny_model_dir, N).stdout
+    assert "resumed from" in out
+    assert same_weights(final_weights(run_dir), final_weights(straight_two_rank_run))
+    assert run_metrics_without_times(run_dir) == run_metrics_without_times(straight_two_rank_run)
+
+
+def test_resuming_with_another_number_of_processes_is_refused(tiny_model_dir, straight_two_rank_run):
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "run.py"),
+                           *small_cli_flags(tiny_model_dir, straight_two_rank_run, N + 1)],
+                          cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "written by 2 process" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
