@@ -123,9 +123,10 @@ class Learner(ABC):
     def policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         """The policy's weights as (name, full tensor) pairs, one at a time, in state-dict order and names.
 
-        Tensors stay on the learner's device and are only valid until the next item (a sharded learner
-        gathers each one just in time), so a consumer copies or buckets them as they come. Under several
-        processes every rank must iterate to the end: gathering a sharded weight is a collective.
+        Tensors stay on the learner's device; a sharded learner gathers each one just in time, so a
+        consumer copies them into place as they come or holds a bucket of them at a time, never all, and
+        none past the next update (an unsharded learner hands out its parameters themselves). Under
+        several processes every rank must iterate to the end: gathering a sharded weight is a collective.
         """
 
     @abstractmethod
@@ -143,7 +144,8 @@ class Learner(ABC):
     def save_state(self, folder: Path) -> None:
         """Writes everything needed to resume into `folder`: the policy as an HF folder (`folder/model`),
         optimizer state, the precedent weights, the reference weights once reincarnated, the PPO critic.
-        Only safetensors and `torch.save` files that load with `weights_only=True`."""
+        Only safetensors, torch.distributed.checkpoint and `torch.save` files that load with
+        `weights_only=True`. Under several processes every rank calls it with the same folder."""
         raise _missing(self.platform, "Learner.save_state, needed to checkpoint a run")
 
     def load_state(self, folder: Path) -> None:

@@ -114,7 +114,7 @@ def case_logprobs(device_name: str, chunk_tokens: int) -> dict:
     from torch import nn
     from torch.nn import functional as F
 
-    from platforms.cpu.learner import head_logprobs
+    from platforms.backend.logprobs import head_logprobs
 
     device = torch.device(device_name)
     torch.manual_seed(0)

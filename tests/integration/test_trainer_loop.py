@@ -150,3 +150,35 @@ def test_ppo_runs_with_a_critic_and_recomputes_advantages(tiny_model_dir, hash_g
     # GAE with gamma = lambda = 1 and the 0/1 reward on the last token: A_t = R - V_t.
     expected = (batch.fields["reward"][:, None] - batch.fields["old_values"]) * mask
     torch.testing.assert_close(batch.fields["advantages"], expected, atol=1e-5, rtol=0)
+
+
+def test_engine_memory_hooks_and_the_weight_stream_come_at_the_right_places(tiny_model_dir, hash_grader):
+    """A colocated engine frees its memory after generating and takes it back before the new weights are
+    streamed in; the stream carries every weight of the updated policy, by name."""
+    trainer = build_trainer(small_config(tiny_model_dir, steps=1), hash_grader)
+    rollout, learner, calls = trainer.rollout, trainer.learner, []
+    real = {name: getattr(rollout, name) for name in ("generate", "release_memory", "resume_memory", "load_weights")}
+
+    def recording(name):
+        def call(*args):
+            calls.append(name)
+            if name == "load_weights":
+                streamed = list(args[0])
+                calls.append({n: t.clone() for n, t in streamed})
+                return real[name](iter(streamed))
+            return real[name](*args)
+        return call
+
+    for name in real:
+        setattr(rollout, name, recording(name))
+    real_update = learner.update
+    learner.update = lambda batch, kl_lambda: calls.append("update") or real_update(batch, kl_lambda)
+    trainer.train_step()
+    names = [c for c in calls if isinstance(c, str)]
+    assert names[:2] == ["generate", "release_memory"]
+    assert names[2:-2] == ["update"] * (len(names) - 4) and len(names) > 4
+    assert names[-2:] == ["resume_memory", "load_weights"]
+    streamed = calls[-1]
+    assert streamed.keys() == rollout.model.state_dict().keys()
+    assert same_weights(streamed, weights(learner.policy.lm))
+    assert same_weights(weights(rollout.model), weights(learner.policy.lm))  # the engine now samples from them
