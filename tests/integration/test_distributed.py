@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from remix.checkpoint import list_checkpoints, read_meta
-from tests.helpers import final_weights, run_metrics_without_times, same_weights, small_cli_flags
+from tests.helpers import final_weights, kill_at_step, run_metrics_without_times, same_weights, small_cli_flags
 from tests.integration.update_worker import LOSS_AGGS, updated_weights
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -116,16 +114,7 @@ def test_kill_9_of_the_whole_job_then_resume_equals_the_straight_run(tiny_model_
     proc = subprocess.Popen(torchrun(str(ROOT / "scripts" / "run.py"), *small_cli_flags(tiny_model_dir, run_dir, N)),
                             cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)  # its own process group: torchrun, both ranks, graders
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # wait for step N/2, then kill every process of the job at once
-        if metrics.exists() and any(json.loads(line)["step"] >= N // 2 for line in metrics.read_text().splitlines()):
-            break
-        assert proc.poll() is None, "the job ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = max(json.loads(line)["step"] for line in metrics.read_text().splitlines())
+    killed_at = kill_at_step(proc, run_dir, N // 2, whole_group=True)
     assert killed_at < N and list_checkpoints(run_dir), "expected an interrupted run with a checkpoint"
     out = _train(run_dir, tiny_model_dir, N).stdout
     assert "resumed from" in out

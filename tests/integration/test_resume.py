@@ -4,18 +4,16 @@ while a checkpoint is written leaves the previous one loadable; resuming across 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
 
 from remix.checkpoint import list_checkpoints
-from tests.helpers import final_weights, run_metrics_without_times, same_weights, small_cli_flags
+from tests.helpers import final_weights, kill_at_step, run_metrics_without_times, same_weights, small_cli_flags
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(ROOT / "scripts" / "run.py")]
@@ -45,16 +43,7 @@ def test_kill_9_then_resume_equals_the_straight_run(tiny_model_dir, straight_run
     run_dir = tmp_path / "run"
     proc = subprocess.Popen(RUN + small_cli_flags(tiny_model_dir, run_dir, N), cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics = run_dir / "metrics.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline:  # wait for step N/2 to be logged, then kill without warning
-        if metrics.exists() and any(json.loads(line)["step"] >= N // 2 for line in metrics.read_text().splitlines()):
-            break
-        assert proc.poll() is None, "the run ended before it could be killed"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    killed_at = max(json.loads(line)["step"] for line in metrics.read_text().splitlines())
+    killed_at = kill_at_step(proc, run_dir, N // 2)
     assert killed_at < N and list_checkpoints(run_dir), "expected an interrupted run with a checkpoint"
     out = _run(small_cli_flags(tiny_model_dir, run_dir, N)).stdout
     assert "resumed from" in out
