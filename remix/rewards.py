@@ -141,6 +141,9 @@ class GradeReport:
     timeouts: int = 0
     errors: int = 0  # worker crashes and exceptions raised while grading an item
     timed_out: list[int] = field(default_factory=list)  # indices of the items that timed out
+    # for each of `timed_out`: how long the item had been with its worker when the pool killed it (seconds);
+    # never less than the deadline (later only by how late the pool woke up on a busy machine)
+    killed_after_s: list[float] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)  # indices of the items counted in `errors`
 
 
@@ -274,6 +277,7 @@ class GraderPool:
             )
             report.timeouts += 1
             report.timed_out.append(w.item)
+            report.killed_after_s.append(now - w.started)
             self._replace(i)  # SIGKILL: sympy may be stuck in C code
             return 1
         return 0
