@@ -11,12 +11,13 @@ from remix.interfaces import Buffer, Group
 
 
 class HostBuffer(Buffer):
-    """Stores groups with their policy version; samples whole groups uniformly.
+    """Stores groups with their policy version; samples whole groups, uniformly over policy versions.
 
-    `sample(h)` draws groups uniformly at random without replacement over all stored groups (which,
-    after `evict_older_than(k - N + 1)`, come from the last N policies) until adding another group
-    would exceed h responses. Uniform over groups is uniform over policies when every policy pushed
-    the same number of groups, which the loop guarantees before reincarnation (DECIDED).
+    `sample(h)` picks one group at a time: a version uniformly among those with groups left, then one of
+    that version's groups uniformly, without replacement, skipping a group that would take the total past
+    h responses, until none is left that fits. After `evict_older_than(k - N + 1)` the versions are the
+    last N policies, so each contributes equally in expectation even when they pushed different numbers of
+    groups (step 1 pushes a whole batch, later steps only their fresh part). (DECIDED: ALGORITHM.md 5.1.)
     """
 
     def __init__(self) -> None:
@@ -31,9 +32,17 @@ class HostBuffer(Buffer):
         self._groups.extend(groups)
 
     def sample(self, num_responses: int, generator: torch.Generator) -> list[Group]:
-        order = torch.randperm(len(self._groups), generator=generator).tolist()
+        left: dict[int, list[int]] = {}  # version -> indices of its groups not yet considered
+        for i, g in enumerate(self._groups):
+            left.setdefault(g.version, []).append(i)
         picked, total = [], 0
-        for i in order:
+        smallest = min((len(g) for g in self._groups), default=0)
+        while left and num_responses - total >= smallest:  # stop once no group can fit any more
+            versions = sorted(left)
+            v = versions[int(torch.randint(len(versions), (1,), generator=generator))]
+            i = left[v].pop(int(torch.randint(len(left[v]), (1,), generator=generator)))
+            if not left[v]:
+                del left[v]
             size = len(self._groups[i])
             if total + size <= num_responses:
                 picked.append(self._groups[i])

@@ -153,7 +153,8 @@ class Learner(ABC):
         raise _missing(self.platform, "Learner.load_state, needed to resume a run")
 
     def reset_optimizer(self) -> None:
-        """Fresh optimizer state (used at reincarnation with --remix.reset-optimizer-at-reincarnation)."""
+        """Fresh optimizer state of the policy and of the PPO critic (used at reincarnation with
+        --remix.reset-optimizer-at-reincarnation)."""
         raise _missing(self.platform, "reset_optimizer, needed by --remix.reset-optimizer-at-reincarnation")
 
 

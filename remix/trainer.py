@@ -24,8 +24,8 @@ Simplifications relative to the paper, all deliberate:
   - rewards are 0/1 outcome rewards placed on the last response token (no format or length terms);
   - the engine's log-probs are only used for the sampler/learner mismatch metric (no truncated IS);
   - PPO advantages are not whitened across the batch;
-  - historical groups are drawn uniformly over the stored groups (uniform over the last N policies
-    when each pushed the same number of groups, as they do before reincarnation);
+  - historical groups are drawn uniformly over the stored policy versions (the last N policies), then
+    uniformly over that version's groups;
   - evaluation is greedy decoding of a fixed held-out split, with the same grader as the benchmarks.
 """
 
@@ -75,6 +75,8 @@ class Trainer:
         reincarnated = self.reincarnated_at is not None
         p, m = cfg.offpolicy_fraction(reincarnated), cfg.utd_ratio(reincarnated)
         kl_lambda = cfg.kl_lambda(k, self.reincarnated_at)
+        # KL(theta || pi_{k-1}) has weight beta * (1 - lambda): only then is pi_{k-1} needed at all.
+        need_precedent = kl_lambda < 1.0 and cfg.uses_precedent()
         t0 = time.perf_counter()
 
         # 1. Historical groups: at most p * B responses, whole groups, from the last N policies.
@@ -107,7 +109,7 @@ class Trainer:
         # 3. Log-probs under pi_k, pi_ref and pi_{k-1}; advantages for the whole batch.
         groups = historical + fresh
         batch = collate(groups, self.pad_id)
-        self._fill_logprobs(batch, historical, fresh, k, need_precedent=kl_lambda < 1.0)
+        self._fill_logprobs(batch, historical, fresh, k, need_precedent)
         self._fill_advantages(batch)
 
         # 4. m passes of mini-batch updates over the shuffled batch.
@@ -132,15 +134,16 @@ class Trainer:
         if cfg.reincarnation_step() == k:
             self._reincarnate()
         t_done = time.perf_counter()
-        return self._step_metrics(k, fresh, h, kl_lambda, texts, report, updates, batch,
+        return self._step_metrics(k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch,
                                   {"generate": t_generated - t0, "grade": t_graded - t_generated,
                                    "learn": t_done - t_graded})
 
     def _fill_logprobs(self, batch: TokenBatch, historical: list[Group], fresh: list[Group], k: int,
                        need_precedent: bool) -> None:
-        """prox (pi_k), behav, ref and prev log-probs of the batch. While lambda = 1 (steps 1-50 by default,
-        and always on-policy) the KL to the precedent has weight 0: its forward pass is skipped and prev is
-        set to ref, which leaves the loss and its gradient exactly unchanged (kl/prev is then not measured)."""
+        """prox (pi_k), behav, ref and prev log-probs of the batch. Where the KL to the precedent has weight
+        0 (lambda = 1: steps 1-50 by default and always on-policy; or beta = 0) its forward pass is skipped
+        and prev is set to ref, which leaves the loss and its gradient exactly unchanged (kl/prev is then
+        not measured)."""
         mask, T = batch.response_mask, batch.response_mask.shape[1]
         groups = historical + fresh
         prox = self.learner.logprobs(batch, "current")
@@ -234,7 +237,8 @@ class Trainer:
                                 "timeouts": report.timeouts if report else 0})
         return {"heldout/accuracy": sums["correct"] / sums["n"], "heldout/timeouts": int(sums["timeouts"])}
 
-    def _step_metrics(self, k, fresh, h, kl_lambda, texts, report, updates, batch, times) -> dict[str, Any]:
+    def _step_metrics(self, k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch,
+                      times) -> dict[str, Any]:
         """The step's metrics over all processes: counts and sums are added across ranks, then divided."""
         fresh_mask = batch.response_mask[h:]
         mismatch = (batch.fields["engine_logp"] - batch.fields["behav_logp"]).abs()[h:] * fresh_mask
@@ -262,7 +266,7 @@ class Trainer:
         for key in updates[0]:  # the learner's metrics are already over all ranks
             vals = [u[key] for u in updates]
             out[key] = sum(vals) if key.startswith("skipped/") else sum(vals) / len(vals)
-        if kl_lambda == 1.0:
+        if not need_precedent:
             del out["kl/prev"]  # not measured: prev was set to ref (see _fill_logprobs)
         out.update({f"time/{k_}": v for k_, v in times.items()})
         return out

@@ -197,6 +197,8 @@ class TorchLearner(Learner):
 
     def reset_optimizer(self) -> None:
         self.optimizer = self._new_optimizer(self.policy, self.cfg.optim.lr)
+        if self.critic is not None:
+            self.critic_optimizer = self._new_optimizer(self.critic, self.cfg.optim.critic_lr)
 
     # --- checkpoints -------------------------------------------------------------------------
     def _sharded_state(self) -> dict[str, dict]:

@@ -7,6 +7,7 @@ import torch
 
 from platforms.backend.logprobs import token_logprobs
 from remix.config import ReMixConfig
+from remix.objective import ObjectiveConfig
 from remix.runner import build_trainer
 from tests.helpers import same_weights, small_config, weights
 
@@ -182,3 +183,26 @@ def test_engine_memory_hooks_and_the_weight_stream_come_at_the_right_places(tiny
     assert streamed.keys() == rollout.model.state_dict().keys()
     assert same_weights(streamed, weights(learner.policy.lm))
     assert same_weights(weights(rollout.model), weights(learner.policy.lm))  # the engine now samples from them
+
+
+def test_no_precedent_pass_or_metric_when_the_kl_term_has_no_weight(tiny_model_dir, hash_grader):
+    """kl_coef = 0 with lambda < 1: KL(theta || pi_{k-1}) has weight 0, so it is neither computed nor reported
+    (before, the pass ran against a precedent that was never refreshed, and kl/prev reported that)."""
+    cfg = small_config(tiny_model_dir, steps=2, remix=ReMixConfig(reincarnation_step=None, lambda_start=0),
+                       objective=ObjectiveConfig(compile=False, kl_coef=0.0))
+    trainer = build_trainer(cfg, hash_grader)
+    asked, real_logprobs = [], trainer.learner.logprobs
+    trainer.learner.logprobs = lambda batch, policy="current": asked.append(policy) or real_logprobs(batch, policy)
+    for _ in range(2):
+        m = trainer.train_step()
+        assert m["kl_lambda"] < 1.0 and "kl/prev" not in m
+    assert "precedent" not in asked
+
+
+def test_reset_optimizer_at_reincarnation_resets_the_critic_too(tiny_model_dir, hash_grader):
+    cfg = small_config(tiny_model_dir, steps=2, algo="ppo",
+                       remix=ReMixConfig(reincarnation_step=1, reset_optimizer_at_reincarnation=True))
+    trainer = build_trainer(cfg, hash_grader)
+    trainer.train_step()  # step 1 updates both, then reincarnates
+    assert trainer.reincarnated_at == 1
+    assert not trainer.learner.optimizer.state and not trainer.learner.critic_optimizer.state

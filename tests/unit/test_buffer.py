@@ -62,6 +62,22 @@ def test_sampling_is_uniform_over_groups_and_versions():
     assert abs(per_version[1] / (2 * trials) - 0.5) < 0.03
 
 
+def test_sampling_is_uniform_over_versions_when_they_pushed_unequal_numbers_of_groups():
+    """As at step 3: step 1 pushed a whole batch (8 groups), step 2 only its fresh part (5 groups). Each
+    pick is a version drawn uniformly (then one of its groups), not a group drawn uniformly (which would
+    give version 1 8/13 = 62% of the picks)."""
+    buf = HostBuffer()
+    buf.add([group(1, f"v1-{j}") for j in range(8)] + [group(2, f"v2-{j}") for j in range(5)])
+    gen = torch.Generator().manual_seed(0)
+    per_version = Counter()
+    trials = 3000
+    for _ in range(trials):
+        picked = buf.sample(12, gen)  # 3 groups of 4
+        assert len(picked) == 3 and len({g.problem_id for g in picked}) == 3
+        per_version.update(g.version for g in picked)
+    assert abs(per_version[1] / (3 * trials) - 0.5) < 0.02, per_version
+
+
 def test_state_round_trip_through_weights_only_load():
     buf = HostBuffer()
     buf.add([group(3, "x"), group(4, "y", size=2)])
