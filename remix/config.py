@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -222,6 +222,9 @@ class TrainConfig:
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self) -> None:
+        if self.objective.loss_agg == "seq-mean-token-sum-norm" and self.objective.loss_agg_constant is None:
+            # Dr. GRPO's constant: the maximum response length, the same at every step
+            self.objective = replace(self.objective, loss_agg_constant=float(self.rollout.max_new_tokens))
         _require(self.steps >= 1, "steps", "must be >= 1")
         _require(self.batch_size >= 1, "batch_size", "must be >= 1")
         world, G = launched_world_size(), self.rollout.group_size

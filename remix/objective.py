@@ -53,7 +53,9 @@ class ObjectiveConfig:
     """How per-token losses become one number: over all tokens of the mini-batch, mean of per-sequence
     token means, or per-sequence token sums divided by loss_agg_constant (Dr. GRPO)."""
     loss_agg_constant: float | None = None
-    """Divisor of seq-mean-token-sum-norm; None means T, the response dimension of the batch."""
+    """Divisor of seq-mean-token-sum-norm, a constant as Dr. GRPO defines it (not the padded width of the
+    batch, which would rescale every sequence's gradient whenever one long response widens it). None: the
+    maximum response length, --rollout.max-new-tokens (filled in by the training config)."""
     compile: bool = False
     """torch.compile the per-token loss (the training config turns it on; --objective.no-compile: eager)."""
 
@@ -170,8 +172,10 @@ def aggregate(
         per_seq = masked.sum(-1) / maskf.sum(-1).clamp(min=1.0)
         return per_seq.sum() / max(seqs, 1)
     if mode == "seq-mean-token-sum-norm":
-        divisor = values.shape[-1] if constant is None else constant
-        return (masked.sum(-1) / divisor).sum() / max(seqs, 1)
+        if constant is None:
+            raise ValueError("seq-mean-token-sum-norm divides by a constant: set objective.loss_agg_constant "
+                             "(the training config uses --rollout.max-new-tokens)")
+        return (masked.sum(-1) / constant).sum() / max(seqs, 1)
     raise ValueError(f"unknown loss_agg mode {mode!r}")
 
 

@@ -79,8 +79,7 @@ def reference_loss(x: LossInputs, cfg: ObjectiveConfig, lam: float) -> torch.Ten
     elif cfg.loss_agg == "seq-mean-token-mean":
         total = sum(s / max(n, 1) for s, n in zip(per_seq_sum, per_seq_n)) / B
     else:
-        const = T if cfg.loss_agg_constant is None else cfg.loss_agg_constant
-        total = sum(s / const for s in per_seq_sum) / B
+        total = sum(s / cfg.loss_agg_constant for s in per_seq_sum) / B
     return total
 
 
@@ -91,7 +90,7 @@ AGGS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 @pytest.mark.parametrize("agg", AGGS)
 def test_loss_and_gradient_match_float64_reference(estimator, agg):
     cfg = ObjectiveConfig(kl_coef=0.05, kl_estimator=estimator, entropy_coef=0.01, loss_agg=agg,
-                          clip_eps_high=0.28)
+                          clip_eps_high=0.28, loss_agg_constant=9.0 if agg == "seq-mean-token-sum-norm" else None)
     for seed in range(3):
         x = make_inputs(seed, dtype=torch.float64)
         loss, metrics = remix_loss(x, cfg, kl_lambda=0.7)
@@ -112,6 +111,23 @@ def test_loss_agg_constant_divides_token_sums():
     cfg = ObjectiveConfig(loss_agg="seq-mean-token-sum-norm", loss_agg_constant=4.0)
     loss, _ = remix_loss(x, cfg, 1.0)
     torch.testing.assert_close(loss, reference_loss(make_inputs(1, dtype=torch.float64), cfg, 1.0))
+
+
+def test_dr_grpo_divides_by_a_constant_not_by_the_padded_width():
+    """One long response widening the batch must not rescale the others' contributions: the training
+    config fixes the divisor at the maximum response length."""
+    from remix.config import RolloutConfig, TrainConfig
+
+    train = TrainConfig(rollout=RolloutConfig(max_new_tokens=40),
+                        objective=ObjectiveConfig(loss_agg="seq-mean-token-sum-norm"))
+    assert train.objective.loss_agg_constant == 40.0
+    x = make_inputs(2, dtype=torch.float64)
+    wider = LossInputs(**{k: (torch.nn.functional.pad(v, (0, 5)) if v is not None else None)
+                          for k, v in vars(x).items()})  # the same sequences, padded 5 tokens wider
+    loss, _ = remix_loss(x, train.objective, 1.0)
+    torch.testing.assert_close(remix_loss(wider, train.objective, 1.0)[0], loss)
+    with pytest.raises(ValueError, match="loss_agg_constant"):
+        remix_loss(x, ObjectiveConfig(loss_agg="seq-mean-token-sum-norm"), 1.0)
 
 
 def test_fresh_data_equals_ppo_clipped_surrogate():
@@ -179,7 +195,7 @@ def test_k3_is_clamped_and_log_ratios_do_not_overflow():
 
 @pytest.mark.parametrize("agg", AGGS)
 def test_micro_batches_with_global_denominators_equal_the_whole_batch(agg):
-    cfg = ObjectiveConfig(kl_coef=0.05, loss_agg=agg, entropy_coef=0.01)
+    cfg = ObjectiveConfig(kl_coef=0.05, loss_agg=agg, entropy_coef=0.01, loss_agg_constant=9.0)
     x = make_inputs(11, dtype=torch.float64)
     whole, _ = remix_loss(x, cfg, 0.6)
     (g_whole,) = torch.autograd.grad(whole, x.logp)
@@ -200,7 +216,7 @@ def test_micro_batches_with_global_denominators_equal_the_whole_batch(agg):
 def test_sequence_aggregations_are_means_of_equal_micro_batches(agg):
     """For the sequence-level modes the mean of equal-sized micro-batch losses is the batch loss by
     definition; for token-mean it is not (that needs the global token count above)."""
-    cfg = ObjectiveConfig(loss_agg=agg, kl_coef=0.0)
+    cfg = ObjectiveConfig(loss_agg=agg, kl_coef=0.0, loss_agg_constant=9.0)
     x = make_inputs(13, dtype=torch.float64)
     whole, _ = remix_loss(x, cfg, 1.0)
     halves = [remix_loss(LossInputs(**{k: (v[s] if v is not None else None) for k, v in vars(x).items()}),
