@@ -28,7 +28,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-KLEstimator = Literal["k1", "k2", "k3"]
+KLEstimator = Literal["k1", "k2", "k3", "k3+"]
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 LOG_RATIO_CLAMP = 20.0  # log-ratios are clamped before exp (ALGORITHM.md section 1)
@@ -46,7 +46,14 @@ class ObjectiveConfig:
     kl_coef: float = 1e-3
     """beta: weight of the KL-Convex term; 0 disables it."""
     kl_estimator: KLEstimator = "k3"
-    """Per-token KL estimator: k1 = log(p/q), k2 = (log(p/q))^2 / 2, k3 = q/p - log(q/p) - 1 (clamped)."""
+    """Per-token estimator of KL(theta || q), q the reference or the precedent, from samples x:
+    k1 = log(p/q), k2 = log(p/q)^2 / 2, k3 = q/p - log(q/p) - 1 (clamped to [-10, 10]), k3+ = k3's value
+    with k2's gradient (straight-through). Used as a loss, it is the estimate that is differentiated, not
+    the KL, and for x drawn from theta the expected gradients are: k1 -> 0 (no pull towards q at all),
+    k2 and k3+ -> grad KL(theta || q), k3 -> grad KL(q || theta) (the reverse KL; the paper's and verl's
+    default, kept here). On historical samples, drawn from an older policy, no estimator is importance-
+    weighted, so each is an estimate under that policy's distribution. Checked exactly on a categorical
+    distribution in tests/unit/test_objective.py."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (the loss subtracts entropy_coef * entropy)."""
     loss_agg: LossAgg = "token-mean"
@@ -66,8 +73,8 @@ class ObjectiveConfig:
             raise ValueError(f"objective.clip_eps_high must be > 0 or None, got {self.clip_eps_high}")
         if self.kl_coef < 0:
             raise ValueError(f"objective.kl_coef must be >= 0, got {self.kl_coef}")
-        if self.kl_estimator not in ("k1", "k2", "k3"):
-            raise ValueError(f"objective.kl_estimator must be k1, k2 or k3, got {self.kl_estimator!r}")
+        if self.kl_estimator not in ("k1", "k2", "k3", "k3+"):
+            raise ValueError(f"objective.kl_estimator must be k1, k2, k3 or k3+, got {self.kl_estimator!r}")
         if self.loss_agg not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
             raise ValueError(f"objective.loss_agg: unknown mode {self.loss_agg!r}")
         if self.loss_agg_constant is not None and not self.loss_agg_constant > 0:
@@ -101,9 +108,13 @@ def kl_estimate(logp: Tensor, other_logp: Tensor, estimator: KLEstimator) -> Ten
     log_ratio = (other_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # log(q/p)
     if estimator == "k1":
         return -log_ratio
+    k2 = 0.5 * log_ratio.square()
     if estimator == "k2":
-        return 0.5 * log_ratio.square()
-    return (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-K3_CLAMP, K3_CLAMP)
+        return k2
+    k3 = (torch.exp(log_ratio) - log_ratio - 1.0).clamp(-K3_CLAMP, K3_CLAMP)
+    if estimator == "k3+":
+        return k2 + (k3 - k2).detach()  # the value of k3, the gradient of k2
+    return k3
 
 
 def _token_terms(

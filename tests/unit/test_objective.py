@@ -9,6 +9,7 @@ from remix.objective import (
     LossInputs,
     ObjectiveConfig,
     aggregate,
+    kl_estimate,
     kl_lambda_schedule,
     remix_loss,
     value_loss,
@@ -53,7 +54,10 @@ def reference_loss(x: LossInputs, cfg: ObjectiveConfig, lam: float) -> torch.Ten
             return -d
         if cfg.kl_estimator == "k2":
             return 0.5 * d * d
-        return torch.clamp(torch.exp(d) - d - 1, -10, 10)
+        k3 = torch.clamp(torch.exp(d) - d - 1, -10, 10)
+        if cfg.kl_estimator == "k3+":  # straight-through: k3's value, k2's gradient
+            return 0.5 * d * d + (k3 - 0.5 * d * d).detach()
+        return k3
 
     for i in range(B):
         s, n = torch.zeros((), dtype=torch.float64), 0
@@ -86,7 +90,7 @@ def reference_loss(x: LossInputs, cfg: ObjectiveConfig, lam: float) -> torch.Ten
 AGGS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 
-@pytest.mark.parametrize("estimator", ["k1", "k2", "k3"])
+@pytest.mark.parametrize("estimator", ["k1", "k2", "k3", "k3+"])
 @pytest.mark.parametrize("agg", AGGS)
 def test_loss_and_gradient_match_float64_reference(estimator, agg):
     cfg = ObjectiveConfig(kl_coef=0.05, kl_estimator=estimator, entropy_coef=0.01, loss_agg=agg,
@@ -181,6 +185,32 @@ def test_kl_lambda_mixes_reference_and_precedent():
     torch.testing.assert_close(mid, 0.25 * hi + 0.75 * lo)
     with pytest.raises(ValueError, match="kl_lambda"):
         remix_loss(x, ObjectiveConfig(), 1.5)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_kl_estimators_expected_value_and_gradient_on_a_categorical_distribution(seed):
+    """Exact expectations over a 6-outcome categorical p_theta = softmax(theta) against q: E_{x~p}[est(x)]
+    with p held fixed is the expected estimate, and its gradient the expected gradient of the estimate
+    (the sample x does not depend on theta). k1, k3 and k3+ are unbiased for KL(p || q); their expected
+    gradients are 0 (k1), grad KL(q || p) (k3) and grad KL(p || q) (k2 and k3+)."""
+    g = torch.Generator().manual_seed(seed)
+    theta = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_(True)
+    logq = torch.log_softmax(torch.randn(6, generator=g, dtype=torch.float64), -1)
+    logp = torch.log_softmax(theta, -1)
+    p = logp.exp()
+    forward_kl = (p * (logp - logq)).sum()  # KL(p || q)
+    reverse_kl = (logq.exp() * (logq - logp)).sum()  # KL(q || p)
+    (grad_forward,) = torch.autograd.grad(forward_kl, theta, retain_graph=True)
+    (grad_reverse,) = torch.autograd.grad(reverse_kl, theta, retain_graph=True)
+    expected_grads = {"k1": torch.zeros(6, dtype=torch.float64), "k2": grad_forward, "k3": grad_reverse,
+                      "k3+": grad_forward}
+    for name, want in expected_grads.items():
+        expected = (p.detach() * kl_estimate(logp, logq, name)).sum()
+        (grad,) = torch.autograd.grad(expected, theta, retain_graph=True)
+        torch.testing.assert_close(grad, want, rtol=1e-9, atol=1e-12, msg=name)
+        if name != "k2":  # k2 is biased: its mean is only KL to second order
+            torch.testing.assert_close(expected, forward_kl.detach(), rtol=1e-9, atol=1e-12, msg=name)
+    assert not torch.allclose(grad_forward, grad_reverse)  # the two KLs really differ here
 
 
 def test_k3_is_clamped_and_log_ratios_do_not_overflow():
