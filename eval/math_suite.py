@@ -22,6 +22,7 @@ from typing import Literal
 
 import tyro
 
+from remix.reflection import reflects
 from remix.rewards import GraderPool
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -206,11 +207,13 @@ def grade_rows(rows: list[dict], pool: GraderPool, sink) -> list[dict]:
 def summarize(rows: list[dict], benchmarks: tuple[str, ...]) -> dict:
     """Pass@1 (%) per benchmark = mean over problems of the mean score over its samples."""
     per: dict[str, dict[str, list[float]]] = {b: defaultdict(list) for b in benchmarks}
-    flags = {b: [0, 0] for b in benchmarks}
+    flags = {b: [0, 0, 0, 0] for b in benchmarks}  # timeouts, errors, reflecting responses, responses
     for r in rows:
         per[r["benchmark"]][r["id"]].append(r["score"])
         flags[r["benchmark"]][0] += r["timeout"]
         flags[r["benchmark"]][1] += r["error"]
+        flags[r["benchmark"]][2] += reflects(r["response"])
+        flags[r["benchmark"]][3] += 1
     out = {}
     for b in benchmarks:
         means = [sum(s) / len(s) for s in per[b].values()]
@@ -220,6 +223,8 @@ def summarize(rows: list[dict], benchmarks: tuple[str, ...]) -> dict:
             "timeouts": flags[b][0],
             "errors": flags[b][1],
             "samples": max((len(s) for s in per[b].values()), default=0),
+            # the paper's self-reflection rate (%): responses with any of its 16 keywords (remix/reflection.py)
+            "reflection_keyword_rate": 100.0 * flags[b][2] / flags[b][3] if flags[b][3] else 0.0,
         }
     return out
 

@@ -44,8 +44,8 @@ from remix.buffer import HostBuffer
 from remix.config import TrainConfig
 from remix.data import Problem, ProblemSource
 from remix.interfaces import Group, Learner, Rollout, SamplingParams, TokenBatch
+from remix.reflection import count_reflecting
 
-REFLECTION_WORDS = ("wait", "recheck", "re-check", "verify", "double-check", "double check", "let me check")
 
 
 @dataclass(frozen=True)
@@ -234,8 +234,10 @@ class Trainer:
             texts += [self.tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in gens]
         report = self.grader.grade(texts, [e.problem.answer for e in mine]) if mine else None
         sums = dist.sum_floats({"correct": sum(report.scores) if report else 0.0, "n": len(mine),
-                                "timeouts": report.timeouts if report else 0})
-        return {"heldout/accuracy": sums["correct"] / sums["n"], "heldout/timeouts": int(sums["timeouts"])}
+                                "timeouts": report.timeouts if report else 0, "reflecting": count_reflecting(texts)})
+        return {"heldout/accuracy": sums["correct"] / sums["n"], "heldout/timeouts": int(sums["timeouts"]),
+                # the paper's keyword measure on the greedy held-out responses
+                "heldout/reflection_keyword_rate": sums["reflecting"] / sums["n"]}
 
     def _step_metrics(self, k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch,
                       times) -> dict[str, Any]:
@@ -247,7 +249,7 @@ class Trainer:
             "reward": sum(x for g in fresh for x in g.rewards),
             "length": sum(len(r) for g in fresh for r in g.responses),
             "truncated": sum(f == "length" for g in fresh for f in g.finish_reasons),
-            "reflecting": sum(any(w in t.lower() for w in REFLECTION_WORDS) for t in texts), "texts": len(texts),
+            "reflecting": count_reflecting(texts), "texts": len(texts),
             "buffer": self.buffer.num_responses(), "timeouts": report.timeouts, "errors": report.errors,
             "mismatch": float(mismatch.sum()), "fresh_tokens": float(fresh_mask.sum()),
         })
@@ -255,7 +257,8 @@ class Trainer:
             "step": k, "rollouts": self.rollouts, "reward/mean": s["reward"] / s["responses"],
             "response_length/mean": s["length"] / s["responses"],
             "response/truncated_frac": s["truncated"] / s["responses"],
-            "reflection_rate": s["reflecting"] / s["texts"],
+            # the paper's keyword measure on this step's fresh training samples (temperature as trained)
+            "reflection/keyword_rate": s["reflecting"] / s["texts"],
             "historical_share": s["historical"] / self.cfg.batch_size, "kl_lambda": kl_lambda,
             "skipped/consecutive": self.consecutive_skips,
             "buffer/responses": int(s["buffer"]), "reincarnated": self.reincarnated_at is not None,

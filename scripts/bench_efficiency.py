@@ -45,7 +45,7 @@ ABLATIONS = {  # the paper's ablations (section 7 of ALGORITHM.md), on the GRPO 
 }
 DIAGNOSTICS = {
     "response_length/mean": "mean response length (tokens)",
-    "reflection_rate": "self-reflection rate",
+    "reflection/keyword_rate": "self-reflection rate (paper's keywords, training samples)",
     "ratio/mean": "mean importance ratio r",
     "clip_frac": "clip fraction (low + high)",
 }

@@ -27,6 +27,9 @@ def test_onpolicy_run_writes_model_metrics_plot_and_summary(tiny_model_dir, tmp_
     assert [r["step"] for r in records] == [0, 1, 2, 3]
     assert [r["step"] for r in records if "heldout/accuracy" in r] == [0, 2, 3]
     assert records[-1]["heldout/accuracy"] == summary["heldout_accuracy_after"]
+    # the paper's self-reflection measure, on training samples every step and on held-out responses
+    assert all(0 <= r["reflection/keyword_rate"] <= 1 for r in records[1:])
+    assert all(0 <= r["heldout/reflection_keyword_rate"] <= 1 for r in records if "heldout/accuracy" in r)
     assert (out / "accuracy.png").stat().st_size > 1000
     assert json.loads((out / "config.json").read_text())["variant"] == "onpolicy"
     model = AutoModelForCausalLM.from_pretrained(out / "model")

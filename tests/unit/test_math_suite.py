@@ -214,6 +214,7 @@ def test_model_mode_with_fake_rollout(tmp_path, monkeypatch):
         "timeouts": 0,
         "errors": 0,
         "samples": 2,
+        "reflection_keyword_rate": 0.0,
     }
     assert results["model"] == "fake" and results["samples"] == 2 and results["temperature"] == 0.7
     assert [n for n, _ in rollout.calls] == [2, 2, 1]
