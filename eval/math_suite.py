@@ -68,6 +68,9 @@ class SuiteConfig:
     """Grading worker processes."""
     grader_timeout_s: float = 5.0
     """Wall-clock limit per graded response; a response past it scores 0 and is counted."""
+    grading: Literal["boxed", "lenient"] = "boxed"
+    """boxed: the paper's rule (the last \\boxed{} after </think>; none scores 0). lenient: without a box,
+    math-verify's own extraction (e.g. the last number); not comparable with the paper's tables."""
 
     def __post_init__(self) -> None:
         if (self.model is None) == (self.from_responses is None):
@@ -252,7 +255,7 @@ def main(cfg: SuiteConfig) -> dict:
             raise SuiteError(f"{out / name} already exists: choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     with (
-        GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as pool,
+        GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rule=cfg.grading) as pool,
         open(out / "generations.jsonl", "w", encoding="utf-8") as sink,
     ):
         rows = (
@@ -264,6 +267,7 @@ def main(cfg: SuiteConfig) -> dict:
     results = {
         "benchmarks": scores,
         "average": sum(s["pass@1"] for s in scores.values()) / len(scores),
+        "grading": cfg.grading,  # the rule that produced these numbers
         "model": cfg.model,
         "from_responses": str(cfg.from_responses) if cfg.from_responses else None,
         "samples": max(s["samples"] for s in scores.values()),

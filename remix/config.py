@@ -201,6 +201,10 @@ class TrainConfig:
     """Worker processes of the math grader."""
     grader_timeout_s: float = 5.0
     """Hard wall-clock deadline per graded response; a timed-out response scores 0."""
+    grading: Literal["boxed", "lenient"] = "boxed"
+    """Reward rule. boxed: the paper's (DeepScaleR's) grader, the last \\boxed{} after </think> verified
+    with math-verify, a response without one scores 0. lenient: without a box, math-verify's own
+    extraction (e.g. the last number) is graded instead."""
     checkpoint_every: int = 50
     """Checkpoint every this many steps (and always at the end); 0: only at the end."""
     keep_checkpoints: int = 1

@@ -1,9 +1,14 @@
 """Math answer grading (the binary reward) that never hangs.
 
-`verify_in_process(response, reference)` is the pure grading function: it takes the text after the
-last "</think>", extracts the last \\boxed{...} (or \\fbox{...}) and compares it with math-verify
-against the reference (a string, a number or a list of acceptable answers). Without a box it falls
-back to math-verify's own extraction on that text.
+`verify_in_process(response, reference, rule)` is the pure grading function: it takes the text after
+the last "</think>", extracts the last \\boxed{...} (or \\fbox{...}) and compares it with math-verify
+against the reference (a string, a number or a list of acceptable answers). What happens without a
+box is the grading rule:
+
+- "boxed" (the default, the paper's: DeepScaleR's grader): a response without a complete box after
+  the last "</think>" scores 0, so truncated and unboxed responses never count as correct;
+- "lenient": math-verify's own extraction on that text instead (e.g. the last number), which scores
+  "3 + 4 = 7, then 7 * 2 = 14" as correct against 14. Not comparable with the paper's tables.
 
 math-verify and sympy can take unbounded time (or blow the C stack) on hostile model output, and
 math-verify's own SIGALRM timeouts work only on a main thread. So grading runs in `GraderPool`: a
@@ -27,7 +32,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import Self
+from typing import Literal, Self
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +41,8 @@ _MAX_START_FAILURES = 3
 # A bare number in e-notation ("4.5e33", as in several Minerva answers): math-verify reads the "e"
 # as Euler's number, so it is rewritten as "4.5 \times 10^{33}" on both sides before parsing.
 _E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([-+]?\d+)(?![\w.])")
+GradingRule = Literal["boxed", "lenient"]
+GRADING_RULES: tuple[GradingRule, ...] = ("boxed", "lenient")
 _TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|\\.|[{}]", re.DOTALL)
 
 
@@ -89,8 +96,9 @@ def _parse_gold(text: str):
     return parse(wrapped, parsing_timeout=None)
 
 
-def verify_in_process(response: str, reference) -> float:
+def verify_in_process(response: str, reference, rule: GradingRule = "boxed") -> float:
     """1.0 if the response's final answer matches the reference (any of a list), else 0.0.
+    `rule` says what a response without a box gets (see the module docstring).
 
     No timeout of its own (math-verify's are disabled, they need SIGALRM on the main thread): run
     it through `GraderPool`/`grade` unless the input is trusted.
@@ -100,9 +108,13 @@ def verify_in_process(response: str, reference) -> float:
     golds = [g for g in map(_parse_gold, _reference_texts(reference)) if g]
     if not golds:
         return 0.0
+    if rule not in GRADING_RULES:
+        raise ValueError(f"unknown grading rule {rule!r}; choose one of {GRADING_RULES}")
     boxed = extract_answer(response)
     if boxed is not None:
         pred = parse("\\boxed{" + _sci(boxed) + "}", parsing_timeout=None)
+    elif rule == "boxed":
+        return 0.0
     else:
         _, sep, tail = response.rpartition("</think>")
         pred = parse(_sci(tail if sep else response), parsing_timeout=None)
@@ -171,9 +183,15 @@ class GraderPool:
     Not thread-safe: one `grade` call at a time, from the process that created the pool.
     """
 
-    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, verify_fn=verify_in_process):
+    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, verify_fn=None, rule: GradingRule = "boxed"):
+        """`rule`: the grading rule of `verify_in_process`; `verify_fn` replaces that function (tests)."""
         if num_workers < 1 or timeout_s <= 0:
             raise ValueError("num_workers must be >= 1 and timeout_s > 0")
+        if rule not in GRADING_RULES:
+            raise ValueError(f"unknown grading rule {rule!r}; choose one of {GRADING_RULES}")
+        if verify_fn is None:
+            verify_fn = functools.partial(verify_in_process, rule=rule)
+        self.rule = rule
         self.timeout_s = timeout_s
         self._verify_fn = verify_fn  # a picklable module-level function (tests swap it)
         self.pid = os.getpid()

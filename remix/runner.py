@@ -221,7 +221,7 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
     main = dist.is_main()
     run_dir, resume_from = dist.on_main(lambda: choose_run_dir(cfg), errors=(RunError,))
     torch.manual_seed(cfg.seed)
-    with GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as grader:
+    with GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rule=cfg.grading) as grader:
         trainer = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -102,12 +102,37 @@ def test_extract_answer():
         (r"\boxed{8.7e8}", r"8.7 \times 10^{8}", 1.0),
         (r"\boxed{3.3e-10}", "3.3e-10", 1.0),
         (r"\boxed{4.6e33}", "4.5e33", 0.0),
-        ("The answer is $6$.", "6", 1.0),  # no box: math-verify's own extraction
+        ("The answer is $6$.", "6", 0.0),  # no box: wrong under the paper's rule (lenient below)
         ("", "6", 0.0),
     ],
 )
 def test_verify_in_process(response, reference, expected):
     assert verify_in_process(response, reference) == expected
+
+
+@pytest.mark.parametrize(
+    "response, reference, lenient",
+    [
+        ("<think>... 12 ... (truncated", "12", 1.0),  # a truncated response whose last number is right
+        ("3 + 4 = 7, then 7 * 2 = 14", "14", 1.0),
+        ("The answer is $6$.", "6", 1.0),
+        ("<think>so \\boxed{6}</think> it is 6", "6", 1.0),  # a box inside the thinking does not count
+        ("The answer is 5", "6", 0.0),
+    ],
+)
+def test_unboxed_responses_score_0_by_default_and_only_lenient_reads_them(response, reference, lenient):
+    """The paper's (DeepScaleR's) rule: no \\boxed{} after the last </think>, no reward."""
+    assert verify_in_process(response, reference) == 0.0
+    assert verify_in_process(response, reference, rule="boxed") == 0.0
+    assert verify_in_process(response, reference, rule="lenient") == lenient
+
+
+def test_pool_grades_with_its_rule():
+    responses, refs = ["3 + 4 = 7, then 7 * 2 = 14", r"\boxed{14}"], ["14", "14"]
+    with GraderPool(num_workers=1, timeout_s=10.0) as p:
+        assert p.rule == "boxed" and p.grade(responses, refs).scores == [0.0, 1.0]
+    with GraderPool(num_workers=1, timeout_s=10.0, rule="lenient") as p:
+        assert p.grade(responses, refs).scores == [1.0, 1.0]
 
 
 def test_bad_reference_raises():
