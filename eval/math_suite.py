@@ -24,6 +24,7 @@ import tyro
 
 from remix.reflection import reflects
 from remix.rewards import GraderPool
+from remix.validation import ConfigError, deferred_validation, require, validating
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BENCHMARKS = ("aime2024", "amc2023", "math500", "minerva", "olympiadbench")
@@ -73,23 +74,24 @@ class SuiteConfig:
     math-verify's own extraction (e.g. the last number); not comparable with the paper's tables."""
 
     def __post_init__(self) -> None:
-        if (self.model is None) == (self.from_responses is None):
-            raise ValueError("give exactly one of --model and --from-responses")
-        if self.samples < 1:
-            raise ValueError(f"--samples must be >= 1, got {self.samples}")
-        if self.temperature < 0:
-            raise ValueError(f"--temperature must be >= 0, got {self.temperature}")
-        if self.samples > 1 and self.temperature == 0:
-            raise ValueError("--samples > 1 needs --temperature > 0 (greedy samples would all be equal)")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"--limit must be >= 1, got {self.limit}")
-        if self.max_new_tokens < 1 or self.batch_size < 1 or self.grader_workers < 1:
-            raise ValueError("--max-new-tokens, --batch-size and --grader-workers must be >= 1")
-        if self.grader_timeout_s <= 0:
-            raise ValueError("--grader-timeout-s must be > 0")
+        if validating():
+            self.validate()
+
+    def validate(self) -> None:
+        """One ConfigError naming the flag for each bad value (the CLI prints it as one line, exit 2)."""
+        require((self.model is None) != (self.from_responses is None), "model",
+                "give exactly one of --model and --from-responses")
+        require(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
+        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
+        require(self.samples == 1 or self.temperature > 0, "samples",
+                "more than 1 needs --temperature > 0 (greedy samples would all be equal)")
+        require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
+        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        require(self.grader_workers >= 1, "grader_workers", "must be >= 1")
+        require(self.grader_timeout_s > 0, "grader_timeout_s", "must be > 0")
         unknown = [b for b in self.benchmarks if b not in BENCHMARKS]
-        if unknown:
-            raise ValueError(f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+        require(not unknown, "benchmarks", f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
 
 
 def load_benchmark(name: str, limit: int | None = None) -> list[dict]:
@@ -289,10 +291,15 @@ def main(cfg: SuiteConfig) -> dict:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    cfg = tyro.cli(SuiteConfig, args=argv, description=__doc__)
+    from platforms import PlatformUnavailable
+    from remix.models import ModelNotFound
+
+    with deferred_validation():
+        cfg = tyro.cli(SuiteConfig, args=argv, description=__doc__)
     try:
+        cfg.validate()
         main(cfg)
-    except SuiteError as e:
+    except (SuiteError, ConfigError, ModelNotFound, PlatformUnavailable) as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
 

@@ -16,6 +16,10 @@ PLATFORMS = {
 }
 
 
+class PlatformUnavailable(NotImplementedError):
+    """The selected platform does not exist in this version (the message says what does)."""
+
+
 def get_platform(name: str) -> ModuleType:
     """The platform package, which exposes `make_rollout(...)` and `make_learner(...)`."""
     if name not in PLATFORMS:
@@ -25,7 +29,7 @@ def get_platform(name: str) -> ModuleType:
     except ModuleNotFoundError as e:
         if e.name != PLATFORMS[name]:
             raise  # the platform exists but one of its dependencies is missing: say which
-        raise NotImplementedError(
-            f"platform {name!r} is not implemented yet in this version of remix (only 'cpu' is); "
+        raise PlatformUnavailable(
+            f"--platform {name}: not implemented yet in this version of remix (only 'cpu' is); "
             "see README.md, section Platforms"
         ) from None

@@ -1,7 +1,8 @@
 """One nested dataclass config, parsed by tyro (`python scripts/run.py --help` lists every field).
 
-Invalid values and combinations raise ValueError in `__post_init__`, which tyro reports at parse
-time with the field's name. The ReMix knobs default to the paper's values (ALGORITHM.md section 7);
+Invalid values and combinations raise `ConfigError` (a ValueError) naming the flag, from `validate()`,
+which `__post_init__` calls; the command line parses first and validates after (remix/validation.py),
+so that a bad value is one line with exit status 2. The ReMix knobs default to the paper's values (ALGORITHM.md section 7);
 sizes default to what runs in minutes on a 2-core CPU with the `tiny-arith` model.
 """
 
@@ -17,6 +18,7 @@ import tyro
 
 from remix.distributed import launched_world_size
 from remix.objective import ObjectiveConfig, kl_lambda_schedule
+from remix.validation import require, validating
 
 Platform = Literal["cpu", "cuda", "xla"]
 Algo = Literal["grpo", "ppo"]
@@ -25,11 +27,6 @@ Variant = Literal["remix", "onpolicy"]
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("REMIX_CACHE", Path.home() / ".cache" / "remix"))
-
-
-def _require(cond: bool, name: str, msg: str) -> None:
-    if not cond:
-        raise ValueError(f"{name}: {msg}")
 
 
 @dataclass
@@ -63,12 +60,16 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.path is not None and self.task == "arith":
             self.task = "file"
-        _require(self.task in ("arith", "math", "aime", "file"), "data.task",
+        if validating():
+            self.validate()
+
+    def validate(self) -> None:
+        require(self.task in ("arith", "math", "aime", "file"), "data.task",
                  f"must be arith, math, aime or file, got {self.task!r}")
-        _require(self.task != "file" or self.path is not None, "data.path", "--task file needs --data.path")
-        _require(self.heldout_size >= 1, "data.heldout_size", "must be >= 1")
-        _require(self.max_prompt_tokens >= 8, "data.max_prompt_tokens", "must be >= 8")
-        _require(
+        require(self.task != "file" or self.path is not None, "data.path", "--task file needs --data.path")
+        require(self.heldout_size >= 1, "data.heldout_size", "must be >= 1")
+        require(self.max_prompt_tokens >= 8, "data.max_prompt_tokens", "must be >= 8")
+        require(
             all(1 <= lv <= 4 for lv in self.arith_levels) and len(self.arith_levels) > 0,
             "data.arith_levels",
             f"levels must be in 1..4, got {self.arith_levels}",
@@ -87,10 +88,14 @@ class RolloutConfig:
     """G: responses per prompt (GRPO group; PPO also samples G per prompt)."""
 
     def __post_init__(self) -> None:
-        _require(self.temperature > 0, "rollout.temperature", "must be > 0 in training")
-        _require(self.top_p == 1.0, "rollout.top_p", "must be 1.0 in training (see the field's help)")
-        _require(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
-        _require(self.group_size >= 1, "rollout.group_size", "must be >= 1")
+        if validating():
+            self.validate()
+
+    def validate(self) -> None:
+        require(self.temperature > 0, "rollout.temperature", "must be > 0 in training")
+        require(self.top_p == 1.0, "rollout.top_p", "must be 1.0 in training (see the field's help)")
+        require(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
+        require(self.group_size >= 1, "rollout.group_size", "must be >= 1")
 
 
 @dataclass
@@ -107,8 +112,12 @@ class OptimConfig:
     """Gradient-norm clip; <= 0 disables it."""
 
     def __post_init__(self) -> None:
-        _require(self.lr > 0, "optim.lr", "must be > 0")
-        _require(self.critic_lr > 0, "optim.critic_lr", "must be > 0")
+        if validating():
+            self.validate()
+
+    def validate(self) -> None:
+        require(self.lr > 0, "optim.lr", "must be > 0")
+        require(self.critic_lr > 0, "optim.critic_lr", "must be > 0")
 
 
 @dataclass
@@ -138,17 +147,21 @@ class ReMixConfig:
     """Restart lam(t)'s step count at reincarnation (DECIDED default: the clock continues)."""
 
     def __post_init__(self) -> None:
-        _require(0.0 <= self.offpolicy_fraction < 1.0, "remix.offpolicy_fraction", "must be in [0, 1)")
-        _require(self.history_window >= 1, "remix.history_window", "must be >= 1")
-        _require(self.utd_ratio >= 1, "remix.utd_ratio", "must be >= 1")
-        _require(
+        if validating():
+            self.validate()
+
+    def validate(self) -> None:
+        require(0.0 <= self.offpolicy_fraction < 1.0, "remix.offpolicy_fraction", "must be in [0, 1)")
+        require(self.history_window >= 1, "remix.history_window", "must be >= 1")
+        require(self.utd_ratio >= 1, "remix.utd_ratio", "must be >= 1")
+        require(
             self.reincarnation_step is None or self.reincarnation_step >= 1,
             "remix.reincarnation_step",
             "must be >= 1 or None",
         )
-        _require(self.lambda_every >= 1, "remix.lambda_every", "must be >= 1")
-        _require(0.0 <= self.lambda_floor <= 1.0, "remix.lambda_floor", "must be in [0, 1]")
-        _require(self.lambda_decay >= 0, "remix.lambda_decay", "must be >= 0")
+        require(self.lambda_every >= 1, "remix.lambda_every", "must be >= 1")
+        require(0.0 <= self.lambda_floor <= 1.0, "remix.lambda_floor", "must be in [0, 1]")
+        require(self.lambda_decay >= 0, "remix.lambda_decay", "must be >= 0")
 
 
 @dataclass
@@ -161,9 +174,13 @@ class PPOConfig:
     """Clip range of the value loss around the values at the start of the step."""
 
     def __post_init__(self) -> None:
-        _require(0 < self.gamma <= 1, "ppo.gamma", "must be in (0, 1]")
-        _require(0 <= self.lam <= 1, "ppo.lam", "must be in [0, 1]")
-        _require(self.value_clip > 0, "ppo.value_clip", "must be > 0")
+        if validating():
+            self.validate()
+
+    def validate(self) -> None:
+        require(0 < self.gamma <= 1, "ppo.gamma", "must be in (0, 1]")
+        require(0 <= self.lam <= 1, "ppo.lam", "must be in [0, 1]")
+        require(self.value_clip > 0, "ppo.value_clip", "must be > 0")
 
 
 @dataclass
@@ -229,17 +246,25 @@ class TrainConfig:
         if self.objective.loss_agg == "seq-mean-token-sum-norm" and self.objective.loss_agg_constant is None:
             # Dr. GRPO's constant: the maximum response length, the same at every step
             self.objective = replace(self.objective, loss_agg_constant=float(self.rollout.max_new_tokens))
-        _require(self.steps >= 1, "steps", "must be >= 1")
-        _require(self.batch_size >= 1, "batch_size", "must be >= 1")
+        if validating():
+            self.validate()
+
+    def validate(self) -> None:
+        """Checks every value and combination, the nested configs' too; raises ConfigError naming the flag."""
+        for part in (self.model, self.data, self.rollout, self.optim, self.remix, self.ppo, self.objective):
+            if hasattr(part, "validate"):
+                part.validate()
+        require(self.steps >= 1, "steps", "must be >= 1")
+        require(self.batch_size >= 1, "batch_size", "must be >= 1")
         world, G = launched_world_size(), self.rollout.group_size
         per_rank = f" per process ({world} processes)" if world > 1 else ""
-        _require(
+        require(
             self.batch_size % (world * G) == 0,
             "batch_size",
             f"must be a multiple of rollout.group_size ({G}){' times the number of processes' if world > 1 else ''}: "
             "groups are kept whole" + (" and every process gets the same number" if world > 1 else ""),
         )
-        _require(
+        require(
             1 <= self.mini_batch_size <= self.batch_size and self.batch_size % self.mini_batch_size == 0
             and self.mini_batch_size % world == 0,
             "mini_batch_size",
@@ -247,26 +272,26 @@ class TrainConfig:
                                                              else ""),
         )
         local_mini = self.mini_batch_size // world
-        _require(
+        require(
             1 <= self.micro_batch_size <= local_mini and local_mini % self.micro_batch_size == 0,
             "micro_batch_size",
             f"must divide mini_batch_size{per_rank} ({local_mini})",
         )
-        _require(self.algo != "grpo" or self.rollout.group_size >= 2, "rollout.group_size",
+        require(self.algo != "grpo" or self.rollout.group_size >= 2, "rollout.group_size",
                  "GRPO needs at least 2 responses per prompt")
-        _require(self.eval_every >= 0, "eval_every", "must be >= 0")
-        _require(self.logprob_chunk_tokens >= 1, "logprob_chunk_tokens", "must be >= 1")
-        _require(self.grader_workers >= 1, "grader_workers", "must be >= 1")
-        _require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
-        _require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
-        _require(self.max_consecutive_skips >= 1, "max_consecutive_skips", "must be >= 1")
+        require(self.eval_every >= 0, "eval_every", "must be >= 0")
+        require(self.logprob_chunk_tokens >= 1, "logprob_chunk_tokens", "must be >= 1")
+        require(self.grader_workers >= 1, "grader_workers", "must be >= 1")
+        require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        require(self.max_consecutive_skips >= 1, "max_consecutive_skips", "must be >= 1")
         for sink in self.loggers:  # fail at parse time, not after the run directory was made
-            _require(importlib.util.find_spec(sink) is not None, "loggers",
+            require(importlib.util.find_spec(sink) is not None, "loggers",
                      f"{sink} is not installed: pip install 'remix-rft[{sink}]'")
-        _require(self.grader_timeout_s > 0, "grader_timeout_s", "must be > 0")
+        require(self.grader_timeout_s > 0, "grader_timeout_s", "must be > 0")
         if self.variant == "remix":
             local = self.remix.offpolicy_fraction * self.batch_size / world
-            _require(
+            require(
                 self.remix.offpolicy_fraction == 0 or int(local) // self.rollout.group_size >= 1,
                 "remix.offpolicy_fraction",
                 f"p * batch_size{' / processes' if world > 1 else ''} = {local:g} responses is less than one "

@@ -28,6 +28,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from remix.validation import require, validating
+
 KLEstimator = Literal["k1", "k2", "k3", "k3+"]
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
@@ -67,18 +69,20 @@ class ObjectiveConfig:
     """torch.compile the per-token loss (the training config turns it on; --objective.no-compile: eager)."""
 
     def __post_init__(self) -> None:
-        if not self.clip_eps > 0:
-            raise ValueError(f"objective.clip_eps must be > 0, got {self.clip_eps}")
-        if self.clip_eps_high is not None and not self.clip_eps_high > 0:
-            raise ValueError(f"objective.clip_eps_high must be > 0 or None, got {self.clip_eps_high}")
-        if self.kl_coef < 0:
-            raise ValueError(f"objective.kl_coef must be >= 0, got {self.kl_coef}")
-        if self.kl_estimator not in ("k1", "k2", "k3", "k3+"):
-            raise ValueError(f"objective.kl_estimator must be k1, k2, k3 or k3+, got {self.kl_estimator!r}")
-        if self.loss_agg not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
-            raise ValueError(f"objective.loss_agg: unknown mode {self.loss_agg!r}")
-        if self.loss_agg_constant is not None and not self.loss_agg_constant > 0:
-            raise ValueError(f"objective.loss_agg_constant must be > 0, got {self.loss_agg_constant}")
+        if validating():
+            self.validate()
+
+    def validate(self) -> None:
+        require(self.clip_eps > 0, "objective.clip_eps", f"must be > 0, got {self.clip_eps}")
+        require(self.clip_eps_high is None or self.clip_eps_high > 0, "objective.clip_eps_high",
+                f"must be > 0 or None, got {self.clip_eps_high}")
+        require(self.kl_coef >= 0, "objective.kl_coef", f"must be >= 0, got {self.kl_coef}")
+        require(self.kl_estimator in ("k1", "k2", "k3", "k3+"), "objective.kl_estimator",
+                f"must be k1, k2, k3 or k3+, got {self.kl_estimator!r}")
+        require(self.loss_agg in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
+                "objective.loss_agg", f"unknown mode {self.loss_agg!r}")
+        require(self.loss_agg_constant is None or self.loss_agg_constant > 0, "objective.loss_agg_constant",
+                f"must be > 0, got {self.loss_agg_constant}")
 
 
 @dataclass

@@ -20,18 +20,22 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
+from platforms import PlatformUnavailable  # noqa: E402
 from remix import distributed as dist  # noqa: E402
 from remix.config import TrainConfig  # noqa: E402
 from remix.data import DataError  # noqa: E402
 from remix.models import ModelNotFound  # noqa: E402
 from remix.runner import RunError, TrainingHalted, run  # noqa: E402
+from remix.validation import ConfigError, deferred_validation  # noqa: E402
 
 
-def main() -> None:
-    cfg = tyro.cli(TrainConfig)
+def main(argv: list[str] | None = None) -> None:
+    with deferred_validation():  # bad values become one line below, not the parser's framed message
+        cfg = tyro.cli(TrainConfig, args=argv)
     try:
+        cfg.validate()
         run(cfg)
-    except (DataError, ModelNotFound, RunError) as e:
+    except (ConfigError, DataError, ModelNotFound, RunError, PlatformUnavailable) as e:
         if dist.local_rank() == 0:  # every rank of a torchrun job stops with the same message: say it once
             print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

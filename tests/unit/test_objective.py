@@ -299,8 +299,9 @@ def test_aggregate_handles_empty_sequences():
 
 @pytest.mark.parametrize(
     "kwargs, field",
-    [({"clip_eps": 0}, "clip_eps"), ({"kl_estimator": "k4"}, "kl_estimator"), ({"kl_coef": -1}, "kl_coef"),
-     ({"loss_agg": "sum"}, "loss_agg"), ({"loss_agg_constant": 0}, "loss_agg_constant")],
+    [({"clip_eps": 0}, "--objective.clip-eps"), ({"kl_estimator": "k4"}, "--objective.kl-estimator"),
+     ({"kl_coef": -1}, "--objective.kl-coef"), ({"loss_agg": "sum"}, "--objective.loss-agg"),
+     ({"loss_agg_constant": 0}, "--objective.loss-agg-constant")],
 )
 def test_invalid_objective_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):

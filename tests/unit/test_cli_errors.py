@@ -1,0 +1,115 @@
+"""Every config check on the command line: one line naming the flag, exit status 2, no traceback.
+
+The cases are checked against the source: every `require(...)` in the configs must have a case here,
+so a new check cannot be added without showing what its error looks like.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG_SOURCES = [ROOT / "remix" / "config.py", ROOT / "remix" / "objective.py"]
+
+# field of a require(...) -> command-line arguments that break it
+CASES: dict[str, list[str]] = {
+    "data.task": ["--task", "nope"],
+    "data.path": ["--task", "file"],
+    "data.heldout_size": ["--data.heldout-size", "0"],
+    "data.max_prompt_tokens": ["--data.max-prompt-tokens", "4"],
+    "data.arith_levels": ["--data.arith-levels", "5"],
+    "rollout.temperature": ["--rollout.temperature", "0"],
+    "rollout.top_p": ["--rollout.top-p", "0.9"],
+    "rollout.max_new_tokens": ["--rollout.max-new-tokens", "0"],
+    "rollout.group_size": ["--rollout.group-size", "1"],
+    "optim.lr": ["--optim.lr", "0"],
+    "optim.critic_lr": ["--optim.critic-lr", "0"],
+    "remix.offpolicy_fraction": ["--remix.offpolicy-fraction", "1.0"],
+    "remix.history_window": ["--remix.history-window", "0"],
+    "remix.utd_ratio": ["--remix.utd-ratio", "0"],
+    "remix.reincarnation_step": ["--remix.reincarnation-step", "0"],
+    "remix.lambda_every": ["--remix.lambda-every", "0"],
+    "remix.lambda_floor": ["--remix.lambda-floor", "2"],
+    "remix.lambda_decay": ["--remix.lambda-decay", "-1"],
+    "ppo.gamma": ["--ppo.gamma", "0"],
+    "ppo.lam": ["--ppo.lam", "2"],
+    "ppo.value_clip": ["--ppo.value-clip", "0"],
+    "steps": ["--steps", "0"],
+    "batch_size": ["--batch-size", "60"],
+    "mini_batch_size": ["--mini-batch-size", "24"],
+    "micro_batch_size": ["--micro-batch-size", "3"],
+    "eval_every": ["--eval-every", "-1"],
+    "logprob_chunk_tokens": ["--logprob-chunk-tokens", "0"],
+    "grader_workers": ["--grader-workers", "0"],
+    "checkpoint_every": ["--checkpoint-every", "-1"],
+    "keep_checkpoints": ["--keep-checkpoints", "0"],
+    "max_consecutive_skips": ["--max-consecutive-skips", "0"],
+    "grader_timeout_s": ["--grader-timeout-s", "0"],
+    "loggers": ["--loggers", "wandb"],
+    "objective.clip_eps": ["--objective.clip-eps", "0"],
+    "objective.clip_eps_high": ["--objective.clip-eps-high", "0"],
+    "objective.kl_coef": ["--objective.kl-coef", "-1"],
+    "objective.loss_agg_constant": ["--objective.loss-agg-constant", "0"],
+}
+# Checked by the parser itself (a Literal: the flag accepts no other value), so unreachable from the CLI.
+PARSER_CHECKED = {"objective.kl_estimator", "objective.loss_agg"}
+
+
+def required_fields() -> set[str]:
+    fields = set()
+    for path in CONFIG_SOURCES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require":
+                arg = node.args[1]
+                assert isinstance(arg, ast.Constant), f"{path}: require() with a computed field name"
+                fields.add(arg.value)
+    return fields
+
+
+def run_script_main():
+    spec = importlib.util.spec_from_file_location("run_script", ROOT / "scripts" / "run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+def test_every_check_has_a_case():
+    assert required_fields() == set(CASES) | PARSER_CHECKED
+
+
+@pytest.mark.parametrize("field", sorted(CASES))
+def test_bad_value_is_one_line_naming_the_flag_with_exit_2(field, capsys):
+    if field == "loggers" and importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed: --loggers wandb is valid here")
+    with pytest.raises(SystemExit) as e:
+        run_script_main()(CASES[field])
+    err = capsys.readouterr().err
+    flag = "--" + field.replace("_", "-")
+    assert e.value.code == 2
+    assert err.startswith(f"error: {flag}: ") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+
+
+def test_eval_suite_bad_value_is_one_line(capsys):
+    from eval.math_suite import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli(["--model", "m", "--samples", "4"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: --samples: ") and err.count("\n") == 1
+
+
+def test_unimplemented_platform_is_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_script_main()(["--platform", "cuda"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: --platform cuda: not implemented") and err.count("\n") == 1
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__]))
