@@ -2,8 +2,8 @@
 
 Invalid values and combinations raise `ConfigError` (a ValueError) naming the flag, from `validate()`,
 which `__post_init__` calls; the command line parses first and validates after (remix/validation.py),
-so that a bad value is one line with exit status 2. The ReMix knobs default to the paper's values (ALGORITHM.md section 7);
-sizes default to what runs in minutes on a 2-core CPU with the `tiny-arith` model.
+so that a bad value is one line with exit status 2. The ReMix knobs default to the paper's values
+(ALGORITHM.md section 7); sizes default to what runs in minutes on a 2-core CPU with `tiny-arith`.
 """
 
 from __future__ import annotations
