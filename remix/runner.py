@@ -19,6 +19,7 @@ import datetime as dt
 import json
 import os
 import sys
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -68,7 +69,7 @@ def encode_problems(tokenizer, problems, max_tokens: int, what: str) -> list[Enc
         say(f"{what}: dropped {dropped} of {len(problems)} prompts longer than {max_tokens} tokens "
               "(--data.max-prompt-tokens)")
     if not kept:
-        raise ValueError(f"{what}: every prompt is longer than --data.max-prompt-tokens={max_tokens}")
+        raise RunError(f"{what}: every prompt is longer than --data.max-prompt-tokens={max_tokens}; raise it")
     return kept
 
 
@@ -96,6 +97,9 @@ def build_trainer(cfg: TrainConfig, grader) -> Trainer:
     # Data first: a bad file is reported before any model is built or loaded.
     train_problems, heldout_problems = load_task(cfg.data.task, cfg.data.path, cfg.data.heldout_size,
                                                  cfg.data.arith_levels)
+    if len(heldout_problems) < cfg.data.heldout_size:
+        say(f"held-out split: {len(heldout_problems)} of {len(train_problems) + len(heldout_problems)} problems "
+            f"(--data.heldout-size {cfg.data.heldout_size} capped at a fifth of the data)")
     platform = get_platform(cfg.platform)
     # Rank 0 builds a built-in model into the cache; the other ranks then load that folder.
     model_dir = dist.on_main(lambda: resolve_model(cfg.model.name, cfg.model.cache_dir), errors=(ModelNotFound,))
@@ -157,9 +161,25 @@ def fresh_run_dir(run_dir: Path) -> Path:
     return candidate
 
 
+def check_writable(run_dir: Path) -> None:
+    """Refuses a run directory that cannot be made or written, before any model or data is loaded."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"--run-dir {run_dir}: exists and is not a directory")
+    existing = run_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    try:  # a real probe: permission bits say nothing of read-only file systems, or of root
+        fd, probe = tempfile.mkstemp(dir=existing, prefix=".remix-write-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise RunError(f"--run-dir {run_dir}: cannot write in {existing} ({e.strerror})") from None
+
+
 def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
     """(run directory, checkpoint to resume from or None), following --resume. Rank 0 only."""
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else default_run_dir(cfg)
+    check_writable(run_dir)
     if cfg.resume == "auto" and run_dir.is_dir():
         remove_unfinished(run_dir)
         checkpoints = list_checkpoints(run_dir)

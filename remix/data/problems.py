@@ -58,7 +58,8 @@ class ProblemSource(Generic[T]):
 
 def load_task(task: str, path: Path | None, heldout_size: int, levels: tuple[int, ...]
               ) -> tuple[list[Problem], list[Problem]]:
-    """(train, heldout) problems for `--task` / `--data.path`. The held-out split never trains."""
+    """(train, heldout) problems for `--task` / `--data.path`. The held-out split never trains; from a
+    file or a packaged set it has min(heldout_size, rows // 5) problems."""
     from remix.data.arith import ArithTask
     from remix.data.files import load_problem_file
 
@@ -71,11 +72,13 @@ def load_task(task: str, path: Path | None, heldout_size: int, levels: tuple[int
         rows = load_problem_file(PACKAGED_TASKS[task])
     else:
         raise ValueError(f"unknown task {task!r}: use arith, {', '.join(PACKAGED_TASKS)} or --data.path FILE")
-    if len(rows) <= heldout_size:
-        raise ValueError(
-            f"{path or task}: {len(rows)} problems cannot give a held-out split of {heldout_size} and a training "
-            "split; lower --data.heldout-size"
-        )
+    # Small datasets work by default: the held-out split is at most a fifth of the rows.
+    heldout_size = min(heldout_size, len(rows) // 5)
+    if heldout_size < 1:
+        from remix.data.files import DataError
+
+        raise DataError(path or task, None, None, f"{len(rows)} problems are too few: at least 5 are needed, "
+                        "one of them held out for evaluation")
     # A fixed split (independent of --seed) so held-out accuracy is comparable across runs.
     order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(12345)).tolist()
     heldout = [rows[i] for i in order[:heldout_size]]

@@ -44,6 +44,7 @@ def resolve_model(name: str | Path, cache_dir: Path | None = None) -> Path:
     if path.exists():
         if not _is_model_folder(path):
             raise ModelNotFound(f"model {name!r}: {path} exists but has no config.json (not an HF model folder)")
+        check_model_folder(path, name)
         return path
     if name.count("/") == 1 and not name.startswith((".", "/", "~")):
         return _from_hub(name, cache_dir)
@@ -51,6 +52,14 @@ def resolve_model(name: str | Path, cache_dir: Path | None = None) -> Path:
         f"unknown model {name!r}: not a built-in name ({', '.join(BUILTIN_MODELS)}), not an existing folder, "
         "and not a hub id of the form owner/name"
     )
+
+
+def check_model_folder(path: Path, name: str) -> None:
+    """A model folder must hold weights and a tokenizer: say which is missing before anything is loaded."""
+    if not any(path.glob("*.safetensors")) and not any(path.glob("pytorch_model*.bin")):
+        raise ModelNotFound(f"model {name!r}: {path} has no weights (*.safetensors or pytorch_model*.bin)")
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")):
+        raise ModelNotFound(f"model {name!r}: {path} has no tokenizer (tokenizer.json or tokenizer_config.json)")
 
 
 def _cached_build(final: Path, build: Callable[[Path], Path]) -> Path:

@@ -14,7 +14,7 @@ import pytest
 from remix.data import DataError, load_problem_file
 from remix.data.problems import load_task
 from remix.models import ModelNotFound, resolve_model
-from remix.runner import encode_problems
+from remix.runner import RunError, encode_problems
 from remix.data.problems import Problem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,10 +82,12 @@ def test_good_files_load_with_ids_and_answer_lists(tmp_path):
     assert load_problem_file(tmp_path / "ok.parquet")[0].answer == "3"
 
 
-def test_dataset_too_small_for_the_heldout_split(tmp_path):
-    path = _jsonl(tmp_path / "small.jsonl", [GOOD] * 5)
-    with pytest.raises(ValueError, match="lower --data.heldout-size"):
-        load_task("file", path, heldout_size=5, levels=(1,))
+def test_small_datasets_cap_the_heldout_split_at_a_fifth(tmp_path):
+    rows = [json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(40)]
+    train, heldout = load_task("file", _jsonl(tmp_path / "small.jsonl", rows), heldout_size=256, levels=(1,))
+    assert (len(train), len(heldout)) == (32, 8)
+    with pytest.raises(DataError, match="4 problems are too few"):
+        load_task("file", _jsonl(tmp_path / "tiny.jsonl", rows[:4]), heldout_size=256, levels=(1,))
 
 
 def test_long_prompts_are_dropped_counted_and_reported(capsys):
@@ -96,7 +98,7 @@ def test_long_prompts_are_dropped_counted_and_reported(capsys):
     kept = encode_problems(tok, problems, max_tokens=64, what="training set")
     assert [e.problem.id for e in kept] == ["a"]
     assert "training set: dropped 1 of 2 prompts longer than 64 tokens" in capsys.readouterr().out
-    with pytest.raises(ValueError, match="every prompt is longer"):
+    with pytest.raises(RunError, match="every prompt is longer than --data.max-prompt-tokens"):
         encode_problems(tok, problems[1:], max_tokens=64, what="training set")
 
 
@@ -106,6 +108,53 @@ def test_unknown_model_names_and_folders(tmp_path):
     (tmp_path / "folder").mkdir()
     with pytest.raises(ModelNotFound, match="has no config.json"):
         resolve_model(tmp_path / "folder", tmp_path)
+
+
+def test_model_folders_without_weights_or_tokenizer_are_refused(tiny_model_dir, tmp_path):
+    import shutil
+
+    no_weights, no_tokenizer = tmp_path / "no-weights", tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_model_dir, no_weights)
+    shutil.copytree(tiny_model_dir, no_tokenizer)
+    for f in no_weights.glob("*.safetensors"):
+        f.unlink()
+    for f in no_tokenizer.glob("tokenizer*"):
+        f.unlink()
+    with pytest.raises(ModelNotFound, match="no weights"):
+        resolve_model(no_weights, tmp_path)
+    with pytest.raises(ModelNotFound, match="no tokenizer"):
+        resolve_model(no_tokenizer, tmp_path)
+    assert resolve_model(tiny_model_dir, tmp_path) == tiny_model_dir
+
+
+@pytest.mark.parametrize("case", ["model-without-weights", "run-dir-is-a-file", "run-dir-read-only",
+                                  "every-prompt-too-long"])
+def test_cli_user_errors_are_one_line_before_anything_is_loaded_or_written(case, tiny_model_dir, tmp_path):
+    import shutil
+
+    model, run_dir, extra = tiny_model_dir, tmp_path / "run", []
+    if case == "model-without-weights":
+        model = tmp_path / "m"
+        shutil.copytree(tiny_model_dir, model)
+        for f in model.glob("*.safetensors"):
+            f.unlink()
+    elif case == "run-dir-is-a-file":
+        run_dir.write_text("not a folder")
+    elif case == "run-dir-read-only":
+        run_dir = Path("/proc/remix-run")  # a read-only file system even for root
+    else:
+        extra = ["--data.max-prompt-tokens", "8"]
+    proc = subprocess.run([sys.executable, "scripts/run.py", "--model", str(model), "--run-dir", str(run_dir),
+                           "--grader-workers", "1", *extra], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in proc.stderr, proc.stderr
+    needle = {"model-without-weights": "no weights", "run-dir-is-a-file": "not a directory",
+              "run-dir-read-only": "cannot write", "every-prompt-too-long": "--data.max-prompt-tokens"}[case]
+    assert needle in lines[0]
+    if case != "run-dir-is-a-file":
+        assert not run_dir.exists()
 
 
 def test_cli_reports_bad_data_before_training_and_writes_nothing(tmp_path):
