@@ -125,8 +125,14 @@ def verify_in_process(response: str, reference, rule: GradingRule = "boxed") -> 
 
 def _worker_main(conn, verify_fn) -> None:
     """Worker loop: receive (index, response, reference), send back (index, score, error)."""
+    import signal
+
     import math_verify.grader
     import math_verify.parser
+
+    # Ctrl-C in a terminal reaches the whole process group: the parent decides when workers stop (it
+    # closes or kills them), so a worker neither dies mid-item nor prints a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     # We disable math-verify's timeouts on purpose (the pool deadline is the guard): silence the
     # warning it would otherwise log once per worker.

@@ -18,9 +18,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -118,6 +121,34 @@ class RunError(ValueError):
 
 class TrainingHalted(RuntimeError):
     """Training stopped on purpose (too many skipped updates); a checkpoint was written first."""
+
+
+class Interrupted(RuntimeError):
+    """SIGINT (Ctrl-C) or SIGTERM: the current step was finished and checkpointed, then the run stopped."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
+        super().__init__(f"interrupted at step {step} ({signal.Signals(signum).name}); checkpointed, run the same "
+                         "command to resume")
+
+
+@contextmanager
+def finish_step_on_signal() -> Iterator[list[int]]:
+    """The first SIGINT or SIGTERM is recorded (the loop finishes its step, checkpoints and stops); a second
+    one stops at once (KeyboardInterrupt), losing the steps since the last checkpoint."""
+    received: list[int] = []
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 # Config fields that may change when a run is resumed; any other difference is a conflict.
@@ -267,7 +298,7 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
         last_saved = trainer.step if resume_from is not None else None
         # disable=None: a bar on a terminal, none in logs and pipes (the per-step lines are the record there)
         with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True,
-                  disable=None if main else True) as bar:
+                  disable=None if main else True) as bar, finish_step_on_signal() as signals:
             while trainer.step < cfg.steps:
                 metrics = trainer.train_step()
                 k = metrics["step"]
@@ -279,9 +310,14 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
                     bar.write(step_line(metrics, cfg.steps), file=sys.stdout)
                     sys.stdout.flush()  # one line per step even when stdout is a file or a pipe
                 halt = trainer.consecutive_skips >= cfg.max_consecutive_skips  # the same on every rank
-                if halt or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0):
+                # a signal on any rank stops every rank after the same step
+                stop = dist.sum_floats({"signals": float(len(signals))})["signals"] > 0
+                if halt or stop or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0):
                     save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
                     last_saved = k
+                if stop and not halt and k < cfg.steps:
+                    log.close()
+                    raise Interrupted(signals[0] if signals else signal.SIGTERM, k)
                 if halt:
                     log.close()
                     raise TrainingHalted(

@@ -8,7 +8,8 @@ Examples:
     torchrun --nproc-per-node 2 scripts/run.py              # data-parallel on 2 processes (FSDP2)
 
 Exit status: 0 done, 2 bad input (data, model, config; nothing trained), 3 stopped after too many
-skipped updates (checkpointed).
+skipped updates (checkpointed), 130 / 143 stopped by Ctrl-C / SIGTERM after finishing and checkpointing
+the current step (a second Ctrl-C stops at once).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from remix import distributed as dist  # noqa: E402
 from remix.config import TrainConfig  # noqa: E402
 from remix.data import DataError  # noqa: E402
 from remix.models import ModelNotFound  # noqa: E402
-from remix.runner import RunError, TrainingHalted, run  # noqa: E402
+from remix.runner import Interrupted, RunError, TrainingHalted, run  # noqa: E402
 from remix.validation import ConfigError, deferred_validation  # noqa: E402
 
 
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> None:
         if dist.local_rank() == 0:
             print(f"stopped: {e}", file=sys.stderr)
         raise SystemExit(3) from None
+    except Interrupted as e:
+        if dist.local_rank() == 0:
+            print(str(e), file=sys.stderr)
+        raise SystemExit(e.exit_code) from None
 
 
 if __name__ == "__main__":

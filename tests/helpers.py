@@ -77,28 +77,36 @@ def final_weights(run_dir) -> dict[str, torch.Tensor]:
     return load_file(Path(run_dir) / "model" / "model.safetensors")
 
 
-def kill_at_step(proc, run_dir, step: int, whole_group: bool = False, timeout_s: float = 240) -> int:
-    """Waits until `proc` (a training run writing RUN_DIR/metrics.jsonl) has logged `step`, then kills it
-    with SIGKILL (its whole process group with `whole_group`: a torchrun job and its ranks); returns the
-    last step it had logged."""
+def _logged_steps(run_dir) -> list[int]:
     import json
-    import os
-    import signal
-    import time
     from pathlib import Path
 
     metrics = Path(run_dir) / "metrics.jsonl"
+    return [json.loads(line)["step"] for line in metrics.read_text().splitlines()] if metrics.exists() else []
 
-    def logged() -> list[int]:
-        return [json.loads(line)["step"] for line in metrics.read_text().splitlines()] if metrics.exists() else []
 
-    deadline = time.monotonic() + timeout_s  # a hang detector only: the run is killed as soon as it gets there
-    while time.monotonic() < deadline and not any(s >= step for s in logged()):
-        assert proc.poll() is None, "the run ended before it could be killed"
+def wait_for_step(proc, run_dir, step: int, timeout_s: float = 240) -> int:
+    """Waits until `proc` (a training run writing RUN_DIR/metrics.jsonl) has logged `step`; returns the last
+    step logged. The timeout is a hang detector only: it returns as soon as the run gets there."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and not any(s >= step for s in _logged_steps(run_dir)):
+        assert proc.poll() is None, "the run ended before it got there"
         time.sleep(0.05)
+    return max(_logged_steps(run_dir))
+
+
+def kill_at_step(proc, run_dir, step: int, whole_group: bool = False) -> int:
+    """`wait_for_step`, then SIGKILL (its whole process group with `whole_group`: a torchrun job and its
+    ranks); returns the last step it had logged."""
+    import os
+    import signal
+
+    wait_for_step(proc, run_dir, step)
     if whole_group:
         os.killpg(proc.pid, signal.SIGKILL)
     else:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    return max(logged())
+    return max(_logged_steps(run_dir))

@@ -4,6 +4,7 @@ while a checkpoint is written leaves the previous one loadable; resuming across 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from remix.checkpoint import list_checkpoints
-from tests.helpers import final_weights, kill_at_step, run_metrics_without_times, same_weights, small_cli_flags
+from tests.helpers import (
+    final_weights,
+    kill_at_step,
+    run_metrics_without_times,
+    same_weights,
+    small_cli_flags,
+    wait_for_step,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN = [sys.executable, str(ROOT / "scripts" / "run.py")]
@@ -115,3 +123,24 @@ def test_resume_never_starts_fresh_in_a_new_directory(tiny_model_dir, straight_r
     out = _run(small_cli_flags(tiny_model_dir, run_dir, 1, "--resume", "never")).stdout
     assert "starting fresh in" in out and (tmp_path / "run-2" / "summary.json").is_file()
     assert (run_dir / "metrics.jsonl").read_text() == before  # nothing overwritten
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_checkpoints_the_last_step_then_resume_equals_the_straight_run(
+        tiny_model_dir, straight_run, tmp_path, signum, code):
+    """The signal goes to the whole process group, as Ctrl-C in a terminal does (grader workers too). Checkpoints
+    are otherwise far apart (--checkpoint-every 100), so only the interrupt can have written the one found."""
+    run_dir = tmp_path / "run"
+    flags = small_cli_flags(tiny_model_dir, run_dir, N) + ["--checkpoint-every", "100"]
+    proc = subprocess.Popen(RUN + flags, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    logged = wait_for_step(proc, run_dir, N // 2)
+    os.killpg(proc.pid, signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err[-3000:]
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("interrupted at step ") and "Traceback" not in err, err
+    stopped_at = int(lines[0].split()[3])
+    assert stopped_at >= logged and [p.name for p in list_checkpoints(run_dir)] == [f"step-{stopped_at:06d}"]
+    assert "resumed from" in _run(flags).stdout
+    _assert_same_run(run_dir, straight_run)
