@@ -77,6 +77,11 @@ def save_hf_model(state_dict: dict[str, torch.Tensor], base_model_dir: Path, out
     generation = Path(base_model_dir) / "generation_config.json"
     if generation.is_file():
         shutil.copy(generation, out / "generation_config.json")
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in out.iterdir():  # the weights come out 0600 from a temporary file: readable like the rest
+        if f.is_file():
+            os.chmod(f, 0o666 & ~umask)
     return out
 
 

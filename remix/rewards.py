@@ -130,9 +130,11 @@ def _worker_main(conn, verify_fn) -> None:
     import math_verify.grader
     import math_verify.parser
 
-    # Ctrl-C in a terminal reaches the whole process group: the parent decides when workers stop (it
-    # closes or kills them), so a worker neither dies mid-item nor prints a KeyboardInterrupt traceback.
+    # Ctrl-C in a terminal (or a SIGTERM to the job's process group) reaches every process: the parent
+    # decides when workers stop (it closes or SIGKILLs them; an orphan sees EOF on its pipe), so a worker
+    # neither dies mid-item, which would score that item 0, nor prints a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     # We disable math-verify's timeouts on purpose (the pool deadline is the guard): silence the
     # warning it would otherwise log once per worker.

@@ -89,6 +89,9 @@ def step_line(m: dict[str, Any], steps: int) -> str:
         f"kl ref/prev {m['kl/ref']:.2e}/" + (f"{m['kl/prev']:.2e}" if "kl/prev" in m else "-"),
         f"time gen/grade/learn {m['time/generate']:.1f}/{m['time/grade']:.1f}/{m['time/learn']:.1f}s",
     ]
+    if m.get("reincarnated"):
+        parts.append(f"reincarnated: the reference is now this policy; on-policy (p = 0, m = 1) from step "
+                     f"{m['step'] + 1}")
     return " | ".join(parts)
 
 
@@ -173,7 +176,54 @@ def config_json(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
+def provenance(run_dir: Path, saved: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Where and with what a run was made: config.json's "provenance" (not part of the config: never a
+    conflict on resume). A resumed run keeps its start and adds the time of each resume."""
+    import platform as host
+    from importlib import metadata
+
+    import transformers
+
+    root = Path(__file__).resolve().parents[1]
+    commit = _git(root, "rev-parse", "HEAD")
+    now = dt.datetime.now().isoformat(timespec="seconds")
+    try:
+        remix_version = metadata.version("remix-rft")
+    except metadata.PackageNotFoundError:
+        remix_version = "not installed"
+    before = (saved or {}).get("provenance", {})
+    return {
+        "run_dir": str(run_dir.absolute()),
+        "started": before.get("started", now),
+        "resumed": [*before.get("resumed", []), now] if saved is not None else [],
+        "git_commit": commit,
+        "git_dirty": None if commit is None else bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
+        "processes": dist.world_size(),
+        "versions": {"python": host.python_version(), "torch": torch.__version__,
+                     "transformers": transformers.__version__, "remix": remix_version},
+    }
+
+
+def _git(root: Path, *args: str) -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (an installed package)
+        return None
+    return out.stdout.strip()
+
+
+def write_config(run_dir: Path, cfg: TrainConfig, saved: dict[str, Any] | None) -> None:
+    """RUN_DIR/config.json: the config (with the --steps of the latest invocation) and its provenance."""
+    path = run_dir / "config.json"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({**config_json(cfg), "provenance": provenance(run_dir, saved)}, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
 def check_resumable(saved: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
+    saved = {k: v for k, v in saved.items() if k != "provenance"}
     old, new = _flat(saved), _flat(config_json(cfg))
     conflicts = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if conflicts:
@@ -276,8 +326,8 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
         trainer = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            if resume_from is None:
-                (run_dir / "config.json").write_text(json.dumps(config_json(cfg), indent=2) + "\n")
+            saved = json.loads((run_dir / "config.json").read_text()) if resume_from is not None else None
+            write_config(run_dir, cfg, saved)
         processes = f" on {dist.world_size()} processes" if dist.world_size() > 1 else ""
         say(f"run {run_dir}: {cfg.algo} {cfg.variant} on {cfg.data.task} ({len(trainer.train.problems)} train / "
             f"{len(trainer.heldout)} held-out problems), model {cfg.model.name}, {cfg.steps} steps of "
@@ -292,7 +342,7 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
         log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=resume_from is not None) \
             if main else _NoLog()
         if resume_from is None:
-            before = {"step": 0, "rollouts": 0, **trainer.evaluate()}
+            before = {"step": 0, "rollouts": 0, **trainer.evaluate(), "time/unix": round(time.time(), 3)}
             log.log(before)
             say(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}")
         last_saved = trainer.step if resume_from is not None else None
@@ -304,6 +354,7 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
                 k = metrics["step"]
                 if k == cfg.steps or (cfg.eval_every and k % cfg.eval_every == 0):
                     metrics.update(trainer.evaluate())
+                metrics["time/unix"] = round(time.time(), 3)  # wall-clock time the step was logged
                 log.log(metrics)
                 if main:
                     bar.update(1)

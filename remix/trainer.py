@@ -261,7 +261,8 @@ class Trainer:
             "reflection/keyword_rate": s["reflecting"] / s["texts"],
             "historical_share": s["historical"] / self.cfg.batch_size, "kl_lambda": kl_lambda,
             "skipped/consecutive": self.consecutive_skips,
-            "buffer/responses": int(s["buffer"]), "reincarnated": self.reincarnated_at is not None,
+            # true at the one step after which the reference became the current policy (on-policy from k + 1)
+            "buffer/responses": int(s["buffer"]), "reincarnated": self.reincarnated_at == k,
             "grader/timeouts": int(s["timeouts"]), "grader/errors": int(s["errors"]),
             # Sampler/learner mismatch on the fresh samples: engine log-probs against the learner's.
             "sampler/logp_abs_diff": s["mismatch"] / max(s["fresh_tokens"], 1.0),

@@ -38,7 +38,7 @@ def _run(flags: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
 def straight_run(tiny_model_dir, tmp_path_factory):
     """The reference: N steps without interruption."""
     run_dir = tmp_path_factory.mktemp("straight") / "run"
-    _run(small_cli_flags(tiny_model_dir, run_dir, N))
+    (run_dir.parent / "stdout.txt").write_text(_run(small_cli_flags(tiny_model_dir, run_dir, N)).stdout)
     return run_dir
 
 
@@ -107,6 +107,14 @@ def test_resume_across_reincarnation_and_after_it(tiny_model_dir, straight_run, 
     assert json.loads((learner / "learner.json").read_text()) == {"reference_is_base": False}
     _run(small_cli_flags(tiny_model_dir, run_dir, N))
     _assert_same_run(run_dir, straight_run)
+    saved = json.loads((run_dir / "config.json").read_text())
+    assert saved["steps"] == N and len(saved["provenance"]["resumed"]) == 2  # updated by each resume
+    # reincarnation (T = 3) is marked at its step only, and announced in the straight run's step line
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r.get("reincarnated")] == [3]
+    stdout = (straight_run.parent / "stdout.txt").read_text()
+    announced = [line for line in stdout.splitlines() if "reincarnated" in line]
+    assert len(announced) == 1 and announced[0].startswith("step 3/") and "on-policy" in announced[0]
 
 
 def test_config_conflict_on_resume_names_the_field(tiny_model_dir, straight_run, tmp_path):

@@ -31,7 +31,17 @@ def test_onpolicy_run_writes_model_metrics_plot_and_summary(tiny_model_dir, tmp_
     assert all(0 <= r["reflection/keyword_rate"] <= 1 for r in records[1:])
     assert all(0 <= r["heldout/reflection_keyword_rate"] <= 1 for r in records if "heldout/accuracy" in r)
     assert (out / "accuracy.png").stat().st_size > 1000
-    assert json.loads((out / "config.json").read_text())["variant"] == "onpolicy"
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["variant"] == "onpolicy"
+    # the run describes itself: where, when, from which commit, with which versions; every row is timestamped
+    prov = saved["provenance"]
+    assert prov["run_dir"] == str(out.absolute()) and prov["started"] and prov["resumed"] == []
+    assert prov["git_commit"] is None or len(prov["git_commit"]) == 40
+    assert set(prov["versions"]) == {"python", "torch", "transformers", "remix"} and prov["processes"] == 1
+    stamps = [r["time/unix"] for r in records]
+    assert stamps == sorted(stamps) and stamps[-1] - stamps[0] < 3600
+    # file modes like the rest of the run directory (the weights were once written 0600)
+    assert (out / "model" / "model.safetensors").stat().st_mode & 0o777 == (out / "summary.json").stat().st_mode & 0o777
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     assert (out / "model" / "model.safetensors").is_file() and (out / "model" / "tokenizer.json").is_file()
     # The saved model is the trained policy, not the starting one.
