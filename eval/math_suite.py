@@ -70,8 +70,8 @@ class SuiteConfig:
     grader_timeout_s: float = 5.0
     """Wall-clock limit per graded response; a response past it scores 0 and is counted."""
     grading: Literal["boxed", "lenient"] = "boxed"
-    """boxed: the paper's rule (the last \\boxed{} after </think>; none scores 0). lenient: without a box,
-    math-verify's own extraction (e.g. the last number); not comparable with the paper's tables."""
+    """boxed: the paper's rule (the last \\boxed{} after </think>; none scores 0).
+    lenient: without a box, math-verify's own extraction (e.g. the last number); not comparable with the paper."""
 
     def __post_init__(self) -> None:
         if validating():

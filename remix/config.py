@@ -36,9 +36,9 @@ class ModelConfig:
     cache_dir: Path = field(default_factory=default_cache_dir)
     """Where built-in models are built/converted once and cached (env REMIX_CACHE overrides the default)."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """bfloat16: the rollout samples with bf16 weights, and the learner computes its forward and backward
-    passes in bf16 (FSDP2 mixed precision under torchrun, autocast in one process) while its master weights,
-    AdamW state and gradient reductions stay float32. Log-probs, entropies and losses are float32 always."""
+    """bfloat16: the rollout samples with bf16 weights; the learner computes forward and backward passes in bf16.
+    Its master weights, AdamW state and gradient reductions stay float32 (FSDP2 mixed precision or autocast).
+    Log-probs, entropies and losses are float32 always."""
     activation_checkpointing: bool = False
     """Recompute each transformer block's activations in the backward pass (less memory, more compute)."""
 
@@ -46,8 +46,7 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     task: Annotated[str, tyro.conf.arg(aliases=("--task",))] = "arith"
-    """Training task: 'arith' (built-in generated arithmetic), 'math' or 'aime' (packaged training sets),
-    or 'file' (use --data.path)."""
+    """Training task: 'arith' (built-in generated arithmetic), 'math' or 'aime' (packaged sets), or 'file'."""
     path: Path | None = None
     """A jsonl/json/parquet file of {problem, answer} rows; implies --task file."""
     heldout_size: int = 256
@@ -130,7 +129,7 @@ class ReMixConfig:
     """m: passes of mini-batch updates over each batch (update-to-data ratio) before reincarnation."""
     reincarnation_step: int | None = 50
     """T: after step T the reference becomes the current policy, p -> 0, m -> 1, the buffer is cleared.
-    None: never reincarnate (ablation)."""
+    None: never reincarnate (an ablation)."""
     kl_convex: bool = True
     """Mix KL to the reference and to the precedent policy with lam(t); False: plain KL to the reference."""
     lambda_start: int = 50
@@ -196,13 +195,13 @@ class TrainConfig:
     steps: int = 300
     """Training steps (one step = generate, grade, update)."""
     batch_size: int = 64
-    """B: responses per step (fresh + historical), over all processes: each of N torchrun processes
-    generates and trains on B/N of them (whole groups)."""
+    """B: responses per step (fresh + historical), over all processes.
+    Each of N torchrun processes generates and trains on B/N of them (whole groups)."""
     mini_batch_size: int = 32
     """Responses per optimizer step, over all processes (each process holds mini_batch_size/N of them)."""
     micro_batch_size: int = 16
-    """Responses per forward/backward pass in each process (gradient accumulation inside a mini-batch);
-    a memory knob that never changes the update."""
+    """Responses per forward/backward pass in each process (gradient accumulation inside a mini-batch).
+    A memory knob: it never changes the update."""
     grpo_scale_by_std: bool = True
     """GRPO advantages are (R - mean) / (std + eps); False skips the std division (Dr. GRPO)."""
     seed: int = 0
@@ -210,8 +209,8 @@ class TrainConfig:
     run_dir: Path | None = None
     """Metrics, config, checkpoints and plots go here (default: runs/<algo>-<variant>-<time>)."""
     eval_every: int = 25
-    """Evaluate held-out accuracy (greedy) every this many steps, and before and after training; 0: only
-    before and after."""
+    """Evaluate held-out accuracy (greedy) every this many steps, and before and after training.
+    0: only before and after."""
     logprob_chunk_tokens: int = 1024
     """Tokens per chunk of the learner's log-prob computation (bounds the logits tensor)."""
     grader_workers: int = 2
@@ -219,16 +218,15 @@ class TrainConfig:
     grader_timeout_s: float = 5.0
     """Hard wall-clock deadline per graded response; a timed-out response scores 0."""
     grading: Literal["boxed", "lenient"] = "boxed"
-    """Reward rule. boxed: the paper's (DeepScaleR's) grader, the last \\boxed{} after </think> verified
-    with math-verify, a response without one scores 0. lenient: without a box, math-verify's own
-    extraction (e.g. the last number) is graded instead."""
+    """Reward rule. boxed: the paper's (DeepScaleR's) grader; a response without a \\boxed{} after </think> scores 0.
+    lenient: without a box, math-verify's own extraction (e.g. the last number) is graded instead."""
     checkpoint_every: int = 50
     """Checkpoint every this many steps (and always at the end); 0: only at the end."""
     keep_checkpoints: int = 1
     """Complete checkpoints kept; an older one is deleted only after a newer one is fully written."""
     resume: Literal["auto", "never"] = "auto"
-    """auto: rerunning with the same --run-dir resumes from its newest checkpoint. never: always start
-    fresh, in a new directory (RUN_DIR-2, ...) if RUN_DIR is not empty; nothing is overwritten."""
+    """auto: rerunning with the same --run-dir resumes from its newest checkpoint.
+    never: always start fresh, in a new directory (RUN_DIR-2, ...) if RUN_DIR is not empty; nothing is overwritten."""
     max_consecutive_skips: int = 10
     """Updates with a non-finite loss or gradient are skipped; this many in a row stop the run (checkpointed)."""
     loggers: tuple[Literal["tensorboard", "wandb"], ...] = ()
@@ -238,8 +236,8 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     remix: ReMixConfig = field(default_factory=ReMixConfig)
-    # Training compiles the per-token loss by default (--objective.no-compile for eager).
     objective: ObjectiveConfig = field(default_factory=lambda: ObjectiveConfig(compile=True))
+    """The ReMix loss; training compiles its per-token part (--objective.no-compile for eager)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def __post_init__(self) -> None:

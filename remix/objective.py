@@ -48,23 +48,18 @@ class ObjectiveConfig:
     kl_coef: float = 1e-3
     """beta: weight of the KL-Convex term; 0 disables it."""
     kl_estimator: KLEstimator = "k3"
-    """Per-token estimator of KL(theta || q), q the reference or the precedent, from samples x:
-    k1 = log(p/q), k2 = log(p/q)^2 / 2, k3 = q/p - log(q/p) - 1 (clamped to [-10, 10]), k3+ = k3's value
-    with k2's gradient (straight-through). Used as a loss, it is the estimate that is differentiated, not
-    the KL, and for x drawn from theta the expected gradients are: k1 -> 0 (no pull towards q at all),
-    k2 and k3+ -> grad KL(theta || q), k3 -> grad KL(q || theta) (the reverse KL; the paper's and verl's
-    default, kept here). On historical samples, drawn from an older policy, no estimator is importance-
-    weighted, so each is an estimate under that policy's distribution. Checked exactly on a categorical
-    distribution in tests/unit/test_objective.py."""
+    """Per-token estimate of KL(theta || q), q the reference or the precedent: k1, k2, k3 (the default) or k3+.
+    As a loss its gradient is not the KL's: in expectation 0 (k1), KL(theta || q)'s (k2, k3+), KL(q || theta)'s (k3).
+    See kl_estimate in remix/objective.py for the formulas, and why historical samples are not reweighted."""
     entropy_coef: float = 0.0
     """Entropy bonus coefficient (the loss subtracts entropy_coef * entropy)."""
     loss_agg: LossAgg = "token-mean"
-    """How per-token losses become one number: over all tokens of the mini-batch, mean of per-sequence
-    token means, or per-sequence token sums divided by loss_agg_constant (Dr. GRPO)."""
+    """How per-token losses become one number: over all tokens of the mini-batch (token-mean),
+    mean of per-sequence token means (seq-mean-token-mean),
+    or per-sequence token sums divided by loss_agg_constant (seq-mean-token-sum-norm, Dr. GRPO)."""
     loss_agg_constant: float | None = None
-    """Divisor of seq-mean-token-sum-norm, a constant as Dr. GRPO defines it (not the padded width of the
-    batch, which would rescale every sequence's gradient whenever one long response widens it). None: the
-    maximum response length, --rollout.max-new-tokens (filled in by the training config)."""
+    """Divisor of seq-mean-token-sum-norm: a constant, as Dr. GRPO defines it (never the padded batch width).
+    None: the maximum response length, --rollout.max-new-tokens."""
     compile: bool = False
     """torch.compile the per-token loss (the training config turns it on; --objective.no-compile: eager)."""
 
@@ -108,7 +103,16 @@ class LossInputs:
 
 
 def kl_estimate(logp: Tensor, other_logp: Tensor, estimator: KLEstimator) -> Tensor:
-    """Per-token estimate of KL(theta || other) from samples, given log-probs of the sampled tokens."""
+    """Per-token estimate of KL(theta || q) from samples x, given log-probs of the sampled tokens.
+
+    k1 = log(p/q), k2 = log(p/q)^2 / 2, k3 = q/p - log(q/p) - 1 (clamped to [-10, 10]), k3+ = k3's value
+    with k2's gradient (straight-through). Used as a loss, it is the estimate that is differentiated, not
+    the KL, and for x drawn from theta the expected gradients are: k1 -> 0 (no pull towards q at all),
+    k2 and k3+ -> grad KL(theta || q), k3 -> grad KL(q || theta) (the reverse KL; the paper's and verl's
+    default, kept here). On historical samples, drawn from an older policy, no estimator is importance-
+    weighted, so each is an estimate under that policy's distribution. Checked exactly on a categorical
+    distribution in tests/unit/test_objective.py.
+    """
     log_ratio = (other_logp - logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # log(q/p)
     if estimator == "k1":
         return -log_ratio

@@ -62,3 +62,27 @@ def test_import_remix_never_imports_sglang_or_torch_xla():
     code = ("import sys, remix, remix.config, remix.objective, remix.buffer, remix.advantages, platforms;"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('sglang', 'torch_xla')]; assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_help_lines_never_break_mid_sentence():
+    """The parser keeps a field docstring's line breaks, so each of its lines must end a sentence or clause."""
+    import docstring_parser
+
+    from eval.math_suite import SuiteConfig
+    from remix import config, objective
+
+    classes = (config.ModelConfig, config.DataConfig, config.RolloutConfig, config.OptimConfig, config.ReMixConfig,
+               config.PPOConfig, config.TrainConfig, objective.ObjectiveConfig, SuiteConfig)
+    for cls in classes:
+        for param in docstring_parser.parse_from_object(cls).params:
+            for line in (param.description or "").splitlines()[:-1]:
+                assert line.rstrip().endswith((".", ";", ":", ",")), f"{cls.__name__}.{param.arg_name}: {line!r}"
+
+
+def test_every_option_group_has_its_own_help():
+    """A comment once leaked into the wrong group's help ('ppo options' showed the compile note)."""
+    code = "import tyro; from remix.config import TrainConfig; tyro.cli(TrainConfig)"
+    out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True).stdout
+    ppo = out[out.index("ppo options"):]
+    ppo = ppo[:ppo.index("╰")]
+    assert "compile" not in ppo
