@@ -77,6 +77,15 @@ def final_weights(run_dir) -> dict[str, torch.Tensor]:
     return load_file(Path(run_dir) / "model" / "model.safetensors")
 
 
+def documented_metrics() -> set[str]:
+    """Metric names documented in docs/metrics.md (first column of its table)."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
+    return {name for row in re.findall(r"^\| (`[^|]+`) \|", text, flags=re.M) for name in re.findall(r"`([^`]+)`", row)}
+
+
 def _logged_steps(run_dir) -> list[int]:
     import json
     from pathlib import Path

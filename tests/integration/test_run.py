@@ -10,7 +10,7 @@ from transformers import AutoModelForCausalLM
 
 from remix.runner import build_trainer, run
 from remix.tracking import read_metrics
-from tests.helpers import same_weights, small_config, weights
+from tests.helpers import documented_metrics, same_weights, small_config, weights
 
 
 def test_onpolicy_run_writes_model_metrics_plot_and_summary(tiny_model_dir, tmp_path):
@@ -38,6 +38,7 @@ def test_onpolicy_run_writes_model_metrics_plot_and_summary(tiny_model_dir, tmp_
     assert prov["run_dir"] == str(out.absolute()) and prov["started"] and prov["resumed"] == []
     assert prov["git_commit"] is None or len(prov["git_commit"]) == 40
     assert set(prov["versions"]) == {"python", "torch", "transformers", "remix"} and prov["processes"] == 1
+    assert set().union(*records) <= documented_metrics()  # every name a run writes is in docs/metrics.md
     stamps = [r["time/unix"] for r in records]
     assert stamps == sorted(stamps) and stamps[-1] - stamps[0] < 3600
     # file modes like the rest of the run directory (the weights were once written 0600)
