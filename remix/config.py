@@ -92,7 +92,8 @@ class RolloutConfig:
 
     def validate(self) -> None:
         require(self.temperature > 0, "rollout.temperature", "must be > 0 in training")
-        require(self.top_p == 1.0, "rollout.top_p", "must be 1.0 in training (see the field's help)")
+        require(self.top_p == 1.0, "rollout.top_p",
+                "must be 1.0 in training: the learner cannot represent the truncation")
         require(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         require(self.group_size >= 1, "rollout.group_size", "must be >= 1")
 
@@ -198,7 +199,7 @@ class TrainConfig:
     """B: responses per step (fresh + historical), over all processes.
     Each of N torchrun processes generates and trains on B/N of them (whole groups)."""
     mini_batch_size: int = 32
-    """Responses per optimizer step, over all processes (each process holds mini_batch_size/N of them)."""
+    """Responses per optimizer step, over all processes (each of N processes holds 1/N of them)."""
     micro_batch_size: int = 16
     """Responses per forward/backward pass in each process (gradient accumulation inside a mini-batch).
     A memory knob: it never changes the update."""
@@ -259,21 +260,21 @@ class TrainConfig:
         require(
             self.batch_size % (world * G) == 0,
             "batch_size",
-            f"must be a multiple of rollout.group_size ({G}){' times the number of processes' if world > 1 else ''}: "
+            f"must be a multiple of --rollout.group-size ({G}){' times the number of processes' if world > 1 else ''}: "
             "groups are kept whole" + (" and every process gets the same number" if world > 1 else ""),
         )
         require(
             1 <= self.mini_batch_size <= self.batch_size and self.batch_size % self.mini_batch_size == 0
             and self.mini_batch_size % world == 0,
             "mini_batch_size",
-            f"must divide batch_size ({self.batch_size})" + (f" and be a multiple of {world} processes" if world > 1
+            f"must divide --batch-size ({self.batch_size})" + (f" and be a multiple of {world} processes" if world > 1
                                                              else ""),
         )
         local_mini = self.mini_batch_size // world
         require(
             1 <= self.micro_batch_size <= local_mini and local_mini % self.micro_batch_size == 0,
             "micro_batch_size",
-            f"must divide mini_batch_size{per_rank} ({local_mini})",
+            f"must divide --mini-batch-size{per_rank} ({local_mini})",
         )
         require(self.algo != "grpo" or self.rollout.group_size >= 2, "rollout.group_size",
                  "GRPO needs at least 2 responses per prompt")
@@ -292,8 +293,8 @@ class TrainConfig:
             require(
                 self.remix.offpolicy_fraction == 0 or int(local) // self.rollout.group_size >= 1,
                 "remix.offpolicy_fraction",
-                f"p * batch_size{' / processes' if world > 1 else ''} = {local:g} responses is less than one "
-                f"group of {self.rollout.group_size}: raise batch_size or p",
+                f"p x --batch-size{' / processes' if world > 1 else ''} = {local:g} responses is less than one "
+                f"group of {self.rollout.group_size}: raise --batch-size or --remix.offpolicy-fraction",
             )
 
     # The knobs the loop actually uses, with the on-policy variant and reincarnation applied.
