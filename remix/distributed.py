@@ -27,6 +27,8 @@ def launched_world_size() -> int:
 def init(backend: str) -> None:
     """Joins the torchrun job's process group (`backend`: gloo on the CPU, nccl on CUDA); no-op alone."""
     if launched_world_size() > 1 and not dist.is_initialized():
+        if backend == "nccl":  # before any collective: each rank on its own GPU, not all on cuda:0
+            torch.cuda.set_device(local_rank())
         dist.init_process_group(backend)
 
 

@@ -201,16 +201,28 @@ class TorchLearner(Learner):
             self.critic_optimizer = self._new_optimizer(self.critic, self.cfg.optim.critic_lr)
 
     # --- checkpoints -------------------------------------------------------------------------
-    def _sharded_state(self) -> dict[str, dict]:
-        """Everything but the policy weights, as (sharded) state dicts in the form DCP saves and loads in place."""
-        state = {"optimizer": get_optimizer_state_dict(self.policy, self.optimizer)}
+    def _fresh_optimizers(self) -> dict[str, bool]:
+        """Which optimizers have no state yet (just built, or reset at reincarnation)."""
+        fresh = {"optimizer": not self.optimizer.state}
+        if self.critic is not None:
+            fresh["critic_optimizer"] = not self.critic_optimizer.state
+        return fresh
+
+    def _sharded_state(self, fresh: dict[str, bool]) -> dict[str, dict]:
+        """Everything but the policy weights, as (sharded) state dicts in the form DCP saves and loads in place.
+        A fresh optimizer is left out: torch's get_optimizer_state_dict would first initialise it with a
+        zero-learning-rate step (Adam's step count 1), so a run would depend on whether it was saved."""
+        state = {}
+        if not fresh["optimizer"]:
+            state["optimizer"] = get_optimizer_state_dict(self.policy, self.optimizer)
         if self.precedent is not None:
             state["precedent"] = get_model_state_dict(self.precedent)
         if not self.reference_is_base:
             state["reference"] = get_model_state_dict(self.reference)
         if self.critic is not None:
             state["critic"] = get_model_state_dict(self.critic)
-            state["critic_optimizer"] = get_optimizer_state_dict(self.critic, self.critic_optimizer)
+            if not fresh["critic_optimizer"]:
+                state["critic_optimizer"] = get_optimizer_state_dict(self.critic, self.critic_optimizer)
         return state
 
     def save_state(self, folder: Path) -> None:
@@ -220,12 +232,14 @@ class TorchLearner(Learner):
         for name, t in self.policy_weights():  # every rank takes part in gathering each tensor; rank 0 keeps it
             if dist.is_main():
                 full[name] = t.cpu()
+        fresh = self._fresh_optimizers()
         if dist.is_main():
             save_hf_model(full, self.model_dir, folder / "model")
-            (folder / "learner.json").write_text(json.dumps({"reference_is_base": self.reference_is_base}) + "\n")
+            meta = {"reference_is_base": self.reference_is_base, "fresh_optimizers": fresh}
+            (folder / "learner.json").write_text(json.dumps(meta) + "\n")
         del full
         with _single_process_dcp():
-            dcp.save(self._sharded_state(), checkpoint_id=folder / "state", no_dist=not dist.active())
+            dcp.save(self._sharded_state(fresh), checkpoint_id=folder / "state", no_dist=not dist.active())
 
     def load_state(self, folder: Path) -> None:
         from safetensors.torch import load_file
@@ -237,15 +251,19 @@ class TorchLearner(Learner):
             weights.setdefault(alias, weights[name])
         set_model_state_dict(self.policy, {f"lm.{k}": v for k, v in weights.items()},
                              options=StateDictOptions(full_state_dict=True))
-        self.reference_is_base = json.loads((folder / "learner.json").read_text())["reference_is_base"]
-        state = self._sharded_state()
+        meta = json.loads((folder / "learner.json").read_text())
+        self.reference_is_base, fresh = meta["reference_is_base"], meta["fresh_optimizers"]
+        self.reset_optimizer()  # fresh optimizers stay fresh; the others are filled in below
+        state = self._sharded_state(fresh)
         with _single_process_dcp():
             dcp.load(state, checkpoint_id=folder / "state", no_dist=not dist.active())
-        set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"])
+        if "optimizer" in state:
+            set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"])
         if self.precedent is not None:
             set_model_state_dict(self.precedent, state["precedent"])
         if not self.reference_is_base:
             set_model_state_dict(self.reference, state["reference"])
         if self.critic is not None:
             set_model_state_dict(self.critic, state["critic"])
-            set_optimizer_state_dict(self.critic, self.critic_optimizer, state["critic_optimizer"])
+            if "critic_optimizer" in state:
+                set_optimizer_state_dict(self.critic, self.critic_optimizer, state["critic_optimizer"])

@@ -53,7 +53,9 @@ class ParallelPlan:
             module.to(self.device)
             for block in blocks:
                 fully_shard(block, mp_policy=mp)
-            fully_shard(module, mp_policy=mp)
+            # A frozen model never runs backward, so its root (embeddings, final norm, head) must reshard
+            # right after each forward, or it would stay gathered on every rank until the process ends.
+            fully_shard(module, mp_policy=mp, reshard_after_forward=True if not trainable else None)
             return module
         return module.to(self.device)
 

@@ -207,3 +207,24 @@ def test_reset_optimizer_at_reincarnation_resets_the_critic_too(tiny_model_dir, 
     trainer.train_step()  # step 1 updates both, then reincarnates
     assert trainer.reincarnated_at == 1
     assert not trainer.learner.optimizer.state and not trainer.learner.critic_optimizer.state
+
+
+def test_resume_right_after_an_optimizer_reset_is_exact(tiny_model_dir, hash_grader, tmp_path):
+    """A checkpoint at the reincarnation step that reset AdamW (policy and critic): the fresh state is saved
+    as fresh, so the resumed run takes the same next step (it once failed to load, or changed the step)."""
+    from remix.checkpoint import load_checkpoint, save_checkpoint
+
+    cfg = small_config(tiny_model_dir, steps=3, algo="ppo",
+                       remix=ReMixConfig(reincarnation_step=1, reset_optimizer_at_reincarnation=True))
+    straight = build_trainer(cfg, hash_grader)
+    straight.train_step()  # reincarnates and resets both optimizers
+    assert not straight.learner.optimizer.state and not straight.learner.critic_optimizer.state
+    folder = save_checkpoint(straight, tmp_path / "run")
+    assert not straight.learner.optimizer.state  # saving did not touch the live optimizer
+    resumed = build_trainer(cfg, hash_grader)
+    load_checkpoint(resumed, folder)
+    assert not resumed.learner.optimizer.state and not resumed.learner.critic_optimizer.state
+    straight.train_step()
+    resumed.train_step()
+    assert same_weights(weights(straight.learner.policy), weights(resumed.learner.policy))
+    assert same_weights(weights(straight.learner.critic), weights(resumed.learner.critic))
