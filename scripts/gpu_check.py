@@ -1,0 +1,278 @@
+"""The one backend on an accelerator, checked and timed in one call (the GPU sessions' prepared command).
+
+    python scripts/gpu_check.py --device cpu --quick --out /tmp/gpu-check     # the smoke test run here (tested)
+    python3 scripts/gpu_check.py --out "$OUT"                                 # on a CUDA machine
+
+On the lent H200 (torch 2.11, transformers, safetensors there; no package registry) carry the three pure
+Python wheels the configs need, downloaded here with `bash scripts/gpu_wheels.sh`, then run
+
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. \
+        && python3 scripts/gpu_check.py --out "$OUT"
+
+Every check builds the backend (platforms/backend) on --device exactly as a platform would and compares it
+with a reference that does not depend on the device: float64 log-probs over the full vocabulary on the
+host, the float32 update, the eager objective. Timings use the device's own clock (synchronised), a
+median over repeats after warm-up. Prints a table, writes OUT/gpu_check.md and .json, exits 1 if a check
+failed. Nothing here needs the grader (math-verify) or the network: the model is a tiny random Qwen2
+built on the spot, the rewards of the short loop are exact string matches of the boxed answer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from platforms.backend import DTYPES, ParallelPlan, TorchLearner, TorchRollout  # noqa: E402
+from platforms.backend.logprobs import head_logprobs  # noqa: E402
+from remix.batching import collate, positions_of  # noqa: E402
+from remix.config import DataConfig, ModelConfig, RolloutConfig, TrainConfig  # noqa: E402
+from remix.interfaces import Group, SamplingParams  # noqa: E402
+from remix.models import build_tiny_random_model, quiet_transformers  # noqa: E402
+from remix.objective import LossInputs, ObjectiveConfig, remix_loss  # noqa: E402
+from remix.reporting import machine_description, write_report  # noqa: E402
+
+
+class Checks:
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, name: str, value: float, limit: float, what: str, higher_is_better: bool = False) -> None:
+        ok = value >= limit if higher_is_better else value <= limit
+        self.rows.append({"check": name, "value": value, "limit": limit, "passed": bool(ok), "what": what,
+                          "bound": ">=" if higher_is_better else "<="})
+
+    def time(self, name: str, seconds: list[float], what: str) -> None:
+        self.rows.append({"check": name, "value": statistics.median(seconds), "min": min(seconds),
+                          "max": max(seconds), "passed": True, "what": what, "timing": True})
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, device: torch.device, repeats: int, warmup: int = 2) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(repeats):
+        sync(device)
+        t = time.perf_counter()
+        fn()
+        sync(device)
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def config(model_dir: Path, dtype: str = "float32", activation_checkpointing: bool = False) -> TrainConfig:
+    model = ModelConfig(name=str(model_dir), dtype=dtype, activation_checkpointing=activation_checkpointing)
+    return TrainConfig(model=model, batch_size=16, mini_batch_size=8, micro_batch_size=4, logprob_chunk_tokens=16,
+                       rollout=RolloutConfig(max_new_tokens=8, group_size=2), data=DataConfig(heldout_size=8),
+                       objective=ObjectiveConfig(kl_coef=0.1, entropy_coef=0.01))
+
+
+def learner_on(device: torch.device, model_dir: Path, cfg: TrainConfig) -> TorchLearner:
+    plan = ParallelPlan(device=device, compute_dtype=DTYPES[cfg.model.dtype],
+                        activation_checkpointing=cfg.model.activation_checkpointing)
+    return TorchLearner(model_dir, cfg, plan, platform=device.type)
+
+
+def sampled_batch(rollout: TorchRollout, n: int, tokens: int):
+    tok = rollout.tokenizer
+    prompts = [tok(f"What is {i} + {i + 1}?")["input_ids"] for i in range(4)]
+    gens = rollout.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=tokens, n=n, seed=3))
+    groups = [Group(prompt_ids=p, responses=[g.token_ids for g in gs], rewards=[float(i % 2) for i in range(len(gs))],
+                    version=1, engine_logp=[torch.tensor(g.logprobs) for g in gs]) for p, gs in zip(prompts, gens)]
+    return collate(groups, rollout.pad_id), groups
+
+
+def check_logprobs(c: Checks, device, model_dir: Path) -> None:
+    """Learner log-probs on the device against float64 over the full vocabulary on the host; the engine's
+    sampled log-probs against the learner's."""
+    cfg = config(model_dir)
+    learner = learner_on(device, model_dir, cfg)
+    rollout = TorchRollout(model_dir, seed=1, device=device, platform=device.type)
+    batch, groups = sampled_batch(rollout, n=2, tokens=8)
+    got = learner.logprobs(batch)
+    host = learner.policy.lm.to("cpu").double()
+    logits = host(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                  position_ids=positions_of(batch.attention_mask)).logits
+    P, T = batch.prompt_len, batch.response_mask.shape[1]
+    want = F.log_softmax(logits[:, P - 1:P + T - 1], -1).gather(-1, batch.input_ids[:, P:P + T, None]).squeeze(-1)
+    want = want * batch.response_mask
+    c.add("learner log-probs vs float64 host", float((got.double() - want).abs().max()), 1e-4,
+          "max |difference| over response tokens (float32 on the device)")
+    engine = torch.zeros_like(got)
+    for i, t in enumerate(t for g in groups for t in g.engine_logp):
+        engine[i, :len(t)] = t
+    c.add("engine vs learner log-probs", float((engine - got).abs().max()), 1e-3,
+          "max |difference|: the sampler's log-probs of its own tokens against the learner's")
+    greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
+    prompts = [rollout.tokenizer("What is 2 + 2?")["input_ids"]]
+    c.add("greedy decoding repeats", float(rollout.generate(prompts, greedy) != rollout.generate(prompts, greedy)),
+          0.0, "1 if two greedy generations of the same prompt differ")
+
+
+def one_update(device, model_dir: Path, dtype: str = "float32", activation_checkpointing: bool = False):
+    cfg = config(model_dir, dtype, activation_checkpointing)
+    learner = learner_on(device, model_dir, cfg)
+    rollout = TorchRollout(model_dir, seed=2, device=device, platform=device.type)
+    batch, _ = sampled_batch(rollout, n=2, tokens=8)
+    base = learner_on(device, model_dir, config(model_dir)).logprobs(batch)
+    g = torch.Generator().manual_seed(0)
+    batch.fields.update(behav_logp=base + 0.3 * torch.randn(base.shape, generator=g), prox_logp=base.clone(),
+                        ref_logp=base - 0.1, prev_logp=base + 0.1,
+                        advantages=torch.randn(len(batch), 1, generator=g).expand_as(base).clone())
+    before = {k: v.detach().float().cpu().clone() for k, v in learner.policy_weights()}
+    metrics = learner.update(batch, kl_lambda=0.7)
+    after = {k: v.detach().float().cpu().clone() for k, v in learner.policy_weights()}
+    delta = torch.cat([(after[k] - before[k]).flatten() for k in sorted(before)])
+    return metrics, delta, {k: v.dtype for k, v in learner.policy.named_parameters()}
+
+
+def check_precision(c: Checks, device, model_dir: Path) -> None:
+    fp32, d32, _ = one_update(device, model_dir)
+    bf16, d16, dtypes = one_update(device, model_dir, "bfloat16")
+    c.add("bf16 vs float32 update: loss", abs(bf16["loss/policy"] - fp32["loss/policy"]) / max(abs(fp32["loss/policy"]),
+          1e-8), 1e-2, "relative difference of the policy loss")
+    c.add("bf16 vs float32 update: direction", float(F.cosine_similarity(d16, d32, dim=0)), 0.99,
+          "cosine between the two weight updates", higher_is_better=True)
+    c.add("bf16 master weights stay float32", float(any(t != torch.float32 for t in dtypes.values())), 0.0,
+          "1 if any learner parameter is not float32")
+    _, dac, _ = one_update(device, model_dir, activation_checkpointing=True)
+    c.add("activation checkpointing, same update", float((dac - d32).abs().max()), 1e-6,
+          "max |difference| of the weight update with and without recomputation")
+
+
+def check_objective(c: Checks, device, quick: bool) -> None:
+    B, T = (8, 256) if quick else (64, 4096)
+    g = torch.Generator().manual_seed(0)
+
+    def inputs():
+        base = -2 * torch.rand(B, T, generator=g)
+        x = {k: (base + 0.1 * torch.randn(B, T, generator=g)).to(device) for k in
+             ("behav_logp", "prox_logp", "ref_logp", "prev_logp")}
+        advantages = torch.randn(B, T, generator=g).to(device)
+        return LossInputs(logp=base.to(device).requires_grad_(True), advantages=advantages,
+                          mask=torch.ones(B, T, dtype=torch.bool, device=device), **x)
+
+    x = inputs()
+    eager_cfg, compiled_cfg = ObjectiveConfig(kl_coef=0.05), ObjectiveConfig(kl_coef=0.05, compile=True)
+    loss_e, _ = remix_loss(x, eager_cfg, 0.7)
+    (grad_e,) = torch.autograd.grad(loss_e, x.logp)
+    loss_c, _ = remix_loss(x, compiled_cfg, 0.7)
+    (grad_c,) = torch.autograd.grad(loss_c, x.logp)
+    c.add("compiled objective vs eager", float((grad_c - grad_e).abs().max() + (loss_c - loss_e).abs()), 1e-6,
+          "max |difference| of loss and gradient")
+    for name, cfg in (("eager", eager_cfg), ("compiled", compiled_cfg)):
+        def step(cfg=cfg):
+            loss, _ = remix_loss(x, cfg, 0.7)
+            torch.autograd.grad(loss, x.logp)
+        c.time(f"objective loss+backward {name} [{B}, {T}]", timed(step, device, 5 if quick else 20),
+               "seconds, median (min-max)")
+
+
+def check_chunked_head(c: Checks, device, quick: bool) -> None:
+    """Peak memory of chunked log-probs against the naive [N, V] computation (Qwen2.5's vocabulary)."""
+    N, H, V = (64, 32, 1000) if quick else (2048, 896, 151_936)
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(N, H, generator=g).to(device).requires_grad_(True)
+    targets = torch.randint(0, V, (N,), generator=g).to(device)
+    head = torch.nn.Linear(H, V, bias=False).to(device)
+
+    def chunked():
+        logp, _ = head_logprobs(states, targets, head, 1.0, 1024 if not quick else 16, with_grad=True)
+        logp.sum().backward()
+
+    def naive():
+        logp = torch.log_softmax(head(states).float(), -1).gather(-1, targets[:, None])
+        logp.sum().backward()
+
+    for name, fn in (("chunked", chunked), ("naive", naive)):
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+            start = torch.cuda.memory_allocated(device)
+        times = timed(fn, device, 3 if quick else 10, warmup=1)
+        c.time(f"head log-probs {name} N={N} V={V}", times, "seconds, median (min-max)")
+        if device.type == "cuda":
+            peak = (torch.cuda.max_memory_allocated(device) - start) / 2**20
+            c.rows.append({"check": f"head log-probs {name}: peak memory", "value": peak, "passed": True,
+                           "what": "MiB above the inputs", "timing": True, "min": peak, "max": peak})
+
+
+def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
+    """A few ReMix-GRPO steps of the loop with rollout and learner on the device (exact-match rewards)."""
+    from remix.data import ArithTask, ProblemSource
+    from remix.rewards import GradeReport, extract_answer
+    from remix.runner import encode_problems
+    from remix.trainer import Trainer
+
+    class ExactMatch:
+        def grade(self, texts, answers, timeout_s=None):
+            return GradeReport(scores=[float(extract_answer(t) == str(a)) for t, a in zip(texts, answers)])
+
+    cfg = replace(config(model_dir), steps=3, eval_every=0)
+    rollout = TorchRollout(model_dir, seed=0, device=device, platform=device.type)
+    learner = learner_on(device, model_dir, cfg)
+    task = ArithTask((1,))
+    train = encode_problems(rollout.tokenizer, task.train_problems(), 512, "training set")
+    heldout = encode_problems(rollout.tokenizer, task.heldout_problems(8), 512, "held-out set")
+    trainer = Trainer(cfg, rollout, learner, ExactMatch(), rollout.tokenizer, ProblemSource(train, 0), heldout)
+    steps = [trainer.train_step() for _ in range(2 if quick else 4)]
+    c.add("loop: steps finish with finite losses", float(not all(abs(s["loss/policy"]) < 1e6 for s in steps)), 0.0,
+          "1 if a step's policy loss was not finite")
+    later = steps[1:]
+    for phase in ("generate", "learn"):
+        c.time(f"loop step time/{phase} (tiny model)", [s[f"time/{phase}"] for s in later], "seconds, median (min-max)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cuda", help="torch device to check (cuda, cuda:1, cpu)")
+    ap.add_argument("--quick", action="store_true", help="small sizes: the smoke test on a CPU")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where gpu_check.md/.json go")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"error: --device {args.device}: no CUDA device here", file=sys.stderr)
+        return 2
+    torch.manual_seed(0)
+    quiet_transformers()
+    c = Checks()
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = build_tiny_random_model(Path(tmp) / "tiny", seed=0)
+        for check in (lambda: check_logprobs(c, device, model_dir), lambda: check_precision(c, device, model_dir),
+                      lambda: check_objective(c, device, args.quick), lambda: check_chunked_head(c, device, args.quick),
+                      lambda: check_loop(c, device, model_dir, args.quick)):
+            check()
+    command = "python scripts/gpu_check.py " + " ".join(sys.argv[1:])
+    lines = [f"# The backend on `{device}`", "", f"Command: `{command}`  ", f"Date: {dt.date.today().isoformat()}  ",
+             f"Machine: {machine_description()}", "",
+             "| check | value | bound | result | what |", "|---|---|---|---|---|"]
+    for r in c.rows:
+        if r.get("timing"):
+            spread = f"{r['value']:.4g} ({r['min']:.4g}-{r['max']:.4g})"
+            lines.append(f"| {r['check']} | {spread} | | measured | {r['what']} |")
+        else:
+            verdict = "pass" if r["passed"] else "**FAIL**"
+            lines.append(f"| {r['check']} | {r['value']:.3g} | {r['bound']} {r['limit']:g} | {verdict} | {r['what']} |")
+    write_report(args.out, "gpu_check", lines, {"command": command, "device": str(device), "machine":
+                                                 machine_description(), "rows": c.rows})
+    return 0 if all(r["passed"] for r in c.rows) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
