@@ -104,11 +104,16 @@ def test_eval_suite_bad_value_is_one_line(capsys):
     assert e.value.code == 2 and err.startswith("error: --samples: ") and err.count("\n") == 1
 
 
-def test_unimplemented_platform_is_one_line(capsys):
+@pytest.mark.parametrize("platform, needle", [("xla", "not implemented"), ("cuda", "no CUDA device is visible")])
+def test_unavailable_platform_is_one_line(capsys, platform, needle):
+    import torch
+
+    if platform == "cuda" and torch.cuda.is_available():
+        pytest.skip("a GPU is visible: --platform cuda is available here")
     with pytest.raises(SystemExit) as e:
-        run_script_main()(["--platform", "cuda"])
+        run_script_main()(["--platform", platform])
     err = capsys.readouterr().err
-    assert e.value.code == 2 and err.startswith("error: --platform cuda: not implemented") and err.count("\n") == 1
+    assert e.value.code == 2 and err.startswith(f"error: --platform {platform}: {needle}") and err.count("\n") == 1
 
 
 if __name__ == "__main__":

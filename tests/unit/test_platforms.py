@@ -10,10 +10,20 @@ def test_cpu_platform_has_the_factories():
     assert callable(cpu.make_rollout) and callable(cpu.make_learner)
 
 
-@pytest.mark.parametrize("name", ["cuda", "xla"])
-def test_unimplemented_platforms_say_so(name):
-    with pytest.raises(NotImplementedError, match=f"--platform {name}: not implemented"):
-        get_platform(name)
+def test_unimplemented_platforms_say_so():
+    with pytest.raises(NotImplementedError, match="--platform xla: not implemented"):
+        get_platform("xla")
+
+
+def test_cuda_platform_without_a_gpu_says_so():
+    import torch
+
+    if torch.cuda.is_available():
+        cuda = get_platform("cuda")
+        assert cuda.DIST_BACKEND == "nccl" and cuda.device().type == "cuda"
+        return
+    with pytest.raises(NotImplementedError, match="--platform cuda: no CUDA device is visible"):
+        get_platform("cuda")
 
 
 def test_unknown_platform_lists_the_choices():
