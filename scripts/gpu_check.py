@@ -11,10 +11,13 @@ Python wheels the configs need, downloaded here with `bash scripts/gpu_wheels.sh
 
 Every check builds the backend (platforms/backend) on --device exactly as a platform would and compares it
 with a reference that does not depend on the device: float64 log-probs over the full vocabulary on the
-host, the float32 update, the eager objective. Timings use the device's own clock (synchronised), a
-median over repeats after warm-up. Prints a table, writes OUT/gpu_check.md and .json, exits 1 if a check
-failed. Nothing here needs the grader (math-verify) or the network: the model is a tiny random Qwen2
-built on the spot, the rewards of the short loop are exact string matches of the boxed answer.
+host, the same update on the CPU, the float32 update, the eager objective. Then, on a randomly initialised
+model of Qwen2.5-1.5B's shape in bf16 (much smaller with --quick): learner tokens/s and MFU at 4,096-token
+sequences, weight-sync time, rollout tokens/s of the torch engine at batch 64, peak memory. Timings use
+the device's own clock (synchronised), a median over repeats after warm-up. Prints a table, writes
+OUT/gpu_check.md and .json, exits 1 if a check failed. Nothing here needs the grader (math-verify) or the
+network: the models are random, built on the spot; the short loop's rewards are exact string matches.
+Not yet here (issue "CUDA platform"): tests marked cuda, the SGLang engine, a static-cache decode.
 """
 
 from __future__ import annotations
@@ -144,6 +147,10 @@ def one_update(device, model_dir: Path, dtype: str = "float32", activation_check
 
 def check_precision(c: Checks, device, model_dir: Path) -> None:
     fp32, d32, _ = one_update(device, model_dir)
+    host, _, _ = one_update(torch.device("cpu"), model_dir)
+    for key in ("loss/policy", "grad_norm"):
+        c.add(f"float32 update on the device vs the CPU: {key}", abs(fp32[key] - host[key]) / max(abs(host[key]), 1e-8),
+              1e-4, "relative difference, same batch and weights")
     bf16, d16, dtypes = one_update(device, model_dir, "bfloat16")
     c.add("bf16 vs float32 update: loss", abs(bf16["loss/policy"] - fp32["loss/policy"]) / max(abs(fp32["loss/policy"]),
           1e-8), 1e-2, "relative difference of the policy loss")
@@ -239,6 +246,76 @@ def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
         c.time(f"loop step time/{phase} (tiny model)", [s[f"time/{phase}"] for s in later], "seconds, median (min-max)")
 
 
+# Qwen2.5-1.5B's shape (its config.json): the model the paper's smaller runs start from (as R1-Distill-1.5B).
+QWEN15B = dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
+               intermediate_size=8960, vocab_size=151_936, max_position_embeddings=32_768, tie_word_embeddings=True,
+               rope_theta=1_000_000.0, rms_norm_eps=1e-6)
+QUICK_SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                   intermediate_size=128, vocab_size=1000, max_position_embeddings=1024, tie_word_embeddings=True)
+DENSE_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # vendors' datasheets, dense (no sparsity)
+
+
+def random_model(path: Path, shape: dict, tokenizer_from: Path) -> tuple[Path, int]:
+    """A randomly initialised Qwen2 of `shape` saved as an HF folder (float32), with a borrowed tokenizer."""
+    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
+    config = Qwen2Config(**shape, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path, sum(p.numel() for p in model.parameters())
+
+
+def check_scale(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> None:
+    """Learner tokens/s and MFU, rollout tokens/s, weight sync and peak memory at 1.5B / 4096 tokens in bf16.
+
+    FLOPs of one update (forward + backward), PaLM's estimate: 6 x parameters x tokens plus the attention
+    term 12 x layers x hidden x sequence x tokens. Recomputation (activation checkpointing) is not counted.
+    """
+    shape = QUICK_SHAPE if quick else QWEN15B
+    seq, prompt, micro, rollout_batch, new_tokens = (128, 16, 2, 4, 16) if quick else (4096, 512, 1, 64, 256)
+    model_dir, params = random_model(tmp / "shape", shape, tiny_dir)
+    cfg = config(model_dir, "bfloat16", activation_checkpointing=True)
+    cfg = replace(cfg, batch_size=4 * micro, mini_batch_size=4 * micro, micro_batch_size=micro,
+                  logprob_chunk_tokens=1024, rollout=RolloutConfig(max_new_tokens=seq - prompt, group_size=2))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    learner = learner_on(device, model_dir, cfg)
+    g = torch.Generator().manual_seed(0)
+    B, T = 4 * micro, seq - prompt
+    from remix.interfaces import TokenBatch
+
+    ids = torch.randint(3, shape["vocab_size"], (B, seq), generator=g)
+    batch = TokenBatch(ids, torch.ones(B, seq, dtype=torch.long), torch.ones(B, T, dtype=torch.bool), prompt)
+    base = -10 + torch.rand(B, T, generator=g)
+    batch.fields.update(behav_logp=base, prox_logp=base, ref_logp=base, prev_logp=base,
+                        advantages=torch.randn(B, 1, generator=g).expand(B, T).clone())
+    seconds = timed(lambda: learner.update(batch, 1.0), device, 2 if quick else 3, warmup=1)
+    tokens = B * seq
+    flops = 6 * params * tokens + 12 * shape["num_hidden_layers"] * shape["hidden_size"] * seq * tokens
+    c.time(f"learner update, {params / 1e9:.3g}B params, {B} x {seq} tokens, bf16", seconds, "seconds, median")
+    c.time("learner tokens/s", [tokens / s for s in seconds], "tokens per second (forward + backward)")
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
+    peak = next((v for k, v in DENSE_BF16_PEAK.items() if k in name), None)
+    if peak is not None:
+        c.time("learner MFU", [flops / s / peak for s in seconds], f"model FLOPs / s over {peak:.3g} dense bf16")
+    rollout = TorchRollout(model_dir, seed=0, dtype=torch.bfloat16, device=device, platform=device.type)
+    sync_s = timed(lambda: rollout.load_weights(learner.policy_weights()), device, 2 if quick else 3, warmup=1)
+    c.time(f"weight sync learner -> rollout ({params / 1e9:.3g}B)", sync_s, "seconds, median")
+    prompts = [ids[i % B, :prompt].tolist() for i in range(rollout_batch)]
+    params_ = SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
+    rollout.stop_ids = {-1}  # random weights: never stop early, so every row decodes new_tokens tokens
+    gen_s = timed(lambda: rollout.generate(prompts, params_), device, 1 if quick else 2, warmup=1)
+    c.time(f"rollout tokens/s (torch engine, batch {rollout_batch}, {new_tokens} new tokens)",
+           [rollout_batch * new_tokens / s for s in gen_s], "generated tokens per second")
+    if device.type == "cuda":
+        c.time("peak GPU memory (learner + rollout)", [torch.cuda.max_memory_allocated(device) / 2**30],
+               "GiB allocated at the peak")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", help="torch device to check (cuda, cuda:1, cpu)")
@@ -256,7 +333,8 @@ def main() -> int:
         model_dir = build_tiny_random_model(Path(tmp) / "tiny", seed=0)
         for check in (lambda: check_logprobs(c, device, model_dir), lambda: check_precision(c, device, model_dir),
                       lambda: check_objective(c, device, args.quick), lambda: check_chunked_head(c, device, args.quick),
-                      lambda: check_loop(c, device, model_dir, args.quick)):
+                      lambda: check_loop(c, device, model_dir, args.quick),
+                      lambda: check_scale(c, device, model_dir, args.quick, Path(tmp))):
             check()
     command = "python scripts/gpu_check.py " + " ".join(sys.argv[1:])
     lines = [f"# The backend on `{device}`", "", f"Command: `{command}`  ", f"Date: {dt.date.today().isoformat()}  ",
