@@ -204,8 +204,9 @@ class GraderPool:
         self._verify_fn = verify_fn  # a picklable module-level function (tests swap it)
         self.pid = os.getpid()
         self._ctx = mp.get_context("forkserver")
-        # Import math-verify/sympy once in the fork server, so a replacement worker starts in ms.
-        self._ctx.set_forkserver_preload(["__main__", __name__])
+        # Import math-verify/sympy once in the fork server, so a replacement worker starts in ms; the fork
+        # server also ignores SIGTERM (remix/grader_forkserver.py says why).
+        self._ctx.set_forkserver_preload(["__main__", __name__, "remix.grader_forkserver"])
         self._workers = [_Worker(self._ctx, verify_fn) for _ in range(num_workers)]
         self._start_failures = 0  # workers in a row that exited on their own before saying ready
 

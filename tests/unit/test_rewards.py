@@ -319,3 +319,20 @@ def test_other_problems_answers_grade_wrong(pool):
         false_pos = [p for p, s in zip(pairs, report.scores) if s]
         print(f"{bench}: {len(false_pos)} false positives in {len(pairs)} pairs {false_pos}")
         assert len(false_pos) <= 0.01 * len(pairs)
+
+
+def test_sigterm_to_the_process_group_leaves_the_pool_working():
+    """A SIGTERM to the job's whole group reaches the fork server and the workers too. Neither may die: the
+    fork server's death once made every worker look dead (its pipes closed), so an item scored 0."""
+    with GraderPool(num_workers=2, timeout_s=10.0) as p:
+        assert p.grade([r"\boxed{1}"] * 2, [1, 1]).scores == [1.0, 1.0]  # workers (and fork server) up
+        workers = set(p.worker_pids())
+        children = Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()
+        server = [int(pid) for pid in children if b"forkserver" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert len(server) == 1
+        for pid in [*server, *workers]:
+            os.kill(pid, signal.SIGTERM)
+        time.sleep(0.5)
+        report = p.grade([r"\boxed{3}", r"\boxed{4}", r"\boxed{5}"], [3, 4, 5])
+        assert report.scores == [1.0, 1.0, 1.0] and report.errors == 0
+        assert set(p.worker_pids()) == workers  # nobody was replaced
