@@ -251,11 +251,20 @@ def main(cfg: SuiteConfig) -> dict:
     responses = read_responses(cfg.from_responses, cfg.benchmarks) if cfg.from_responses else None
     if responses is not None:
         benchmarks = tuple(b for b in BENCHMARKS if any(r["benchmark"] == b for r in responses))
+    if responses is None:  # the model and the platform first: a bad one leaves nothing behind
+        from platforms import get_platform
+        from remix.models import resolve_model
+
+        resolve_model(cfg.model)
+        get_platform(cfg.platform)
     out = cfg.out or Path("runs/eval") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for name in ("results.json", "generations.jsonl"):  # never overwrite an earlier evaluation
         if (out / name).exists():
             raise SuiteError(f"{out / name} already exists: choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise SuiteError(f"--out {out}: cannot create it ({e.strerror})") from None
     with (
         GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rule=cfg.grading) as pool,
         open(out / "generations.jsonl", "w", encoding="utf-8") as sink,

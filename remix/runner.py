@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from remix import distributed as dist
 from remix.checkpoint import (
+    CHECKPOINT_FORMAT,
     checkpoint_dir,
     export_policy,
     list_checkpoints,
@@ -129,10 +130,20 @@ class TrainingHalted(RuntimeError):
 class Interrupted(RuntimeError):
     """SIGINT (Ctrl-C) or SIGTERM: the current step was finished and checkpointed, then the run stopped."""
 
-    def __init__(self, signum: int, step: int) -> None:
+    def __init__(self, signum: int, step: int, checkpointed: bool = True) -> None:
         self.exit_code = 128 + signum  # 130 for SIGINT, 143 for SIGTERM, as a shell reports them
-        super().__init__(f"interrupted at step {step} ({signal.Signals(signum).name}); checkpointed, run the same "
-                         "command to resume")
+        name = signal.Signals(signum).name
+        super().__init__(f"interrupted at step {step} ({name}); checkpointed, run the same command to resume"
+                         if checkpointed else f"interrupted ({name}) before anything was written")
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second SIGINT or SIGTERM: the run stops where it is; the last checkpoint is where it resumes."""
+
+    def __init__(self, signum: int) -> None:
+        self.exit_code = 128 + signum
+        super().__init__(f"stopped at once by a second {signal.Signals(signum).name}; the steps since the last "
+                         "checkpoint are lost, the same command resumes from it")
 
 
 @contextmanager
@@ -143,7 +154,7 @@ def finish_step_on_signal() -> Iterator[list[int]]:
 
     def handler(signum, frame):
         if received:
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(signum)
         received.append(signum)
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -265,6 +276,11 @@ def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
         remove_unfinished(run_dir)
         checkpoints = list_checkpoints(run_dir)
         if checkpoints:
+            fmt = read_meta(checkpoints[-1]).get("format")
+            if fmt != CHECKPOINT_FORMAT:
+                raise RunError(f"{checkpoints[-1]} was written by another version of remix (checkpoint format {fmt}, "
+                               f"this version reads {CHECKPOINT_FORMAT}); start a new run with --resume never or "
+                               "another --run-dir")
             saved = json.loads((run_dir / "config.json").read_text())
             check_resumable(saved, cfg, run_dir)
             written_by = read_meta(checkpoints[-1]).get("world_size", 1)
@@ -275,6 +291,7 @@ def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
             return run_dir, checkpoints[-1]
     new_dir = fresh_run_dir(run_dir)
     if new_dir != run_dir:
+        check_writable(new_dir)  # RUN_DIR-2 is made beside RUN_DIR: its parent must take it
         why = "--resume never" if cfg.resume == "never" else "it has no checkpoint to resume from"
         print(f"{run_dir} is not empty and {why}: starting fresh in {new_dir}", flush=True)
     return new_dir, None
@@ -315,7 +332,18 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
 
 
 def _run(cfg: TrainConfig) -> dict[str, Any]:
+    with finish_step_on_signal() as signals:  # the whole run: a signal at any point ends it cleanly
+        return _train(cfg, signals)
+
+
+def _train(cfg: TrainConfig, signals: list[int]) -> dict[str, Any]:
     from remix.models import quiet_transformers
+
+    def signalled() -> bool:  # a signal on any rank stops every rank at the same point
+        return dist.sum_floats({"signals": float(len(signals))})["signals"] > 0
+
+    def signum() -> int:
+        return signals[0] if signals else signal.SIGTERM
 
     wall_start = time.time()
     quiet_transformers()
@@ -324,6 +352,8 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     with GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rule=cfg.grading) as grader:
         trainer = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
+        if signalled():
+            raise Interrupted(signum(), trainer.step, checkpointed=False)
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             saved = json.loads((run_dir / "config.json").read_text()) if resume_from is not None else None
@@ -346,9 +376,14 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
             log.log(before)
             say(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}")
         last_saved = trainer.step if resume_from is not None else None
+        if signalled():  # during the first evaluation: keep it, so that the same command goes on from here
+            if last_saved != trainer.step:
+                save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
+            log.close()
+            raise Interrupted(signum(), trainer.step)
         # disable=None: a bar on a terminal, none in logs and pipes (the per-step lines are the record there)
         with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True,
-                  disable=None if main else True) as bar, finish_step_on_signal() as signals:
+                  disable=None if main else True) as bar:
             while trainer.step < cfg.steps:
                 metrics = trainer.train_step()
                 k = metrics["step"]
@@ -361,20 +396,20 @@ def _run(cfg: TrainConfig) -> dict[str, Any]:
                     bar.write(step_line(metrics, cfg.steps), file=sys.stdout)
                     sys.stdout.flush()  # one line per step even when stdout is a file or a pipe
                 halt = trainer.consecutive_skips >= cfg.max_consecutive_skips  # the same on every rank
-                # a signal on any rank stops every rank after the same step
-                stop = dist.sum_floats({"signals": float(len(signals))})["signals"] > 0
-                if halt or stop or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0):
+                if halt or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0):
                     save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
                     last_saved = k
-                if stop and not halt and k < cfg.steps:
-                    log.close()
-                    raise Interrupted(signals[0] if signals else signal.SIGTERM, k)
                 if halt:
                     log.close()
                     raise TrainingHalted(
                         f"stopped after {trainer.consecutive_skips} consecutive updates were skipped for a non-finite "
                         f"loss or gradient (--max-consecutive-skips {cfg.max_consecutive_skips}); the state at step "
                         f"{k} is checkpointed in {checkpoint_dir(run_dir, k)}; the same command resumes from there.")
+                if k < cfg.steps and signalled():  # checked after any save: a signal during it counts too
+                    if last_saved != k:
+                        save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
+                    log.close()
+                    raise Interrupted(signum(), k)
         if last_saved != trainer.step:  # e.g. resumed a finished run with the same --steps
             save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
     log.close()

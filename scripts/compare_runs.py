@@ -42,14 +42,19 @@ def load_run(run_dir: Path) -> tuple[list[dict], dict]:
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
         raise CompareError(f"{run_dir}: not a run directory (no metrics.jsonl)")
-    records = read_metrics(metrics)
+    try:
+        records = read_metrics(metrics)
+    except (OSError, json.JSONDecodeError) as e:
+        raise CompareError(f"{metrics}: unreadable ({e})") from None
     curve = eval_curve(records)
     if not curve:
         raise CompareError(f"{run_dir}: metrics.jsonl has no held-out evaluation yet")
-    summary_file = run_dir / "summary.json"
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
-    config_file = run_dir / "config.json"
-    config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    try:
+        summary_file, config_file = run_dir / "summary.json", run_dir / "config.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+        config = json.loads(config_file.read_text()) if config_file.is_file() else {}
+    except (OSError, json.JSONDecodeError) as e:
+        raise CompareError(f"{run_dir}: unreadable summary.json or config.json ({e})") from None
     return records, {
         "algo": summary.get("algo", config.get("algo", "?")),
         "variant": summary.get("variant", config.get("variant", "?")),
@@ -84,8 +89,11 @@ def main(cfg: CompareConfig) -> Path:
     for run_dir in cfg.runs:
         name = run_dir.name if run_dir.name not in loaded else str(run_dir)
         loaded[name] = load_run(run_dir)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CompareError(f"--out {out}: cannot create its folder ({e.strerror})") from None
     print(table({name: summary for name, (_, summary) in loaded.items()}))
-    out.parent.mkdir(parents=True, exist_ok=True)
     plot_runs({name: records for name, (records, _) in loaded.items()}, out, "held-out accuracy against rollouts")
     print(f"wrote {out}")
     return out

@@ -26,7 +26,7 @@ from remix import distributed as dist  # noqa: E402
 from remix.config import TrainConfig  # noqa: E402
 from remix.data import DataError  # noqa: E402
 from remix.models import ModelNotFound  # noqa: E402
-from remix.runner import Interrupted, RunError, TrainingHalted, run  # noqa: E402
+from remix.runner import Interrupted, RunError, StoppedAtOnce, TrainingHalted, run  # noqa: E402
 from remix.validation import ConfigError, deferred_validation  # noqa: E402
 
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         if dist.local_rank() == 0:
             print(f"stopped: {e}", file=sys.stderr)
         raise SystemExit(3) from None
-    except Interrupted as e:
+    except (Interrupted, StoppedAtOnce) as e:
         if dist.local_rank() == 0:
             print(str(e), file=sys.stderr)
         raise SystemExit(e.exit_code) from None

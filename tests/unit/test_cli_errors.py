@@ -118,3 +118,41 @@ def test_unavailable_platform_is_one_line(capsys, platform, needle):
 
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__]))
+
+
+def test_a_second_signal_is_one_line_with_its_exit_status(capsys, monkeypatch):
+    import remix.runner
+
+    def stopped(cfg):
+        raise remix.runner.StoppedAtOnce(15)
+
+    main = run_script_main()
+    monkeypatch.setitem(main.__globals__, "run", stopped)  # the script's own name for remix.runner.run
+    with pytest.raises(SystemExit) as e:
+        main([])
+    err = capsys.readouterr().err
+    assert e.value.code == 143 and err.startswith("stopped at once by a second SIGTERM") and err.count("\n") == 1
+
+
+def test_a_checkpoint_of_another_format_is_refused_in_one_line(capsys, tmp_path):
+    import json
+
+    run_dir = tmp_path / "old"
+    (run_dir / "checkpoints" / "step-000001").mkdir(parents=True)
+    (run_dir / "checkpoints" / "step-000001" / "meta.json").write_text(json.dumps({"step": 1, "format": 1}))
+    (run_dir / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as e:
+        run_script_main()(["--run-dir", str(run_dir)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "another version of remix (checkpoint format 1" in err and err.count("\n") == 1
+    assert (run_dir / "config.json").read_text() == "{}"  # untouched
+
+
+def test_eval_suite_with_a_bad_model_writes_nothing(capsys, tmp_path):
+    from eval.math_suite import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli(["--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()

@@ -45,13 +45,17 @@ def test_two_runs_give_one_plot_and_a_table(tmp_path, capsys):
     assert "remix" in row_b and "0.200 -> 0.400 (unfinished)" in row_b and "128" in row_b
 
 
-@pytest.mark.parametrize("case", ["not-a-run", "existing-out"])
+@pytest.mark.parametrize("case", ["not-a-run", "existing-out", "truncated-metrics"])
 def test_bad_input_is_one_line_and_overwrites_nothing(tmp_path, capsys, case):
     a = _fake_run(tmp_path / "a", 0.5)
     out = tmp_path / "cmp.png"
     if case == "existing-out":
         out.write_bytes(b"mine")
         args = [str(a), "--out", str(out)]
+    elif case == "truncated-metrics":  # a run killed while writing its last line
+        b = _fake_run(tmp_path / "b", 0.4)
+        (b / "metrics.jsonl").write_text((b / "metrics.jsonl").read_text() + '{"step": 3, "rollo')
+        args = [str(a), str(b), "--out", str(out)]
     else:
         (tmp_path / "empty").mkdir()
         args = [str(a), str(tmp_path / "empty"), "--out", str(out)]
