@@ -141,15 +141,25 @@ def save_checkpoint(trainer, run_dir: Path, keep: int = 1) -> Path:
     return final
 
 
+def why_not_resumable(folder: Path) -> str | None:
+    """Why this job cannot load the checkpoint `folder` (another format, another number of processes), or None."""
+    meta = read_meta(folder)
+    fmt, written_by = meta.get("format"), meta.get("world_size", 1)
+    if fmt != CHECKPOINT_FORMAT:
+        return (f"{folder} was written by another version of remix (checkpoint format {fmt}, this version reads "
+                f"{CHECKPOINT_FORMAT})")
+    if written_by != dist.world_size():
+        return (f"{folder} was written by {written_by} process(es) and this job has {dist.world_size()}; resume "
+                f"with torchrun --nproc-per-node (x --nnodes) = {written_by}")
+    return None
+
+
 def load_checkpoint(trainer, folder: Path) -> None:
     """Restores a trainer (built from the same config and base model, in a job of as many processes) to
     the state saved in `folder`; each rank reads its own trainer state."""
-    meta = read_meta(folder)
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{folder}: checkpoint format {meta.get('format')} is not {CHECKPOINT_FORMAT}")
-    if meta.get("world_size", 1) != dist.world_size():
-        raise ValueError(f"{folder} was written by {meta.get('world_size', 1)} processes and this job has "
-                         f"{dist.world_size()}; resume with the same torchrun --nproc-per-node/--nnodes")
+    problem = why_not_resumable(folder)
+    if problem is not None:
+        raise ValueError(problem)
     trainer.learner.load_state(Path(folder) / "learner")
     trainer.load_state_dict(torch.load(trainer_state_file(folder, dist.rank()), weights_only=True))
 

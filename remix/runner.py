@@ -33,14 +33,13 @@ from tqdm import tqdm
 
 from remix import distributed as dist
 from remix.checkpoint import (
-    CHECKPOINT_FORMAT,
     checkpoint_dir,
     export_policy,
     list_checkpoints,
     load_checkpoint,
-    read_meta,
     remove_unfinished,
     save_checkpoint,
+    why_not_resumable,
 )
 from remix.config import TrainConfig
 from remix.data import ProblemSource, load_task
@@ -276,18 +275,11 @@ def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
         remove_unfinished(run_dir)
         checkpoints = list_checkpoints(run_dir)
         if checkpoints:
-            fmt = read_meta(checkpoints[-1]).get("format")
-            if fmt != CHECKPOINT_FORMAT:
-                raise RunError(f"{checkpoints[-1]} was written by another version of remix (checkpoint format {fmt}, "
-                               f"this version reads {CHECKPOINT_FORMAT}); start a new run with --resume never or "
-                               "another --run-dir")
+            problem = why_not_resumable(checkpoints[-1])  # before the config: an old format may lack fields
+            if problem is not None:
+                raise RunError(f"{problem}; or start a new run with --resume never or another --run-dir")
             saved = json.loads((run_dir / "config.json").read_text())
             check_resumable(saved, cfg, run_dir)
-            written_by = read_meta(checkpoints[-1]).get("world_size", 1)
-            if written_by != dist.world_size():
-                raise RunError(f"{checkpoints[-1]} was written by {written_by} process(es) and this job has "
-                               f"{dist.world_size()}; resume with torchrun --nproc-per-node (x --nnodes) = "
-                               f"{written_by}, or start a new run with --resume never or another --run-dir")
             return run_dir, checkpoints[-1]
     new_dir = fresh_run_dir(run_dir)
     if new_dir != run_dir:
