@@ -21,15 +21,20 @@ class PlatformUnavailable(NotImplementedError):
 
 
 def get_platform(name: str) -> ModuleType:
-    """The platform package, which exposes `make_rollout(...)` and `make_learner(...)`."""
+    """The platform package, which exposes `make_rollout(...)` and `make_learner(...)`, after its own
+    `check_available()` where it has one (a platform whose device is absent raises PlatformUnavailable)."""
     if name not in PLATFORMS:
         raise ValueError(f"unknown platform {name!r}; choose one of {sorted(PLATFORMS)}")
     try:
-        return importlib.import_module(PLATFORMS[name])
+        module = importlib.import_module(PLATFORMS[name])
     except ModuleNotFoundError as e:
         if e.name != PLATFORMS[name]:
             raise  # the platform exists but one of its dependencies is missing: say which
         raise PlatformUnavailable(
-            f"--platform {name}: not implemented yet in this version of remix (only 'cpu' is); "
+            f"--platform {name}: not implemented yet in this version of remix (cpu and cuda are); "
             "see README.md, section Platforms"
         ) from None
+    check = getattr(module, "check_available", None)
+    if check is not None:
+        check()  # e.g. cuda without a visible GPU: PlatformUnavailable, one line
+    return module

@@ -85,6 +85,21 @@ class RolloutConfig:
     """Maximum response length in tokens."""
     group_size: int = 8
     """G: responses per prompt (GRPO group; PPO also samples G per prompt)."""
+    engine: Literal["auto", "torch", "sglang"] = "auto"
+    """Rollout engine of --platform cuda. sglang: SGLang's offline engine on the learner's GPU (the cuda extra).
+    torch: the backend's own decode loop. auto: sglang where it can be imported, else torch (with a notice).
+    The cpu and xla platforms always use torch."""
+    kv_cache: Literal["auto", "static", "dynamic"] = "auto"
+    """KV cache of the torch engine. static: preallocated, fixed shapes per length bucket (compiled on cuda).
+    dynamic: grows per token. auto: static on cuda and xla, dynamic on cpu."""
+    weight_sync_bucket_mb: int = 512
+    """sglang: weights go from the learner to the engine in flattened buckets of about this many MiB."""
+    sglang_mem_fraction: float = 0.5
+    """sglang: share of the GPU's memory the engine reserves for weights and KV cache (mem_fraction_static).
+    It is released while the learner works and taken back before generation."""
+    sglang_deterministic: bool = False
+    """sglang: deterministic inference (seeded per request, batch-invariant kernels; slower).
+    Without it SGLang's sampling is not reproducible: a resumed run samples other responses than the first run would."""
 
     def __post_init__(self) -> None:
         if validating():
@@ -96,6 +111,8 @@ class RolloutConfig:
                 "must be 1.0 in training: the learner cannot represent the truncation")
         require(self.max_new_tokens >= 1, "rollout.max_new_tokens", "must be >= 1")
         require(self.group_size >= 1, "rollout.group_size", "must be >= 1")
+        require(self.weight_sync_bucket_mb >= 1, "rollout.weight_sync_bucket_mb", "must be >= 1")
+        require(0 < self.sglang_mem_fraction < 1, "rollout.sglang_mem_fraction", "must be in (0, 1)")
 
 
 @dataclass
@@ -254,6 +271,8 @@ class TrainConfig:
             if hasattr(part, "validate"):
                 part.validate()
         require(self.steps >= 1, "steps", "must be >= 1")
+        require(self.rollout.engine != "sglang" or self.platform == "cuda", "rollout.engine",
+                f"sglang runs only on --platform cuda (got --platform {self.platform})")
         require(self.batch_size >= 1, "batch_size", "must be >= 1")
         world, G = launched_world_size(), self.rollout.group_size
         per_rank = f" per process ({world} processes)" if world > 1 else ""

@@ -5,7 +5,7 @@
                          learner.py   TorchLearner: policy/reference/precedent, AdamW, critic, updates, checkpoints
                          rollout.py   TorchRollout: a transformers decode loop with engine log-probs
     platforms/cpu/       the backend on the CPU (gloo between processes): the reference, used by the tests
-    platforms/cuda/      (to come) the backend on CUDA, plus an SGLang rollout
+    platforms/cuda/      the backend on CUDA (static-cache compiled decode), plus an SGLang rollout
     platforms/xla/       (to come) the backend on an XLA device
 
 A platform package chooses the device, the collective backend and, where it has one, its own rollout
@@ -18,9 +18,9 @@ import torch
 
 from platforms.backend.learner import TorchLearner
 from platforms.backend.parallel import DTYPES, ParallelPlan
-from platforms.backend.rollout import TorchRollout
+from platforms.backend.rollout import DecodePlan, TorchRollout
 from remix import distributed as dist
-from remix.config import TrainConfig
+from remix.config import RolloutConfig, TrainConfig
 
 
 def plan_for(cfg: TrainConfig, device: torch.device) -> ParallelPlan:
@@ -29,4 +29,24 @@ def plan_for(cfg: TrainConfig, device: torch.device) -> ParallelPlan:
                         activation_checkpointing=cfg.model.activation_checkpointing)
 
 
-__all__ = ["DTYPES", "ParallelPlan", "TorchLearner", "TorchRollout", "plan_for"]
+def decode_plan_for(options: RolloutConfig, device: torch.device, mark_step=None) -> DecodePlan:
+    """The torch engine's decode layout: --rollout.kv-cache, where auto means static on an accelerator and
+    dynamic on the CPU. On CUDA the static step is compiled (CUDA graphs); XLA traces it itself (`mark_step`).
+    Off the CPU the device is asked whether every row has finished only every 8 tokens (one sync per token
+    would stall the GPU's queue)."""
+    static = options.kv_cache == "static" or (options.kv_cache == "auto" and device.type != "cpu")
+    if not static:
+        return DecodePlan()
+    return DecodePlan(static_cache=True, compile=device.type == "cuda", sync_every=1 if device.type == "cpu" else 8,
+                      mark_step=mark_step)
+
+
+def torch_rollout(model_dir, device: torch.device, platform: str, seed: int, dtype: str,
+                  options: RolloutConfig | None, mark_step=None) -> TorchRollout:
+    """The backend's rollout as a platform configures it."""
+    plan = decode_plan_for(options or RolloutConfig(), device, mark_step)
+    return TorchRollout(model_dir, seed=seed, dtype=DTYPES[dtype], device=device, platform=platform, decode=plan)
+
+
+__all__ = ["DTYPES", "DecodePlan", "ParallelPlan", "TorchLearner", "TorchRollout", "decode_plan_for", "plan_for",
+           "torch_rollout"]

@@ -4,25 +4,39 @@ A hand-written decode loop over the model's KV cache rather than `generate()`, s
 per-token log-probs are exactly those of the distribution that was sampled (logits / temperature,
 top-p) and positions match the learner's (left padding, position = running count of real tokens).
 Each process of a multi-process run holds its own full copy and samples its own share of the prompts.
+
+Two layouts of the same loop (`DecodePlan`):
+
+- dynamic (the CPU default): the KV cache grows by one token per step, the loop stops as soon as every
+  row has finished. Shapes change every step, which costs nothing in eager mode on a CPU.
+- static (CUDA, XLA): a preallocated KV cache of fixed size (transformers' `StaticCache`), prompts
+  left-padded to a multiple of `prompt_multiple` and the batch padded to a power of two, so that a
+  decode step has one shape per (batch bucket, length bucket): it can be `torch.compile`d once (on CUDA
+  with CUDA graphs, mode "reduce-overhead") or traced once per bucket by XLA. Tokens are kept in a list
+  of per-step tensors (no in-place writes at a varying index), and whether every row has finished is
+  read from the device only every `sync_every` steps. Pad rows are never sampled, so the generator
+  draws exactly what the dynamic layout draws: on the CPU both give the same tokens and log-probs
+  (tests/unit/test_static_decode.py).
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StaticCache
 
 from remix.batching import positions_of
 from remix.interfaces import Generation, Rollout, SamplingParams
 
 
-def stop_token_ids(model, tokenizer) -> set[int]:
-    """End-of-turn / end-of-text ids from the generation config and the tokenizer."""
+def stop_token_ids(generation_config, tokenizer) -> set[int]:
+    """End-of-turn / end-of-text ids from the model's generation config and the tokenizer."""
     ids: set[int] = set()
-    eos = getattr(model.generation_config, "eos_token_id", None)
+    eos = getattr(generation_config, "eos_token_id", None)
     for value in (eos, tokenizer.eos_token_id):
         if isinstance(value, int):
             ids.add(value)
@@ -33,8 +47,40 @@ def stop_token_ids(model, tokenizer) -> set[int]:
     return ids
 
 
-def left_pad(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(p) for p in prompts)
+@dataclass(frozen=True)
+class DecodePlan:
+    """How the decode loop is laid out (see the module docstring). The default is the dynamic layout."""
+
+    static_cache: bool = False
+    compile: bool = False  # torch.compile the one-token decode step (static layout only)
+    prompt_multiple: int = 64  # static: prompts are left-padded to a multiple of this many tokens
+    sync_every: int = 1  # static: read "has every row finished?" from the device every this many tokens
+    mark_step: Callable[[], None] | None = None  # XLA: cut the lazy graph after the prefill and each step
+
+    def __post_init__(self) -> None:
+        if self.compile and not self.static_cache:
+            raise ValueError("DecodePlan: compile=True needs static_cache=True (one shape per bucket)")
+        if self.prompt_multiple < 1 or self.sync_every < 1:
+            raise ValueError("DecodePlan: prompt_multiple and sync_every must be >= 1")
+
+
+def batch_bucket(n: int, max_batch: int) -> int:
+    """The static layout's batch size for n prompts: the next power of two, at most max_batch."""
+    return min(1 << max(n - 1, 0).bit_length(), max_batch) if n <= max_batch else n
+
+
+def new_static_cache(model, rows: int, length: int) -> StaticCache:
+    """A StaticCache of `rows` x `length` tokens, across both generations of its constructor (transformers 4
+    takes the batch size, device and dtype up front; 5 allocates on the first update)."""
+    params = inspect.signature(StaticCache.__init__).parameters
+    if "max_batch_size" in params:
+        return StaticCache(config=model.config, max_batch_size=rows, max_cache_len=length, device=model.device,
+                           dtype=model.dtype)
+    return StaticCache(config=model.config, max_cache_len=length)
+
+
+def left_pad(prompts: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(p) for p in prompts) if width is None else width
     ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for i, p in enumerate(prompts):
@@ -68,13 +114,15 @@ class TorchRollout(Rollout):
     (its state is checkpointed, so a resumed run samples what the uninterrupted one would have)."""
 
     def __init__(self, model_dir: str | Path, *, seed: int = 0, dtype: torch.dtype = torch.float32,
-                 device: torch.device | str = "cpu", platform: str = "cpu", max_batch: int = 64) -> None:
+                 device: torch.device | str = "cpu", platform: str = "cpu", max_batch: int = 64,
+                 decode: DecodePlan | None = None) -> None:
         self.platform = platform
+        self.decode = decode or DecodePlan()
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
         self.model.requires_grad_(False)
-        self.stop_ids = stop_token_ids(self.model, self.tokenizer)
+        self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.stop_ids)
         self.generator = torch.Generator(device=self.device).manual_seed(seed)
@@ -82,6 +130,12 @@ class TorchRollout(Rollout):
         # transformers 5 renamed `past_key_values` to `cache`; accept both generations of the API.
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        # transformers 4 writes a StaticCache at explicit cache positions; 5 keeps the count in the cache
+        self._takes_cache_position = "cache_position" in params
+        self._static: tuple[tuple[int, int], StaticCache] | None = None  # the one static cache kept, by shape
+        mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs where there are any
+        self._step = torch.compile(self._forward_last, dynamic=False, mode=mode) if self.decode.compile \
+            else self._forward_last
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -112,8 +166,13 @@ class TorchRollout(Rollout):
             out.extend(self._generate_batch(flat[start:start + self.max_batch], params))
         return [out[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
-    @torch.no_grad()
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        if self.decode.static_cache:
+            return self._generate_static(prompts, params)
+        return self._generate_dynamic(prompts, params)
+
+    @torch.no_grad()
+    def _generate_dynamic(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         ids, mask = left_pad(prompts, self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
         n = len(prompts)
@@ -139,6 +198,59 @@ class TorchRollout(Rollout):
             step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
         tokens, logps = tokens.cpu(), logps.cpu()
         return [self._to_generation(tokens[i], logps[i]) for i in range(n)]
+
+    def _forward_last(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                      cache_position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
+        """float32 logits [rows, V] of the last position (the compiled decode step in the static layout)."""
+        extra = {"cache_position": cache_position} if self._takes_cache_position else {}
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                          logits_to_keep=1, **{self._cache_kwarg: cache}, **extra).logits[:, -1].float()
+
+    def _static_cache(self, rows: int, length: int) -> StaticCache:
+        """The preallocated cache for this shape, emptied. Only one is kept: at 1.5B parameters a
+        64 x 4096-token cache alone is several GB."""
+        if self._static is None or self._static[0] != (rows, length):
+            self._static = None  # free the old one before allocating the new one
+            self._static = ((rows, length), new_static_cache(self.model, rows, length))
+        else:
+            self._static[1].reset()
+        return self._static[1]
+
+    @torch.no_grad()
+    def _generate_static(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
+        n, plan, dev = len(prompts), self.decode, self.device
+        rows = batch_bucket(n, self.max_batch)
+        width = -(-max(len(p) for p in prompts) // plan.prompt_multiple) * plan.prompt_multiple
+        # Pad rows hold one real token, so that no attention row is entirely masked (NaN-free); never sampled.
+        ids, mask = left_pad(prompts + [[self.pad_id]] * (rows - n), self.pad_id, width)
+        new = params.max_new_tokens
+        # The decode slots are all visible in the 2-D mask: causality hides the ones not yet written.
+        full_mask = torch.cat([mask, torch.ones((rows, new), dtype=mask.dtype)], dim=1).to(dev)
+        ids, positions = ids.to(dev), positions_of(mask).to(dev)
+        cache = self._static_cache(rows, width + new)
+        logits = self._forward_last(ids, full_mask, positions, torch.arange(width, device=dev), cache)  # prefill
+        if plan.mark_step:
+            plan.mark_step()
+        stop = torch.tensor(sorted(self.stop_ids), device=dev)
+        pad_rows = torch.full((rows - n,), self.pad_id, dtype=torch.long, device=dev)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        step_pos, cache_position = positions[:, -1:], torch.tensor([width], device=dev)
+        tokens, logps = [], []
+        for j in range(new):
+            token, logp = sample_next(logits[:n], params, self.generator)
+            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            tokens.append(token)
+            logps.append(logp)
+            done = done | torch.isin(token, stop)
+            if j + 1 == new or ((j + 1) % plan.sync_every == 0 and bool(done.all())):
+                break
+            step_pos = step_pos + 1
+            logits = self._step(torch.cat([token, pad_rows])[:, None], full_mask, step_pos, cache_position, cache)
+            cache_position = cache_position + 1
+            if plan.mark_step:
+                plan.mark_step()
+        tokens_t, logps_t = torch.stack(tokens, 1).cpu(), torch.stack(logps, 1).cpu()
+        return [self._to_generation(tokens_t[i], logps_t[i]) for i in range(n)]
 
     def _to_generation(self, tokens: torch.Tensor, logps: torch.Tensor) -> Generation:
         toks = tokens.tolist()

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import torch
 
-from platforms.backend import DTYPES, TorchLearner, TorchRollout, plan_for
-from remix.config import TrainConfig
+from platforms.backend import TorchLearner, TorchRollout, plan_for, torch_rollout
+from remix.config import RolloutConfig, TrainConfig
 
 NAME = "cpu"
 DIST_BACKEND = "gloo"
 DEVICE = torch.device("cpu")
 
 
-def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32") -> TorchRollout:
-    return TorchRollout(model_dir, seed=seed, dtype=DTYPES[dtype], device=DEVICE, platform=NAME)
+def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32",
+                 options: RolloutConfig | None = None) -> TorchRollout:
+    """The backend's rollout on the host (dynamic KV cache unless --rollout.kv-cache static)."""
+    return torch_rollout(model_dir, DEVICE, NAME, seed, dtype, options)
 
 
 def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:

@@ -27,6 +27,9 @@ CASES: dict[str, list[str]] = {
     "rollout.top_p": ["--rollout.top-p", "0.9"],
     "rollout.max_new_tokens": ["--rollout.max-new-tokens", "0"],
     "rollout.group_size": ["--rollout.group-size", "1"],
+    "rollout.engine": ["--rollout.engine", "sglang"],  # on the default --platform cpu
+    "rollout.weight_sync_bucket_mb": ["--rollout.weight-sync-bucket-mb", "0"],
+    "rollout.sglang_mem_fraction": ["--rollout.sglang-mem-fraction", "1.5"],
     "optim.lr": ["--optim.lr", "0"],
     "optim.critic_lr": ["--optim.critic-lr", "0"],
     "remix.offpolicy_fraction": ["--remix.offpolicy-fraction", "1.0"],
