@@ -7,27 +7,38 @@ On the lent H200 (torch 2.11, transformers, safetensors there; no package regist
 Python wheels the configs need, downloaded here with `bash scripts/gpu_wheels.sh`, then run
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. \
-        && python3 scripts/gpu_check.py --out "$OUT"
+        && REMIX_CACHE=.cache/remix python3 scripts/gpu_check.py --out "$OUT"
 
-Every check builds the backend (platforms/backend) on --device exactly as a platform would and compares it
-with a reference that does not depend on the device: float64 log-probs over the full vocabulary on the
-host, the same update on the CPU, the float32 update, the eager objective. Then, on a randomly initialised
-model of Qwen2.5-1.5B's shape in bf16 (much smaller with --quick): learner tokens/s and MFU at 4,096-token
-sequences, weight-sync time, rollout tokens/s of the torch engine at batch 64, peak memory. Timings use
-the device's own clock (synchronised), a median over repeats after warm-up. Prints a table, writes
-OUT/gpu_check.md and .json, exits 1 if a check failed. Nothing here needs the grader (math-verify) or the
-network: the models are random, built on the spot; the short loop's rewards are exact string matches.
-Not yet here (issue "CUDA platform"): tests marked cuda, the SGLang engine, a static-cache decode.
+with `.whl` and `.cache/remix` (the tiny-arith model, built here once by `python scripts/gpu_check.py --prepare`)
+named in the call's carry.
+
+In order: (a) the tests marked cuda (`pytest -m cuda tests/cuda`), one row each; (b) every check builds the
+backend (platforms/backend) on --device exactly as a platform would and compares it with a reference that
+does not depend on the device: float64 log-probs over the full vocabulary on the host, the same update on
+the CPU, the float32 update, the eager objective; then ReMix-GRPO on tiny-arith for a few steps with rollout
+and learner on the device, its first update's loss against the CPU platform's on the same batch; (c) on a
+randomly initialised model of Qwen2.5-1.5B's shape in bf16 (much smaller with --quick): learner tokens/s and
+MFU at 4,096-token sequences, weight-sync time, rollout tokens/s of the torch engine at batch 64 with the
+dynamic and the static compiled KV cache side by side, peak memory. Timings use the device's own clock
+(synchronised), a median over repeats after warm-up. A part that raises is one FAIL row naming it and its
+error (traceback on stderr), and the next part runs. Prints a table, writes OUT/gpu_check.md and .json with
+each part's wall time, exits 1 if a check failed. Nothing here needs the grader (math-verify) or the network:
+the models are built on the spot or carried; the loops' rewards are exact string matches. Not measurable here:
+the SGLang engine (not installable on the lent GPU machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import traceback
+import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 
@@ -37,7 +48,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from platforms.backend import DTYPES, ParallelPlan, TorchLearner, TorchRollout  # noqa: E402
+from platforms.backend import DTYPES, DecodePlan, ParallelPlan, TorchLearner, TorchRollout, decode_plan_for  # noqa: E402
 from platforms.backend.logprobs import head_logprobs  # noqa: E402
 from remix.batching import collate, positions_of  # noqa: E402
 from remix.config import DataConfig, ModelConfig, RolloutConfig, TrainConfig  # noqa: E402
@@ -115,7 +126,7 @@ def check_logprobs(c: Checks, device, model_dir: Path) -> None:
     P, T = batch.prompt_len, batch.response_mask.shape[1]
     want = F.log_softmax(logits[:, P - 1:P + T - 1], -1).gather(-1, batch.input_ids[:, P:P + T, None]).squeeze(-1)
     want = want * batch.response_mask
-    c.add("learner log-probs vs float64 host", float((got.double() - want).abs().max()), 1e-4,
+    c.add("learner log-probs vs float64 host", float((got.double() - want.detach()).abs().max()), 1e-4,
           "max |difference| over response tokens (float32 on the device)")
     engine = torch.zeros_like(got)
     for i, t in enumerate(t for g in groups for t in g.engine_logp):
@@ -181,7 +192,7 @@ def check_objective(c: Checks, device, quick: bool) -> None:
     (grad_e,) = torch.autograd.grad(loss_e, x.logp)
     loss_c, _ = remix_loss(x, compiled_cfg, 0.7)
     (grad_c,) = torch.autograd.grad(loss_c, x.logp)
-    c.add("compiled objective vs eager", float((grad_c - grad_e).abs().max() + (loss_c - loss_e).abs()), 1e-6,
+    c.add("compiled objective vs eager", float((grad_c - grad_e).abs().max() + (loss_c - loss_e).detach().abs()), 1e-6,
           "max |difference| of loss and gradient")
     for name, cfg in (("eager", eager_cfg), ("compiled", compiled_cfg)):
         def step(cfg=cfg):
@@ -221,8 +232,11 @@ def check_chunked_head(c: Checks, device, quick: bool) -> None:
 
 
 def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
-    """A few ReMix-GRPO steps of the loop with rollout and learner on the device (exact-match rewards)."""
+    """ReMix-GRPO on tiny-arith (the tiny random model with --quick) for a few steps, rollout and learner on the
+    device as the platform builds them (exact-match rewards, the compiled objective); the first update's loss
+    against the CPU platform's on the same batch and weights."""
     from remix.data import ArithTask, ProblemSource
+    from remix.models import resolve_model
     from remix.rewards import GradeReport, extract_answer
     from remix.runner import encode_problems
     from remix.trainer import Trainer
@@ -231,19 +245,42 @@ def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
         def grade(self, texts, answers, timeout_s=None):
             return GradeReport(scores=[float(extract_answer(t) == str(a)) for t, a in zip(texts, answers)])
 
-    cfg = replace(config(model_dir), steps=3, eval_every=0)
-    rollout = TorchRollout(model_dir, seed=0, device=device, platform=device.type)
+    name = "tiny random" if quick else "tiny-arith"
+    if not quick:
+        model_dir = resolve_model("tiny-arith")  # REMIX_CACHE: carried to the GPU machine, built here
+    cfg = replace(config(model_dir), steps=4, eval_every=0, batch_size=32, mini_batch_size=16, micro_batch_size=8,
+                  rollout=RolloutConfig(max_new_tokens=16, group_size=4), objective=ObjectiveConfig(compile=True))
+    rollout = TorchRollout(model_dir, seed=0, device=device, platform=device.type,
+                           decode=decode_plan_for(cfg.rollout, device))
     learner = learner_on(device, model_dir, cfg)
+    first: list = []
+    update = learner.update
+
+    def recording_update(batch, kl_lambda):  # the first mini-batch as the loop hands it over (on the host)
+        metrics = update(batch, kl_lambda)
+        if not first:
+            first.append((batch, kl_lambda, metrics))
+        return metrics
+
+    learner.update = recording_update
     task = ArithTask((1,))
     train = encode_problems(rollout.tokenizer, task.train_problems(), 512, "training set")
-    heldout = encode_problems(rollout.tokenizer, task.heldout_problems(8), 512, "held-out set")
-    trainer = Trainer(cfg, rollout, learner, ExactMatch(), rollout.tokenizer, ProblemSource(train, 0), heldout)
+    trainer = Trainer(cfg, rollout, learner, ExactMatch(), rollout.tokenizer, ProblemSource(train, 0), [])
     steps = [trainer.train_step() for _ in range(2 if quick else 4)]
-    c.add("loop: steps finish with finite losses", float(not all(abs(s["loss/policy"]) < 1e6 for s in steps)), 0.0,
-          "1 if a step's policy loss was not finite")
-    later = steps[1:]
+    c.add(f"loop ({name}): steps finish with finite losses",
+          float(not all(abs(s["loss/policy"]) < 1e6 for s in steps)), 0.0, "1 if a step's policy loss was not finite")
+    batch, kl_lambda, on_device = first[0]
+    on_cpu = learner_on(torch.device("cpu"), model_dir, cfg).update(batch, kl_lambda)  # the same initial weights
+    for key in ("loss/policy", "grad_norm"):
+        c.add(f"loop ({name}) first update on the device vs the CPU platform: {key}",
+              abs(on_device[key] - on_cpu[key]) / max(abs(on_cpu[key]), 1e-8), 1e-3,
+              "relative difference, the same batch and initial weights")
+    if not quick:
+        c.add(f"loop ({name}): rewards seen", float(sum(s["reward/mean"] for s in steps) > 0), 1.0,
+              "1 if any sampled response was graded correct (tiny-arith solves some of level 1)", higher_is_better=True)
     for phase in ("generate", "learn"):
-        c.time(f"loop step time/{phase} (tiny model)", [s[f"time/{phase}"] for s in later], "seconds, median (min-max)")
+        c.time(f"loop ({name}) step time/{phase}", [s[f"time/{phase}"] for s in steps[1:]],
+               "seconds, median (min-max)")
 
 
 # Qwen2.5-1.5B's shape (its config.json): the model the paper's smaller runs start from (as R1-Distill-1.5B).
@@ -302,26 +339,85 @@ def check_scale(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> No
     peak = next((v for k, v in DENSE_BF16_PEAK.items() if k in name), None)
     if peak is not None:
         c.time("learner MFU", [flops / s / peak for s in seconds], f"model FLOPs / s over {peak:.3g} dense bf16")
-    rollout = TorchRollout(model_dir, seed=0, dtype=torch.bfloat16, device=device, platform=device.type)
-    sync_s = timed(lambda: rollout.load_weights(learner.policy_weights()), device, 2 if quick else 3, warmup=1)
-    c.time(f"weight sync learner -> rollout ({params / 1e9:.3g}B)", sync_s, "seconds, median")
     prompts = [ids[i % B, :prompt].tolist() for i in range(rollout_batch)]
     params_ = SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
-    rollout.stop_ids = {-1}  # random weights: never stop early, so every row decodes new_tokens tokens
-    gen_s = timed(lambda: rollout.generate(prompts, params_), device, 1 if quick else 2, warmup=1)
-    c.time(f"rollout tokens/s (torch engine, batch {rollout_batch}, {new_tokens} new tokens)",
-           [rollout_batch * new_tokens / s for s in gen_s], "generated tokens per second")
+    layouts = {"dynamic KV cache": DecodePlan(),
+               "static KV cache" + (", compiled decode" if device.type == "cuda" else ""):
+               DecodePlan(static_cache=True, compile=device.type == "cuda", sync_every=8)}
+    for i, (layout, plan) in enumerate(layouts.items()):  # side by side, one engine at a time on the device
+        rollout = TorchRollout(model_dir, seed=0, dtype=torch.bfloat16, device=device, platform=device.type,
+                               decode=plan)
+        if i == 0:
+            sync_s = timed(lambda r=rollout: r.load_weights(learner.policy_weights()), device, 2 if quick else 3,
+                           warmup=1)
+            c.time(f"weight sync learner -> rollout ({params / 1e9:.3g}B)", sync_s, "seconds, median")
+        rollout.stop_ids = {-1}  # random weights: never stop early, so every row decodes new_tokens tokens
+        sync(device)
+        t = time.perf_counter()
+        rollout.generate(prompts, params_)  # the first call compiles (static layout on CUDA)
+        sync(device)
+        c.time(f"rollout first call ({layout})", [time.perf_counter() - t], "seconds, compilation included")
+        gen_s = timed(lambda r=rollout: r.generate(prompts, params_), device, 2 if quick else 3, warmup=0)
+        c.time(f"rollout tokens/s (torch engine, {layout}, batch {rollout_batch}, {new_tokens} new tokens)",
+               [rollout_batch * new_tokens / s for s in gen_s], "generated tokens per second")
+        del rollout
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
     if device.type == "cuda":
         c.time("peak GPU memory (learner + rollout)", [torch.cuda.max_memory_allocated(device) / 2**30],
                "GiB allocated at the peak")
+
+
+def check_cuda_tests(c: Checks, device, tmp: Path) -> None:
+    """(a) The tests marked cuda, one row each (where no GPU is visible they skip, and say so)."""
+    report = tmp / "cuda-tests.xml"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-m", "cuda", "tests/cuda", "-q", "-p", "no:cacheprovider",
+                           f"--junitxml={report}"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    if not report.exists():
+        raise RuntimeError(f"pytest wrote no report (exit {proc.returncode}): {proc.stderr.strip()[-500:]}")
+    cases = ET.parse(report).getroot().iter("testcase")
+    for case in cases:
+        failure = case.find("failure") if case.find("failure") is not None else case.find("error")
+        skipped = case.find("skipped")
+        name = f"cuda test {case.get('name')}"
+        if skipped is not None:
+            c.rows.append({"check": name, "value": 0.0, "passed": True, "timing": True, "min": 0.0, "max": 0.0,
+                           "what": "skipped: " + skipped.get("message", "")})
+        else:
+            c.add(name, float(failure is not None), 0.0, "1 if it failed" + (
+                f": {failure.get('message', '')[:200]}" if failure is not None else ""))
+    if proc.returncode not in (0, 1):  # 1: some test failed (rows above); other codes: pytest itself failed
+        raise RuntimeError(f"pytest exit {proc.returncode}: {proc.stdout.strip()[-500:]}")
+
+
+def prepare() -> int:
+    """Here, before a GPU call: the tiny-arith model into REMIX_CACHE (carry that folder) and the wheels."""
+    from remix.models import resolve_model
+
+    if "REMIX_CACHE" not in os.environ:
+        print("error: --prepare: set REMIX_CACHE to a folder inside the checkout to carry (e.g. .cache/remix)",
+              file=sys.stderr)
+        return 2
+    print(f"tiny-arith: {resolve_model('tiny-arith')}")
+    return subprocess.run(["bash", str(ROOT / "scripts" / "gpu_wheels.sh")]).returncode
+
+
+def report_name(device: torch.device) -> str:
+    """gpu-<gpu>-<date>, e.g. gpu-h200-2026-12-02 (gpu-cpu-... for the smoke test)."""
+    gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    slug = next((k.lower() for k in DENSE_BF16_PEAK if k in gpu), gpu.lower().replace("nvidia", "").strip())
+    return f"gpu-{'-'.join(slug.split())}-{dt.date.today().isoformat()}"
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", help="torch device to check (cuda, cuda:1, cpu)")
     ap.add_argument("--quick", action="store_true", help="small sizes: the smoke test on a CPU")
-    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where gpu_check.md/.json go")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where the .md/.json go")
+    ap.add_argument("--prepare", action="store_true", help="build what the GPU call carries, here, and stop")
     args = ap.parse_args()
+    if args.prepare:
+        return prepare()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"error: --device {args.device}: no CUDA device here", file=sys.stderr)
@@ -329,16 +425,33 @@ def main() -> int:
     torch.manual_seed(0)
     quiet_transformers()
     c = Checks()
+    walls: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_random_model(Path(tmp) / "tiny", seed=0)
-        for check in (lambda: check_logprobs(c, device, model_dir), lambda: check_precision(c, device, model_dir),
-                      lambda: check_objective(c, device, args.quick), lambda: check_chunked_head(c, device, args.quick),
-                      lambda: check_loop(c, device, model_dir, args.quick),
-                      lambda: check_scale(c, device, model_dir, args.quick, Path(tmp))):
-            check()
+        parts = {
+            "(a) cuda tests": lambda: check_cuda_tests(c, device, Path(tmp)),
+            "(b) log-probs": lambda: check_logprobs(c, device, model_dir),
+            "(b) precision": lambda: check_precision(c, device, model_dir),
+            "(b) objective": lambda: check_objective(c, device, args.quick),
+            "(b) chunked head": lambda: check_chunked_head(c, device, args.quick),
+            "(b) tiny-arith loop": lambda: check_loop(c, device, model_dir, args.quick),
+            "(c) at scale": lambda: check_scale(c, device, model_dir, args.quick, Path(tmp)),
+        }
+        for part, check in parts.items():
+            start = time.perf_counter()
+            try:
+                check()
+            except Exception as e:  # noqa: BLE001 -- one part's failure is reported as a row; the others still run
+                traceback.print_exc()
+                first_line = str(e).splitlines()[0][:300] if str(e) else ""
+                c.add(f"{part}: raised", 1.0, 0.0, f"{type(e).__name__}: {first_line}")
+            walls[part] = time.perf_counter() - start
+            print(f"{part}: {walls[part]:.1f}s", file=sys.stderr, flush=True)
     command = "python scripts/gpu_check.py " + " ".join(sys.argv[1:])
     lines = [f"# The backend on `{device}`", "", f"Command: `{command}`  ", f"Date: {dt.date.today().isoformat()}  ",
-             f"Machine: {machine_description()}", "",
+             f"Machine: {machine_description()}  ",
+             "Wall time per part: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items()) +
+             f" ({sum(walls.values()):.0f} s in all)", "",
              "| check | value | bound | result | what |", "|---|---|---|---|---|"]
     for r in c.rows:
         if r.get("timing"):
@@ -347,8 +460,8 @@ def main() -> int:
         else:
             verdict = "pass" if r["passed"] else "**FAIL**"
             lines.append(f"| {r['check']} | {r['value']:.3g} | {r['bound']} {r['limit']:g} | {verdict} | {r['what']} |")
-    write_report(args.out, "gpu_check", lines, {"command": command, "device": str(device), "machine":
-                                                 machine_description(), "rows": c.rows})
+    write_report(args.out, report_name(device), lines, {"command": command, "device": str(device), "machine":
+                                                         machine_description(), "wall_s": walls, "rows": c.rows})
     return 0 if all(r["passed"] for r in c.rows) else 1
 
 
