@@ -1,11 +1,19 @@
 # The README's two commands: `make run` (default CPU job) and `make test` (CPU test suite).
 # Both create .venv with pip on a fresh machine and install the project into it.
+# `make test-xla`: the XLA platform's tests in .venv-xla (torch 2.9 + torch-xla 2.9, on the CPU through PJRT).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-all lint clean
+XLA_VENV := .venv-xla
+XPY := $(XLA_VENV)/bin/python
+XSTAMP := $(XLA_VENV)/.installed
+# The core, and the CPU platform, under torch 2.9 too (the XLA path may use no newer API).
+XLA_CORE_TESTS := tests/unit/test_objective.py tests/unit/test_buffer.py tests/unit/test_advantages.py \
+	tests/unit/test_static_decode.py tests/unit/test_cpu_platform.py
+
+.PHONY: setup run test test-all test-xla lint clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +32,20 @@ run: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -m "not slow" tests
 
+# torch-xla 2.9.0 (the newest) works only with torch 2.9.0, whose PyPI build is the CUDA one (about 4 GB).
+# The project's other dependencies come from pyproject.toml, without its torch==2.13.0 pin; the project
+# itself is not installed there (pytest's pythonpath finds it).
+$(XSTAMP): pyproject.toml
+	test -x $(XPY) || $(PYTHON) -m venv $(XLA_VENV)
+	$(XPY) -m pip install --quiet --upgrade pip
+	$(XPY) -m pip install --quiet torch==2.9.0 torch-xla==2.9.0
+	$(XPY) -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] if not d.startswith('torch')))" > $(XLA_VENV)/requirements.txt
+	$(XPY) -m pip install --quiet -r $(XLA_VENV)/requirements.txt 'pytest>=8'
+	touch $(XSTAMP)
+
+test-xla: $(XSTAMP)
+	PJRT_DEVICE=CPU $(XPY) -m pytest -p no:cacheprovider -m "not slow" tests/xla $(XLA_CORE_TESTS)
+
 test-all: $(STAMP)
 	$(PY) -m pytest tests
 
@@ -31,4 +53,4 @@ lint: $(STAMP)
 	$(PY) -m ruff check remix platforms scripts eval tests
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(XLA_VENV) build *.egg-info .pytest_cache

@@ -31,7 +31,7 @@ def get_platform(name: str) -> ModuleType:
         if e.name != PLATFORMS[name]:
             raise  # the platform exists but one of its dependencies is missing: say which
         raise PlatformUnavailable(
-            f"--platform {name}: not implemented yet in this version of remix (cpu and cuda are); "
+            f"--platform {name}: not implemented yet in this version of remix (cpu, cuda and xla are); "
             "see README.md, section Platforms"
         ) from None
     check = getattr(module, "check_available", None)

@@ -25,6 +25,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -44,6 +45,7 @@ from transformers import AutoModel, AutoModelForCausalLM
 from platforms.backend.logprobs import TokenLogprobs, ValueModel
 from platforms.backend.parallel import ParallelPlan
 from remix import distributed as dist
+from remix.batching import pad_to_multiple, row_chunks
 from remix.checkpoint import save_hf_model
 from remix.config import TrainConfig
 from remix.interfaces import Learner, TokenBatch
@@ -86,10 +88,11 @@ class TorchLearner(Learner):
         # The anchors are copies of the base model made before the plan is applied (sharded like the policy).
         reference = copy.deepcopy(lm)
         precedent = copy.deepcopy(lm) if cfg.uses_precedent() else None  # a full copy: only where it is used
-        self.policy = plan.prepare(TokenLogprobs(lm), trainable=True)
-        self.reference = plan.prepare(TokenLogprobs(reference), trainable=False)
+        static = plan.static_shapes
+        self.policy = plan.prepare(TokenLogprobs(lm, static), trainable=True)
+        self.reference = plan.prepare(TokenLogprobs(reference, static), trainable=False)
         self.reference_is_base = True  # until reincarnation; a checkpoint then stores the reference weights
-        self.precedent = None if precedent is None else plan.prepare(TokenLogprobs(precedent), trainable=False)
+        self.precedent = None if precedent is None else plan.prepare(TokenLogprobs(precedent, static), trainable=False)
         self.optimizer = self._new_optimizer(self.policy, cfg.optim.lr)
         self.critic: nn.Module | None = None
         if cfg.algo == "ppo":
@@ -107,22 +110,33 @@ class TorchLearner(Learner):
         model = {"current": self.policy, "reference": self.reference, "precedent": self.precedent}[policy]
         if model is None:
             raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
-        with self.plan.autocast():
-            logp, _ = model(batch.to(self.plan.device), self.cfg.rollout.temperature,
-                            self.cfg.logprob_chunk_tokens, with_grad=False)
-        return logp.cpu()
+        cfg = self.cfg
+        return self._on_host(batch, lambda b: model(b, cfg.rollout.temperature, cfg.logprob_chunk_tokens,
+                                                    with_grad=False)[0])
 
     @torch.no_grad()
     def values(self, batch: TokenBatch) -> torch.Tensor:
         if self.critic is None:
             raise RuntimeError("values() needs a critic: construct the learner with --algo ppo")
+        return self._on_host(batch, self.critic)
+
+    def _on_host(self, batch: TokenBatch, forward: Callable[[TokenBatch], torch.Tensor]) -> torch.Tensor:
+        """forward's [B, T] result on the host. With static shapes (XLA), in chunks of --micro-batch-size rows
+        padded to the length buckets, cropped on the host: one graph per bucket, whatever the batch."""
         with self.plan.autocast():
-            return self.critic(batch.to(self.plan.device)).cpu()
+            if not self.plan.static_shapes:
+                return forward(self.plan.place(batch)).cpu()
+            T = batch.response_mask.shape[1]
+            padded = pad_to_multiple(batch, self.plan.length_multiple)
+            return torch.cat([forward(self.plan.place(chunk)).cpu()[:real, :T]  # .cpu() runs the graph
+                              for chunk, real in row_chunks(padded, self.cfg.micro_batch_size)])
 
     def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
         """One AdamW step over the mini-batch `batch` (this rank's share of it), and one for the PPO critic.
         Losses are aggregated with the token and sequence counts of the whole mini-batch over all ranks."""
         cfg = self.cfg
+        # XLA traces the objective into the step's graph instead of torch.compiling it (platforms/xla says why)
+        objective = cfg.objective if self.plan.compile_objective else replace(cfg.objective, compile=False)
         dist.same_on_every_rank(len(batch), "the mini-batch size")
         counts = dist.sum_floats({"tokens": float(batch.response_mask.sum()), "seqs": float(len(batch))})
         global_tokens, global_seqs = counts["tokens"], counts["seqs"]
@@ -133,7 +147,7 @@ class TorchLearner(Learner):
             inputs = LossInputs(logp=logp, behav_logp=f["behav_logp"], prox_logp=f["prox_logp"],
                                 ref_logp=f["ref_logp"], prev_logp=f["prev_logp"], advantages=f["advantages"],
                                 mask=micro.response_mask, entropy=entropy)
-            return remix_loss(inputs, cfg.objective, kl_lambda, global_tokens=global_tokens, global_seqs=global_seqs)
+            return remix_loss(inputs, objective, kl_lambda, global_tokens=global_tokens, global_seqs=global_seqs)
 
         def critic_loss(micro: TokenBatch):
             f = micro.fields
@@ -141,7 +155,9 @@ class TorchLearner(Learner):
                               cfg.ppo.value_clip, cfg.objective.loss_agg, cfg.objective.loss_agg_constant,
                               global_tokens, global_seqs)
 
-        batch = batch.to(self.plan.device)
+        if self.plan.static_shapes:
+            batch = pad_to_multiple(batch, self.plan.length_multiple)
+        batch = self.plan.place(batch)
         totals = self._accumulate_and_step(batch, policy_loss, self.policy, self.optimizer, "grad_norm",
                                            global_tokens)
         if self.critic is not None:
@@ -153,34 +169,44 @@ class TorchLearner(Learner):
                              optimizer: torch.optim.Optimizer, name: str, global_tokens: float) -> dict[str, float]:
         """Backward of `loss_fn` over the micro-batches of `batch`, then one clipped optimizer step, or a
         skipped one when the loss or the gradient is not finite on any rank (counted in `skipped/<name>`; the
-        trainer stops after too many in a row). Returns the metrics as whole-mini-batch values over all ranks."""
+        trainer stops after too many in a row). Returns the metrics as whole-mini-batch values over all ranks.
+
+        The metrics and the finiteness flag stay on the device until the gradient norm is known, then cross to
+        the host in one read: one synchronisation per optimizer step (XLA runs the whole update as a few
+        graphs, cut after each micro-batch's backward)."""
         optimizer.zero_grad(set_to_none=True)
         # Each rank's loss is its partial sum over the global denominators; FSDP2 averages gradients over the
         # ranks, so scaling by the world size turns that average into the sum that equals one rank's update.
         scale = float(dist.world_size())
-        totals: dict[str, float] = {}
-        finite = True
+        totals: dict[str, torch.Tensor] = {}
+        finite = torch.ones((), dtype=torch.bool, device=batch.input_ids.device)
         for idx in torch.arange(len(batch)).split(self.cfg.micro_batch_size):
             micro = batch.select(idx.to(batch.input_ids.device))
             with self.plan.autocast():
                 loss, metrics = loss_fn(micro)
-            finite = finite and bool(torch.isfinite(loss))
+            finite = finite & torch.isfinite(loss.detach()).all()
             (loss * scale if scale != 1.0 else loss).backward()
-            share = float(micro.response_mask.sum()) / max(global_tokens, 1.0)
+            share = micro.response_mask.sum().float() / max(global_tokens, 1.0)
             for k, v in metrics.items():  # loss parts are already global partial sums; the rest token means
-                totals[k] = totals.get(k, 0.0) + float(v) * (1.0 if k.startswith("loss/") else share)
-        totals = dist.sum_floats(totals)
-        finite = bool(dist.all_reduce(torch.tensor(float(finite)), "min"))
+                part = v.detach().float() * (1.0 if k.startswith("loss/") else share)
+                totals[k] = totals[k] + part if k in totals else part
+            self.plan.sync()
         params = [p for p in module.parameters() if p.grad is not None]
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
-        norm = float(_full(torch.nn.utils.clip_grad_norm_(params, clip)))  # the norm over all ranks' shards
-        skipped = not (finite and math.isfinite(norm))
+        norm_t = _full(torch.nn.utils.clip_grad_norm_(params, clip))  # the norm over all ranks' shards
+        names = sorted(totals)
+        host = torch.stack([*(totals[k] for k in names), finite.float(), norm_t.float()]).cpu().double().tolist()
+        summed = dist.sum_floats(dict(zip(names, host[:-2])))
+        finite_all = bool(dist.all_reduce(torch.tensor(host[-2]), "min"))
+        norm = host[-1]
+        skipped = not (finite_all and math.isfinite(norm))
         if skipped:
             optimizer.zero_grad(set_to_none=True)
         else:
             optimizer.step()
-        totals.update({name: norm, f"skipped/{name}": float(skipped)})
-        return totals
+        self.plan.sync()
+        summed.update({name: norm, f"skipped/{name}": float(skipped)})
+        return summed
 
     def policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
         for name, tensor in self.policy.lm.state_dict().items():
@@ -190,10 +216,12 @@ class TorchLearner(Learner):
         if self.precedent is None:
             raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
         set_model_state_dict(self.precedent, get_model_state_dict(self.policy))
+        self.plan.sync()
 
     def reincarnate_reference(self) -> None:
         set_model_state_dict(self.reference, get_model_state_dict(self.policy))
         self.reference_is_base = False
+        self.plan.sync()
 
     def reset_optimizer(self) -> None:
         self.optimizer = self._new_optimizer(self.policy, self.cfg.optim.lr)
@@ -225,6 +253,22 @@ class TorchLearner(Learner):
                 state["critic_optimizer"] = get_optimizer_state_dict(self.critic, self.critic_optimizer)
         return state
 
+    def _state_for_dcp(self, fresh: dict[str, bool]) -> dict[str, dict]:
+        """The sharded state as DCP reads and writes it: as is on the CPU and CUDA; as host copies on XLA, whose
+        tensors DCP's file writer cannot read (the state is loaded into those copies, then into the device)."""
+        state = self._sharded_state(fresh)
+        if self.plan.device.type in ("cpu", "cuda"):
+            return state
+
+        def to_host(x):
+            if isinstance(x, dict):
+                return {k: to_host(v) for k, v in x.items()}
+            if isinstance(x, list):
+                return [to_host(v) for v in x]
+            return x.cpu() if isinstance(x, torch.Tensor) else x
+
+        return to_host(state)
+
     def save_state(self, folder: Path) -> None:
         """Collective under several processes: every rank calls it with the same folder."""
         folder.mkdir(parents=True, exist_ok=True)
@@ -239,7 +283,7 @@ class TorchLearner(Learner):
             (folder / "learner.json").write_text(json.dumps(meta) + "\n")
         del full
         with _single_process_dcp():
-            dcp.save(self._sharded_state(fresh), checkpoint_id=folder / "state", no_dist=not dist.active())
+            dcp.save(self._state_for_dcp(fresh), checkpoint_id=folder / "state", no_dist=not dist.active())
 
     def load_state(self, folder: Path) -> None:
         from safetensors.torch import load_file
@@ -254,7 +298,7 @@ class TorchLearner(Learner):
         meta = json.loads((folder / "learner.json").read_text())
         self.reference_is_base, fresh = meta["reference_is_base"], meta["fresh_optimizers"]
         self.reset_optimizer()  # fresh optimizers stay fresh; the others are filled in below
-        state = self._sharded_state(fresh)
+        state = self._state_for_dcp(fresh)
         with _single_process_dcp():
             dcp.load(state, checkpoint_id=folder / "state", no_dist=not dist.active())
         if "optimizer" in state:

@@ -46,7 +46,9 @@ def head_logprobs(states: torch.Tensor, targets: torch.Tensor, head: nn.Module, 
     for s in range(0, states.shape[0], chunk_tokens):
         args = (states[s:s + chunk_tokens], targets[s:s + chunk_tokens], head.weight,
                 getattr(head, "bias", None), temperature)
-        lp, ent = checkpoint(_chunk_logprobs, *args, use_reentrant=False) if with_grad else _chunk_logprobs(*args)
+        # no RNG inside (and XLA has no torch device module for RNG state): nothing to preserve
+        lp, ent = (checkpoint(_chunk_logprobs, *args, use_reentrant=False, preserve_rng_state=False) if with_grad
+                   else _chunk_logprobs(*args))
         logps.append(lp)
         ents.append(ent)
     if not logps:
@@ -56,12 +58,19 @@ def head_logprobs(states: torch.Tensor, targets: torch.Tensor, head: nn.Module, 
 
 
 def token_logprobs(model: nn.Module, batch: TokenBatch, temperature: float, chunk_tokens: int,
-                   with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                   with_grad: bool, static_shapes: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(log-probs, entropies) [B, T] of the response tokens under an HF causal LM; zero where
-    response_mask is false. The batch must be on the model's device."""
+    response_mask is false. The batch must be on the model's device. `static_shapes` (XLA) computes every
+    position of the [B, T] grid and masks after, instead of gathering the response tokens first (a boolean
+    index has a data-dependent shape: a recompilation per count)."""
     states = response_states(model.get_decoder(), batch)
     mask = batch.response_mask
     P, T = batch.prompt_len, mask.shape[1]
+    if static_shapes:
+        B = mask.shape[0]
+        logp, entropy = head_logprobs(states.reshape(B * T, -1), batch.input_ids[:, P:P + T].reshape(-1),
+                                      model.get_output_embeddings(), temperature, chunk_tokens, with_grad)
+        return logp.view(B, T) * mask, entropy.view(B, T) * mask
     logp, entropy = head_logprobs(states[mask], batch.input_ids[:, P:P + T][mask], model.get_output_embeddings(),
                                   temperature, chunk_tokens, with_grad)
     zeros = torch.zeros(mask.shape, dtype=torch.float32, device=mask.device)
@@ -77,13 +86,14 @@ class TokenLogprobs(nn.Module):
     embeddings, the final norm and the (often tied) head.
     """
 
-    def __init__(self, lm: nn.Module) -> None:
+    def __init__(self, lm: nn.Module, static_shapes: bool = False) -> None:
         super().__init__()
         self.lm = lm
+        self.static_shapes = static_shapes
 
     def forward(self, batch: TokenBatch, temperature: float, chunk_tokens: int,
                 with_grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        return token_logprobs(self.lm, batch, temperature, chunk_tokens, with_grad)
+        return token_logprobs(self.lm, batch, temperature, chunk_tokens, with_grad, self.static_shapes)
 
 
 class ValueModel(nn.Module):

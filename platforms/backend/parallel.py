@@ -15,16 +15,26 @@ the values). The plan is fixed at construction time:
   root; used whenever the job has more than one process.
 - `activation_checkpointing`: each transformer block's activations are recomputed in the backward pass
   (less memory, one more forward of the blocks).
+- `static_shapes` (XLA): batches padded to multiples of `length_multiple` tokens and forward passes in chunks of
+  a fixed number of rows, log-probs over every position (no boolean indexing), the update's metrics read from
+  the device once per optimizer step; `mark_step` cuts and runs the lazy graph after each backward, each
+  optimizer step and each weight copy.
+- `spmd_mesh` (XLA SPMD): every parameter sharded along its first dimension over the mesh's one axis
+  ('fsdp'; replicated where that dimension does not divide), each batch along its rows.
 """
 
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from remix.interfaces import TokenBatch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -35,6 +45,26 @@ class ParallelPlan:
     compute_dtype: torch.dtype = torch.float32
     sharded: bool = False
     activation_checkpointing: bool = False
+    static_shapes: bool = False
+    length_multiple: int = 1
+    mark_step: Callable[[], None] | None = None
+    spmd_mesh: Any = None  # torch_xla.distributed.spmd.Mesh
+    compile_objective: bool = True  # honour --objective.compile (XLA: False, the loss is traced into the step)
+
+    def sync(self) -> None:
+        """XLA: cut the lazy graph here and run it; elsewhere nothing."""
+        if self.mark_step is not None:
+            self.mark_step()
+
+    def place(self, batch: TokenBatch) -> TokenBatch:
+        """The batch on the device; under SPMD with its rows sharded over the mesh (where they divide)."""
+        batch = batch.to(self.device)
+        if self.spmd_mesh is not None and len(batch) % self.spmd_mesh.size() == 0:
+            import torch_xla.distributed.spmd as xs
+
+            for t in (batch.input_ids, batch.attention_mask, batch.response_mask, *batch.fields.values()):
+                xs.mark_sharding(t, self.spmd_mesh, ("fsdp",) + (None,) * (t.dim() - 1))
+        return batch
 
     def prepare(self, module: nn.Module, trainable: bool) -> nn.Module:
         """Applies the plan to a freshly built float32 module: activation checkpointing (trainable modules
@@ -57,7 +87,16 @@ class ParallelPlan:
             # right after each forward, or it would stay gathered on every rank until the process ends.
             fully_shard(module, mp_policy=mp, reshard_after_forward=True if not trainable else None)
             return module
-        return module.to(self.device)
+        module = to_device_keeping_ties(module, self.device)
+        if self.spmd_mesh is not None:
+            import torch_xla.distributed.spmd as xs
+
+            n = self.spmd_mesh.size()
+            for p in module.parameters():
+                if p.dim() > 0:
+                    spec = ("fsdp" if p.shape[0] % n == 0 else None,) + (None,) * (p.dim() - 1)
+                    xs.mark_sharding(p, self.spmd_mesh, spec)
+        return module
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context forward passes run in: bf16 autocast for an unsharded bf16 learner, else nothing
@@ -65,6 +104,21 @@ class ParallelPlan:
         if self.compute_dtype == torch.float32 or self.sharded:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
+
+
+def to_device_keeping_ties(module: nn.Module, device: torch.device) -> nn.Module:
+    """module.to(device), with tied parameters (an LM head that is the embedding) still one parameter after it:
+    torch-xla's .to() gives each name its own copy, which would train the head and the embedding apart."""
+    names_of: dict[int, list[str]] = {}
+    for name, p in module.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(p), []).append(name)
+    module = module.to(device)
+    for first, *aliases in names_of.values():
+        shared = module.get_parameter(first)
+        for alias in aliases:
+            owner, _, attr = alias.rpartition(".")
+            setattr(module.get_submodule(owner) if owner else module, attr, shared)
+    return module
 
 
 def transformer_blocks(module: nn.Module) -> list[nn.Module]:
@@ -84,6 +138,7 @@ def _recompute_in_backward(block: nn.Module) -> None:
     def recomputed(*args, **kwargs):
         if not torch.is_grad_enabled():
             return forward(*args, **kwargs)
-        return checkpoint(forward, *args, use_reentrant=False, **kwargs)
+        # dropout is off (eval mode): no RNG to replay, and XLA has no torch device module for RNG state
+        return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
 
     block.forward = recomputed

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StaticCache
 
+from platforms.backend.parallel import to_device_keeping_ties
 from remix.batching import positions_of
 from remix.interfaces import Generation, Rollout, SamplingParams
 
@@ -91,7 +92,12 @@ def left_pad(prompts: list[list[int]], pad_id: int, width: int | None = None) ->
 
 def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Next tokens and their log-probs under the sampled distribution (greedy when temperature is 0)."""
+    """Next tokens and their log-probs under the sampled distribution (greedy when temperature is 0).
+
+    Sampling is by the inverse of the cumulative distribution, with one uniform per row drawn from `generator`
+    (which may live on the host while the logits are on the device: XLA devices have no torch.Generator):
+    the same arithmetic on every device, so every platform draws what the CPU reference draws from the same
+    distribution, up to rounding at the edges between tokens."""
     logits = logits.float()
     if params.temperature == 0:
         logp = torch.log_softmax(logits, dim=-1)
@@ -105,7 +111,10 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         sorted_logp = sorted_logp.masked_fill(drop, float("-inf"))
         logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_logp)
         logp = torch.log_softmax(logp, dim=-1)
-    token = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+    cdf = logp.exp().cumsum(dim=-1)
+    u = torch.rand(len(cdf), generator=generator, device=generator.device).to(cdf.device) * cdf[:, -1]
+    # the first token whose cumulative probability exceeds u (a count, not searchsorted: it lowers everywhere)
+    token = (cdf <= u[:, None]).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)
     return token, logp.gather(-1, token[:, None]).squeeze(-1)
 
 
@@ -120,12 +129,14 @@ class TorchRollout(Rollout):
         self.decode = decode or DecodePlan()
         self.device = torch.device(device)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype)
+        self.model = to_device_keeping_ties(model, self.device).eval()
         self.model.requires_grad_(False)
         self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.stop_ids)
-        self.generator = torch.Generator(device=self.device).manual_seed(seed)
+        # XLA devices have no torch.Generator: there the uniforms come from the host (see sample_next)
+        self.generator = torch.Generator(device="cpu" if self.device.type == "xla" else self.device).manual_seed(seed)
         self.max_batch = max_batch
         # transformers 5 renamed `past_key_values` to `cache`; accept both generations of the API.
         params = inspect.signature(self.model.forward).parameters
@@ -150,6 +161,8 @@ class TorchRollout(Rollout):
             missing.discard(name)
         if missing:
             raise KeyError(f"load_weights: {len(missing)} weights never arrived, e.g. {sorted(missing)[:3]}")
+        if self.decode.mark_step:  # XLA: run the copies now, not as part of the next generation's first graph
+            self.decode.mark_step()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}

@@ -1,0 +1,128 @@
+"""The XLA platform: the one PyTorch backend (platforms/backend) on an XLA device through torch-xla (TPUs; also
+the CPU through PJRT, which is how it is tested: `PJRT_DEVICE=CPU`, `CPU_NUM_DEVICES=4` for four devices).
+
+torch-xla traces the eager program into lazy graphs and compiles one executable per graph shape, so everything
+here keeps shapes fixed and the host out of the step:
+
+- rollout: the backend's static KV cache layout (prompts padded to multiples of 64 tokens, batches to powers of
+  two, a fixed-size cache) with a graph cut (`torch_xla.sync`) after the prefill and after each decode step, so
+  every step of every generation in a bucket runs one cached executable; sampling draws its uniforms from a
+  host generator (XLA devices have no torch.Generator) and samples on the device;
+- learner: batches padded to multiples of `LENGTH_MULTIPLE` tokens (prompt and response separately), log-probs
+  over every position of the padded batch (no boolean indexing, whose result has a data-dependent shape),
+  micro-batch metrics kept on the device and read once per optimizer step, a graph cut after each backward and
+  after the optimizer step;
+- the ReMix objective is the same `remix_loss` as everywhere. It is not `torch.compile`d on XLA: it is traced
+  into the step's own graph with the forward and backward, where XLA fuses it with its neighbours. torch.compile
+  with the openxla backend would cut the loss into a graph of its own, with a host round trip at each boundary
+  and nothing gained (`--objective.compile` is therefore ignored here, and the run says so);
+- several chips: one process drives all of them through SPMD (`torch_xla.runtime.use_spmd`), every parameter
+  sharded FSDP-style along its first dimension over a one-axis mesh of all devices and each batch along its rows,
+  so the data-parallel loop of the backend maps onto the mesh with the same update; torchrun is not used.
+
+Executed here: all of this on the CPU through PJRT (tests/xla, `make test-xla`). Not executed: a real TPU.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from platforms.backend import DTYPES, ParallelPlan, TorchLearner, torch_rollout
+from remix import distributed as dist
+from remix.config import RolloutConfig, TrainConfig
+
+NAME = "xla"
+DIST_BACKEND = "gloo"  # never joined: one process drives every chip (SPMD); see check_available
+LENGTH_MULTIPLE = 32  # learner batches: prompt and response lengths are padded to multiples of this
+
+
+def check_available() -> None:
+    """One line where torch-xla is missing or the job was started by torchrun."""
+    from platforms import PlatformUnavailable
+
+    try:
+        import torch_xla  # noqa: F401
+    except ModuleNotFoundError:
+        raise PlatformUnavailable(
+            f"--platform xla: torch_xla is not installed (torch {torch.__version__}); it needs torch==2.9.0 and "
+            "torch-xla==2.9.0 in an environment of their own: `make test-xla` builds one in .venv-xla (README, XLA)"
+        ) from None
+    if dist.launched_world_size() > 1:
+        raise PlatformUnavailable("--platform xla: start one process (it drives every chip through SPMD), not torchrun")
+
+
+_spmd: bool | None = None
+
+
+def spmd() -> bool:
+    """Whether this process drives several XLA devices through SPMD. Decided once, before any XLA tensor exists
+    (use_spmd must come first): SPMD exactly when the runtime has more than one device."""
+    global _spmd
+    if _spmd is None:
+        import torch_xla.runtime as xr
+
+        _spmd = xr.global_runtime_device_count() > 1
+        if _spmd:
+            xr.use_spmd()
+    return _spmd
+
+
+def device() -> torch.device:
+    spmd()
+    _register_device_module()
+    import torch_xla
+
+    return torch_xla.device()
+
+
+def _register_device_module() -> None:
+    """torch.utils.checkpoint (torch 2.9) looks up `torch.<device type>` even with preserve_rng_state=False, and
+    torch-xla registers no `torch.xla`, so the backend's recomputation (chunked LM head, activation checkpointing)
+    would fail. A bare module is enough: with preserve_rng_state=False, which the backend always passes (no
+    dropout, no RNG to replay), nothing in it is used. torch-xla's own checkpoint is no substitute: it is
+    reentrant only and drops keyword arguments, which transformers' blocks take."""
+    import types
+
+    if not hasattr(torch, "xla"):
+        torch._register_device_module("xla", types.ModuleType("torch.xla", "placeholder for torch.utils.checkpoint"))
+
+
+def sync() -> None:
+    """Cuts the lazy graph here and runs it (torch_xla.sync; xm.mark_step before 2.6)."""
+    import torch_xla
+
+    torch_xla.sync()
+
+
+def mesh():
+    """The one-axis device mesh of SPMD ('fsdp': every device), or None with one device."""
+    if not spmd():
+        return None
+    import numpy as np
+    import torch_xla.distributed.spmd as xs
+    import torch_xla.runtime as xr
+
+    n = xr.global_runtime_device_count()
+    return xs.Mesh(np.arange(n), (n,), ("fsdp",))
+
+
+def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32",
+                 options: RolloutConfig | None = None):
+    return torch_rollout(model_dir, device(), NAME, seed, dtype, options, mark_step=sync)
+
+
+def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
+    if cfg.objective.compile and dist.is_main():
+        print("--platform xla: the objective is traced into the training step's XLA graph, not torch.compile'd "
+              "(--objective.compile has no effect here)", flush=True)
+    plan = ParallelPlan(device=device(), compute_dtype=DTYPES[cfg.model.dtype],
+                        activation_checkpointing=cfg.model.activation_checkpointing,
+                        static_shapes=True, length_multiple=LENGTH_MULTIPLE, mark_step=sync, spmd_mesh=mesh(),
+                        compile_objective=False)
+    return TorchLearner(model_dir, cfg, plan, platform=NAME)
+
+
+__all__ = ["DIST_BACKEND", "NAME", "check_available", "device", "make_learner", "make_rollout", "mesh", "spmd",
+           "sync"]

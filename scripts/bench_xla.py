@@ -1,0 +1,92 @@
+"""The XLA platform's run on the CPU through PJRT beside the CPU platform's: the same default ReMix-GRPO job on
+tiny-arith, held-out accuracy, step times, and XLA's compilations (count and time, from torch_xla's metrics).
+
+    PJRT_DEVICE=CPU .venv-xla/bin/python scripts/bench_xla.py --steps 20     # after `make test-xla` built .venv-xla
+
+Both runs are in this one process, the CPU platform's first (torch_xla's metrics then count the XLA run alone).
+Writes docs/benchmarks/xla_cpu.md and .json. What it says about a TPU: nothing about speed (XLA's CPU backend is
+not a TPU), only that the platform trains like the reference and how often it compiles.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from remix.config import TrainConfig  # noqa: E402
+from remix.reporting import machine_description, write_report  # noqa: E402
+from remix.runner import run  # noqa: E402
+from remix.tracking import read_metrics  # noqa: E402
+
+
+def one_run(cfg: TrainConfig) -> dict:
+    start = time.perf_counter()
+    summary = run(cfg)
+    wall = time.perf_counter() - start
+    rows = [r for r in read_metrics(Path(cfg.run_dir) / "metrics.jsonl") if r["step"] > 0]
+    step_s = [r["time/generate"] + r["time/grade"] + r["time/learn"] for r in rows]
+    return {"before": summary["heldout_accuracy_before"], "after": summary["heldout_accuracy_after"],
+            "curve": [(r["step"], r["heldout/accuracy"]) for r in read_metrics(Path(cfg.run_dir) / "metrics.jsonl")
+                      if "heldout/accuracy" in r],
+            "first_step_s": step_s[0], "later_step_s_median": statistics.median(step_s[1:]),
+            "later_step_s_min": min(step_s[1:]), "later_step_s_max": max(step_s[1:]), "wall_s": wall,
+            "rollouts": summary["rollouts"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--eval-every", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks")
+    args = ap.parse_args()
+    if os.environ.get("PJRT_DEVICE") != "CPU":
+        print("error: PJRT_DEVICE: set PJRT_DEVICE=CPU (this benchmark runs XLA on the CPU)", file=sys.stderr)
+        return 2
+    import torch
+    import torch_xla
+    import torch_xla.debug.metrics as met
+
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for platform in ("cpu", "xla"):
+            cfg = replace(TrainConfig(platform=platform, steps=args.steps, eval_every=args.eval_every),
+                          run_dir=Path(tmp) / platform)
+            results[platform] = one_run(cfg)
+    compile_time = met.metric_data("CompileTime")
+    execute = met.metric_data("ExecuteTime")
+    results["xla"].update(compilations=int(compile_time[0]), compile_s=compile_time[1] / 1e9,
+                          executions=int(execute[0]) if execute else 0)
+    command = "PJRT_DEVICE=CPU python scripts/bench_xla.py " + " ".join(sys.argv[1:])
+    versions = f"torch {torch.__version__}, torch-xla {torch_xla.__version__}"
+    lines = ["# The XLA platform on the CPU (PJRT) beside the CPU platform", "",
+             f"Command: `{command}`  ", f"Date: {dt.date.today().isoformat()}  ",
+             f"Machine: {machine_description()}; {versions}  ",
+             f"Job: the default ReMix-GRPO run on tiny-arith, {args.steps} steps of 64 responses, evaluated every "
+             f"{args.eval_every} steps (256 held-out problems, greedy). One run per platform, the same seed.", "",
+             "| platform | held-out accuracy (step: accuracy) | first step | later steps, median (min-max) | wall | "
+             "XLA compilations | compile time |", "|---|---|---|---|---|---|---|"]
+    for platform, r in results.items():
+        curve = ", ".join(f"{s}: {a:.3f}" for s, a in r["curve"])
+        comp = (f"{r['compilations']} | {r['compile_s']:.0f} s") if platform == "xla" else "- | -"
+        lines.append(f"| {platform} | {curve} | {r['first_step_s']:.1f} s | {r['later_step_s_median']:.2f} s "
+                     f"({r['later_step_s_min']:.2f}-{r['later_step_s_max']:.2f}) | {r['wall_s']:.0f} s | {comp} |")
+    lines += ["", "Step time is generate + grade + learn as the run logs it; the first step includes most "
+              "compilations on XLA. Compilations are torch_xla's CompileTime count over the whole XLA run "
+              "(evaluations included): one per distinct graph, so later steps in the same length buckets add none."]
+    write_report(args.out, "xla_cpu", lines, {"command": command, "machine": machine_description(),
+                                             "versions": versions, "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

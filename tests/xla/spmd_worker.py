@@ -1,0 +1,64 @@
+"""One learner update on a fixed batch, for tests/xla/test_xla_platform.py: `python -m tests.xla.spmd_worker
+MODEL_DIR OUT.json` under PJRT_DEVICE=CPU CPU_NUM_DEVICES=4 runs it on the XLA platform's SPMD learner and writes
+the metrics and the weight update; `one_update("cpu", ...)` is the same on the CPU platform."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from platforms import get_platform
+from remix.batching import collate
+from remix.interfaces import Group
+from tests.helpers import small_config
+
+
+def fixed_batch(tokenizer, pad_id):
+    g = torch.Generator().manual_seed(0)
+    prompts = [tokenizer(t)["input_ids"] for t in ("What is 1 + 2?", "7 * 8 =", "Hi", "Compute 4 - 1.")]
+    groups = [Group(prompt_ids=p, responses=[torch.randint(3, 300, (3 + i + j,), generator=g).tolist()
+                                             for j in range(2)], rewards=[0.0, 1.0], version=1)
+              for i, p in enumerate(prompts)]
+    batch = collate(groups, pad_id)
+    base = -5 + torch.rand(batch.response_mask.shape, generator=g)
+    batch.fields.update(behav_logp=base + 0.1, prox_logp=base.clone(), ref_logp=base - 0.1, prev_logp=base + 0.05,
+                        advantages=torch.randn(len(batch), 1, generator=g).expand_as(base).clone())
+    return batch
+
+
+def one_update(platform: str, model_dir) -> tuple[dict, torch.Tensor]:
+    """(metrics, flattened weight update) of one update of mini-batch 8, micro-batch 4."""
+    from transformers import AutoTokenizer
+
+    cfg = small_config(model_dir, batch_size=8, mini_batch_size=8, micro_batch_size=4)
+    learner = get_platform(platform).make_learner(model_dir, cfg)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = fixed_batch(tokenizer, tokenizer.pad_token_id)
+    before = {k: v.detach().cpu().clone() for k, v in learner.policy_weights()}
+    metrics = learner.update(batch, kl_lambda=0.8)
+    after = {k: v.detach().cpu() for k, v in learner.policy_weights()}
+    delta = torch.cat([(after[k] - before[k]).flatten() for k in sorted(before)])
+    return metrics, delta
+
+
+def main() -> None:
+    model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
+    import torch_xla.runtime as xr
+
+    from platforms import xla
+
+    assert xla.spmd(), "run with CPU_NUM_DEVICES > 1"
+    metrics, delta = one_update("xla", model_dir)
+    learner_params = get_platform("xla").make_learner(model_dir, small_config(model_dir)).policy.parameters()
+    import torch_xla
+
+    sharded = sum(1 for p in learner_params if "devices=" in torch_xla._XLAC._get_xla_sharding_spec(p))
+    out.write_text(json.dumps({"devices": xr.global_runtime_device_count(), "metrics": metrics,
+                               "delta": delta.tolist(), "sharded_parameters": sharded}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""The XLA platform on the CPU through PJRT (`make test-xla`, in .venv-xla with torch 2.9 and torch-xla 2.9).
+
+Against the CPU platform, the reference: the same ReMix-GRPO steps give the same tokens, and losses and
+log-probs within the tolerance below; steps and generations in the same length bucket compile nothing new;
+one SPMD update over 4 devices equals the one-device update; a checkpoint taken on XLA resumes to what an
+uninterrupted run gives. Skipped where torch_xla is not installed (the project's own .venv).
+
+Tolerance: XLA's CPU backend computes the same float32 arithmetic with other kernels (Eigen) and fuses and
+reorders reductions, so results differ from PyTorch's by rounding: about 1e-7 relative per operation, a few
+1e-6 after a forward and backward through the model and a few optimizer steps at lr 5e-5. 1e-4 absolute on
+log-probs (the engine/learner agreement bound used on every platform) and 1e-4 relative on losses leave room
+for that and catch any real error (a wrong mask, position or temperature moves them by far more).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+torch_xla = pytest.importorskip("torch_xla", reason="torch_xla is not installed here: `make test-xla` runs these")
+
+import torch  # noqa: E402
+import torch_xla.debug.metrics as met  # noqa: E402
+
+from platforms import get_platform  # noqa: E402
+from remix.config import ReMixConfig  # noqa: E402
+from remix.data import ArithTask, ProblemSource  # noqa: E402
+from remix.runner import encode_problems  # noqa: E402
+from remix.trainer import Trainer  # noqa: E402
+from tests.helpers import HashGrader, small_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _trainer(platform: str, model_dir, cfg) -> Trainer:
+    p = get_platform(platform)
+    rollout = p.make_rollout(model_dir, seed=cfg.seed, options=cfg.rollout)
+    learner = p.make_learner(model_dir, cfg)
+    task = ArithTask(cfg.data.arith_levels)
+    train = encode_problems(rollout.tokenizer, task.train_problems(), 512, "training set")
+    heldout = encode_problems(rollout.tokenizer, task.heldout_problems(8), 512, "held-out set")
+    return Trainer(cfg, rollout, learner, HashGrader(), rollout.tokenizer, ProblemSource(train, cfg.seed), heldout)
+
+
+def _config(model_dir, **kw):
+    cfg = small_config(model_dir, **kw)
+    return replace(cfg, objective=replace(cfg.objective, entropy_coef=0.01, kl_coef=0.05))
+
+
+def compiles() -> int:
+    data = met.metric_data("CompileTime")
+    return 0 if data is None else int(data[0])
+
+
+def test_remix_steps_match_the_cpu_platform(tiny_model_dir):
+    """Four steps through reincarnation (T = 3): the same responses, losses and KLs within the tolerance."""
+    cfg = _config(tiny_model_dir, steps=4)
+    cpu, xla = _trainer("cpu", tiny_model_dir, cfg), _trainer("xla", tiny_model_dir, cfg)
+    for _ in range(cfg.steps):
+        want, got = cpu.train_step(), xla.train_step()
+        assert got["response_length/mean"] == want["response_length/mean"]
+        assert got["reward/mean"] == want["reward/mean"] and got["historical_share"] == want["historical_share"]
+        for key in ("loss/policy", "kl/ref", "entropy", "grad_norm", "ratio/mean"):
+            assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
+        assert got["sampler/logp_abs_diff"] < 1e-4  # the XLA engine's log-probs against the XLA learner's
+    assert [g.responses for g in xla.buffer._groups] == [g.responses for g in cpu.buffer._groups]
+    batch = _probe_batch(cpu)
+    torch.testing.assert_close(xla.learner.logprobs(batch), cpu.learner.logprobs(batch), atol=1e-4, rtol=0)
+
+
+def _probe_batch(trainer):
+    from remix.batching import collate
+    from remix.interfaces import Group, SamplingParams
+
+    prompts = [e.prompt_ids for e in trainer.heldout[:3]]
+    gens = trainer.rollout.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=6, n=2, seed=1))
+    groups = [Group(prompt_ids=p, responses=[g.token_ids for g in gs], rewards=[0.0, 0.0], version=1)
+              for p, gs in zip(prompts, gens)]
+    return collate(groups, trainer.pad_id)
+
+
+def test_later_steps_and_generations_in_a_bucket_compile_nothing(tiny_model_dir):
+    cfg = _config(tiny_model_dir, steps=4, remix=ReMixConfig(reincarnation_step=None))
+    trainer = _trainer("xla", tiny_model_dir, cfg)
+    trainer.evaluate()
+    trainer.train_step()
+    trainer.train_step()  # the first step with historical groups and an optimizer state: new graphs
+    before = compiles()
+    assert before > 0
+    trainer.train_step()
+    assert compiles() == before, "a later training step in the same length buckets compiled new graphs"
+    trainer.evaluate()
+    assert compiles() == before, "a second generation in the same bucket compiled new graphs"
+
+
+def test_checkpoint_and_resume_on_xla(tiny_model_dir, tmp_path):
+    from remix.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+
+    cfg = _config(tiny_model_dir, steps=4)
+    straight = _trainer("xla", tiny_model_dir, cfg)
+    want = [straight.train_step() for _ in range(3)]
+    first = _trainer("xla", tiny_model_dir, cfg)
+    for _ in range(2):
+        first.train_step()
+    save_checkpoint(first, tmp_path)
+    resumed = _trainer("xla", tiny_model_dir, cfg)
+    load_checkpoint(resumed, list_checkpoints(tmp_path)[-1])
+    assert resumed.step == 2 and resumed.buffer.num_responses() == first.buffer.num_responses()
+    got = resumed.train_step()
+    assert got["response_length/mean"] == want[2]["response_length/mean"]
+    for key in ("loss/policy", "kl/ref", "grad_norm"):
+        assert got[key] == pytest.approx(want[2][key], rel=1e-6, abs=1e-9), key
+    a = dict(straight.learner.policy_weights())
+    for name, t in resumed.learner.policy_weights():
+        torch.testing.assert_close(t.cpu(), a[name].cpu(), atol=1e-6, rtol=0)
+
+
+def test_spmd_update_over_four_devices_equals_one_device(tiny_model_dir, tmp_path):
+    """One update of the FSDP-style SPMD learner over 4 XLA CPU devices (another process: the device count is
+    fixed at start) against the CPU platform's update of the same batch and weights."""
+    from tests.xla.spmd_worker import one_update
+
+    out = tmp_path / "spmd.json"
+    env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": "4"}
+    proc = subprocess.run([sys.executable, "-m", "tests.xla.spmd_worker", str(tiny_model_dir), str(out)], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spmd = json.loads(out.read_text())
+    assert spmd["devices"] == 4 and spmd["sharded_parameters"] > 0
+    cpu_metrics, cpu_delta = one_update("cpu", tiny_model_dir)
+    for key in ("loss/policy", "grad_norm", "kl/ref"):
+        assert spmd["metrics"][key] == pytest.approx(cpu_metrics[key], rel=1e-4, abs=1e-7), key
+    delta = torch.tensor(spmd["delta"])
+    torch.testing.assert_close(delta, cpu_delta, atol=1e-6, rtol=1e-3)
