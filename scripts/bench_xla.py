@@ -56,6 +56,11 @@ def main() -> int:
     import torch_xla
     import torch_xla.debug.metrics as met
 
+    from platforms import xla
+
+    # The XLA device must exist before the first backward pass of the process (the CPU run's): PyTorch's autograd
+    # engine sizes its per-device queues at its first use, and an XLA device that appears later has none.
+    xla.device()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for platform in ("cpu", "xla"):

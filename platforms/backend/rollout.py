@@ -90,14 +90,13 @@ def left_pad(prompts: list[list[int]], pad_id: int, width: int | None = None) ->
     return ids, mask
 
 
-def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+def sample_next(logits: torch.Tensor, params: SamplingParams, u: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Next tokens and their log-probs under the sampled distribution (greedy when temperature is 0).
 
-    Sampling is by the inverse of the cumulative distribution, with one uniform per row drawn from `generator`
-    (which may live on the host while the logits are on the device: XLA devices have no torch.Generator):
-    the same arithmetic on every device, so every platform draws what the CPU reference draws from the same
-    distribution, up to rounding at the edges between tokens."""
+    Sampling is by the inverse of the cumulative distribution at one uniform `u` [n] per row, on the logits'
+    device: the same arithmetic on every device, so every platform draws what the CPU reference draws from
+    the same distribution, up to rounding at the edges between tokens."""
     logits = logits.float()
     if params.temperature == 0:
         logp = torch.log_softmax(logits, dim=-1)
@@ -112,9 +111,8 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, generator: torch.G
         logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_logp)
         logp = torch.log_softmax(logp, dim=-1)
     cdf = logp.exp().cumsum(dim=-1)
-    u = torch.rand(len(cdf), generator=generator, device=generator.device).to(cdf.device) * cdf[:, -1]
     # the first token whose cumulative probability exceeds u (a count, not searchsorted: it lowers everywhere)
-    token = (cdf <= u[:, None]).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)
+    token = (cdf <= (u * cdf[:, -1])[:, None]).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)
     return token, logp.gather(-1, token[:, None]).squeeze(-1)
 
 
@@ -135,7 +133,7 @@ class TorchRollout(Rollout):
         self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer)
         pad = self.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else min(self.stop_ids)
-        # XLA devices have no torch.Generator: there the uniforms come from the host (see sample_next)
+        # XLA devices have no torch.Generator: there the uniforms come from the host (see _uniforms)
         self.generator = torch.Generator(device="cpu" if self.device.type == "xla" else self.device).manual_seed(seed)
         self.max_batch = max_batch
         # transformers 5 renamed `past_key_values` to `cache`; accept both generations of the API.
@@ -152,7 +150,9 @@ class TorchRollout(Rollout):
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         """Copies each streamed weight into place as it arrives (cast to this engine's dtype and device);
         no full second copy of the weights is ever held. Every weight must arrive, and no unknown one."""
-        own = self.model.state_dict()
+        # keep_vars: the parameters themselves. A plain state_dict holds detached aliases, and on XLA an in-place
+        # copy into such an alias never reaches the parameter (lazy tensors share no storage).
+        own = self.model.state_dict(keep_vars=True)
         missing = set(own)
         for name, tensor in weights:
             if name not in own:
@@ -196,10 +196,11 @@ class TorchRollout(Rollout):
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
         stop = torch.tensor(sorted(self.stop_ids), device=self.device)
         step_ids, step_pos = ids, positions
-        for _ in range(params.max_new_tokens):
+        uniforms = self._uniforms(n, params)
+        for step in range(params.max_new_tokens):
             logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
                                 logits_to_keep=1, **{self._cache_kwarg: cache}).logits[:, -1]
-            token, logp = sample_next(logits, params, self.generator)
+            token, logp = sample_next(logits, params, None if uniforms is None else uniforms[:, step].to(self.device))
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             tokens = torch.cat([tokens, token[:, None]], dim=1)
             logps = torch.cat([logps, logp[:, None]], dim=1)
@@ -211,6 +212,15 @@ class TorchRollout(Rollout):
             step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
         tokens, logps = tokens.cpu(), logps.cpu()
         return [self._to_generation(tokens[i], logps[i]) for i in range(n)]
+
+    def _uniforms(self, n: int, params: SamplingParams) -> torch.Tensor | None:
+        """[n, max_new_tokens] uniforms for a batch, drawn at once, so that the generator's stream does not depend
+        on how many steps the loop ran (the static layout notices finished rows only every sync_every steps).
+        They stay on the generator's device; each step takes its column there (on XLA, the host: a column
+        sliced on the device would be a constant of the step's graph, one graph per step)."""
+        if params.temperature == 0:
+            return None
+        return torch.rand((n, params.max_new_tokens), generator=self.generator, device=self.generator.device)
 
     def _forward_last(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                       cache_position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
@@ -249,8 +259,9 @@ class TorchRollout(Rollout):
         done = torch.zeros(n, dtype=torch.bool, device=dev)
         step_pos, cache_position = positions[:, -1:], torch.tensor([width], device=dev)
         tokens, logps = [], []
+        uniforms = self._uniforms(n, params)
         for j in range(new):
-            token, logp = sample_next(logits[:n], params, self.generator)
+            token, logp = sample_next(logits[:n], params, None if uniforms is None else uniforms[:, j].to(dev))
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             tokens.append(token)
             logps.append(logp)

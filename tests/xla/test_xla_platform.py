@@ -69,6 +69,9 @@ def test_remix_steps_match_the_cpu_platform(tiny_model_dir):
         for key in ("loss/policy", "kl/ref", "entropy", "grad_norm", "ratio/mean"):
             assert got[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), key
         assert got["sampler/logp_abs_diff"] < 1e-4  # the XLA engine's log-probs against the XLA learner's
+        engine = xla.rollout.model.state_dict()
+        for name, t in xla.learner.policy_weights():  # the weight sync reached the engine's parameters
+            assert torch.equal(engine[name].cpu(), t.cpu()), name
     assert [g.responses for g in xla.buffer._groups] == [g.responses for g in cpu.buffer._groups]
     batch = _probe_batch(cpu)
     torch.testing.assert_close(xla.learner.logprobs(batch), cpu.learner.logprobs(batch), atol=1e-4, rtol=0)
