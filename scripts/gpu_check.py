@@ -48,7 +48,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from platforms.backend import DTYPES, DecodePlan, ParallelPlan, TorchLearner, TorchRollout, decode_plan_for  # noqa: E402
+from platforms.backend import DTYPES, ParallelPlan, TorchLearner, TorchRollout, decode_plan_for  # noqa: E402
 from platforms.backend.logprobs import head_logprobs  # noqa: E402
 from remix.batching import collate, positions_of  # noqa: E402
 from remix.config import DataConfig, ModelConfig, RolloutConfig, TrainConfig  # noqa: E402
@@ -341,9 +341,10 @@ def check_scale(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> No
         c.time("learner MFU", [flops / s / peak for s in seconds], f"model FLOPs / s over {peak:.3g} dense bf16")
     prompts = [ids[i % B, :prompt].tolist() for i in range(rollout_batch)]
     params_ = SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
-    layouts = {"dynamic KV cache": DecodePlan(),
+    # as the platforms build them
+    layouts = {"dynamic KV cache": decode_plan_for(RolloutConfig(kv_cache="dynamic"), device),
                "static KV cache" + (", compiled decode" if device.type == "cuda" else ""):
-               DecodePlan(static_cache=True, compile=device.type == "cuda", sync_every=8)}
+               decode_plan_for(RolloutConfig(kv_cache="static"), device)}
     for i, (layout, plan) in enumerate(layouts.items()):  # side by side, one engine at a time on the device
         rollout = TorchRollout(model_dir, seed=0, dtype=torch.bfloat16, device=device, platform=device.type,
                                decode=plan)

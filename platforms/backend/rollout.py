@@ -110,9 +110,16 @@ def sample_next(logits: torch.Tensor, params: SamplingParams, u: torch.Tensor | 
         sorted_logp = sorted_logp.masked_fill(drop, float("-inf"))
         logp = torch.full_like(logp, float("-inf")).scatter(-1, order, sorted_logp)
         logp = torch.log_softmax(logp, dim=-1)
-    cdf = logp.exp().cumsum(dim=-1)
-    # the first token whose cumulative probability exceeds u (a count, not searchsorted: it lowers everywhere)
-    token = (cdf <= (u * cdf[:, -1])[:, None]).sum(dim=-1).clamp(max=cdf.shape[-1] - 1)
+    p = logp.exp()
+    cdf = p.cumsum(dim=-1)
+    # The first token of positive probability whose cumulative probability exceeds u (argmax of a mask, not
+    # searchsorted: it lowers everywhere). A parallel scan (CUDA) need not be monotone at rounding edges, so a
+    # token of probability 0 (underflowed, or cut by top-p) is excluded explicitly; where rounding leaves no
+    # token above u * total, the last token of positive probability is taken.
+    positive = p > 0
+    hit = (cdf > (u * cdf[:, -1])[:, None]) & positive
+    last = positive.int().cumsum(dim=-1).argmax(dim=-1)
+    token = torch.where(hit.any(dim=-1), hit.int().argmax(dim=-1), last)
     return token, logp.gather(-1, token[:, None]).squeeze(-1)
 
 
@@ -244,7 +251,9 @@ class TorchRollout(Rollout):
         n, plan, dev = len(prompts), self.decode, self.device
         rows = batch_bucket(n, self.max_batch)
         width = -(-max(len(p) for p in prompts) // plan.prompt_multiple) * plan.prompt_multiple
-        # Pad rows hold one real token, so that no attention row is entirely masked (NaN-free); never sampled.
+        # Pad rows hold one real token, so that no attention row is entirely masked (NaN-free). They are sampled
+        # with the real rows (every tensor of a step has the batch bucket's shape: one graph per bucket, whatever
+        # n), at u = 0 and finished from the start, and dropped on the host at the end.
         ids, mask = left_pad(prompts + [[self.pad_id]] * (rows - n), self.pad_id, width)
         new = params.max_new_tokens
         # The decode slots are all visible in the 2-D mask: causality hides the ones not yet written.
@@ -255,13 +264,14 @@ class TorchRollout(Rollout):
         if plan.mark_step:
             plan.mark_step()
         stop = torch.tensor(sorted(self.stop_ids), device=dev)
-        pad_rows = torch.full((rows - n,), self.pad_id, dtype=torch.long, device=dev)
-        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        done = (torch.arange(rows) >= n).to(dev)
         step_pos, cache_position = positions[:, -1:], torch.tensor([width], device=dev)
         tokens, logps = [], []
         uniforms = self._uniforms(n, params)
+        if uniforms is not None:  # the pad rows' uniforms are zeros: the generator draws for the n real rows only
+            uniforms = torch.cat([uniforms, torch.zeros((rows - n, new), device=uniforms.device)])
         for j in range(new):
-            token, logp = sample_next(logits[:n], params, None if uniforms is None else uniforms[:, j].to(dev))
+            token, logp = sample_next(logits, params, None if uniforms is None else uniforms[:, j].to(dev))
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             tokens.append(token)
             logps.append(logp)
@@ -269,11 +279,15 @@ class TorchRollout(Rollout):
             if j + 1 == new or ((j + 1) % plan.sync_every == 0 and bool(done.all())):
                 break
             step_pos = step_pos + 1
-            logits = self._step(torch.cat([token, pad_rows])[:, None], full_mask, step_pos, cache_position, cache)
+            logits = self._step(token[:, None], full_mask, step_pos, cache_position, cache)
             cache_position = cache_position + 1
             if plan.mark_step:
                 plan.mark_step()
-        tokens_t, logps_t = torch.stack(tokens, 1).cpu(), torch.stack(logps, 1).cpu()
+        # Stacked as `new` steps whatever step the loop stopped at (one graph per length bucket on XLA), cropped
+        # on the host: rows past the stop hold pads, which _to_generation never reads.
+        filler = torch.full_like(tokens[0], self.pad_id), torch.zeros_like(logps[0])
+        tokens_t = torch.stack(tokens + [filler[0]] * (new - len(tokens)), 1).cpu()[:n, :len(tokens)]
+        logps_t = torch.stack(logps + [filler[1]] * (new - len(logps)), 1).cpu()[:n, :len(logps)]
         return [self._to_generation(tokens_t[i], logps_t[i]) for i in range(n)]
 
     def _to_generation(self, tokens: torch.Tensor, logps: torch.Tensor) -> Generation:

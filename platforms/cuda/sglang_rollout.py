@@ -19,9 +19,12 @@ What SGLang is asked to do, and why:
   scheduler process by CUDA IPC (`MultiprocessingSerializer`, no host round trip) with
   `update_weights_from_tensor(load_format="flattened_bucket", flush_cache=False)`; after the last bucket,
   `flush_cache()` drops the prefix cache computed with the old weights.
+- Every update and flush answers whether it succeeded; a failure stops the run (RuntimeError with SGLang's
+  message) rather than sample from old or half-updated weights.
 - Memory: the engine starts with `enable_memory_saver=True`; `release_memory_occupation(tags=[kv_cache, weights])`
-  after generating frees its weights and KV cache for the learner, `resume_memory_occupation` takes them back
-  before the new weights arrive.
+  after generating frees its weights and KV cache for the learner. Before the new weights arrive, the learner's
+  cached free blocks go back to the driver (`torch.cuda.empty_cache`) and only the weights are taken back; the
+  KV cache is taken back after the sync, so the sync's peak holds no KV cache (verl's order), then flushed.
 - Reproducibility: every request gets a `sampling_seed` drawn from this rollout's own generator (checkpointed).
   SGLang honours it only with `--rollout.sglang-deterministic` (enable_deterministic_inference); otherwise a
   resumed run samples other responses than an uninterrupted one would.
@@ -103,7 +106,7 @@ class SGLangRollout(Rollout):
         tied = getattr(AutoConfig.from_pretrained(model_dir), "tie_word_embeddings", False)
         self.skipped_weights = {"lm_head.weight"} if tied else set()
         self.generator = torch.Generator().manual_seed(seed)  # per-request seeds; its state is checkpointed
-        self.released = False
+        self.released: set[str] = set()  # memory tags released to the learner
         self.engine = self.api.Engine(
             model_path=str(model_dir), dtype=dtype, tp_size=1, base_gpu_id=gpu,
             port=30000 + 10 * gpu,  # one engine per GPU of a node: keep their ports apart
@@ -114,11 +117,14 @@ class SGLangRollout(Rollout):
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         if self.released:
-            raise RuntimeError("SGLangRollout.generate after release_memory: call resume_memory first")
+            raise RuntimeError(f"SGLangRollout.generate while {sorted(self.released)} are released: call resume_memory "
+                               "and load_weights first")
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
         flat = [p for p in prompts for _ in range(params.n)]
-        seeds = torch.randint(0, 2**31 - 1, (len(flat),), generator=self.generator).tolist()
+        # greedy draws nothing, like the torch engine: evaluations leave the training samples' seeds alone
+        seeds = torch.randint(0, 2**31 - 1, (len(flat),), generator=self.generator).tolist() \
+            if params.temperature > 0 else [None] * len(flat)
         sampling = [{"temperature": params.temperature, "top_p": params.top_p, "top_k": -1,
                      "max_new_tokens": params.max_new_tokens, "stop_token_ids": sorted(self.stop_ids),
                      "sampling_seed": s} for s in seeds]
@@ -144,19 +150,34 @@ class SGLangRollout(Rollout):
             payload = {"flattened_tensor": flat.get_flattened_tensor(), "metadata": flat.get_metadata()}
             # one serialized payload per tensor-parallel rank of the engine (tp_size = 1)
             serialized = self.api.MultiprocessingSerializer.serialize(payload, output_str=True)
-            self.engine.update_weights_from_tensor(named_tensors=[serialized], load_format="flattened_bucket",
-                                                   flush_cache=False)
-        self.engine.flush_cache()  # the prefix cache holds keys and values of the old weights
+            ok, message = self.engine.update_weights_from_tensor(named_tensors=[serialized],
+                                                                 load_format="flattened_bucket", flush_cache=False)
+            if not ok:
+                raise RuntimeError(f"SGLang refused a weight update ({len(bucket)} tensors from {bucket[0][0]!r}): "
+                                   f"{message}")
+        if "kv_cache" in self.released:
+            self.engine.resume_memory_occupation(tags=["kv_cache"])
+            self.released.discard("kv_cache")
+        # The prefix cache indexes keys and values of the old weights (and, after a release, pages whose content
+        # is gone): flushed once, after the last bucket and with the KV cache back.
+        flushed = self.engine.flush_cache()
+        if not flushed.success:
+            raise RuntimeError(f"SGLang could not flush its prefix cache after the weight update: {flushed.message}")
 
     def release_memory(self) -> None:
         if not self.released:
             self.engine.release_memory_occupation(tags=MEMORY_TAGS)
-            self.released = True
+            self.released = set(MEMORY_TAGS)
 
     def resume_memory(self) -> None:
-        if self.released:
-            self.engine.resume_memory_occupation(tags=MEMORY_TAGS)
-            self.released = False
+        """Takes the weights back (the KV cache follows in load_weights, after the sync)."""
+        if "weights" in self.released:
+            import gc
+
+            gc.collect()
+            torch.cuda.empty_cache()  # the learner's cached free blocks, for the engine's process to take
+            self.engine.resume_memory_occupation(tags=["weights"])
+            self.released.discard("weights")
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}

@@ -81,6 +81,12 @@ class Calls:
     patched_reductions = 0
 
 
+@dataclass
+class FlushCacheReqOutput:  # sglang.srt.managers.io_struct.FlushCacheReqOutput
+    success: bool
+    message: str = ""
+
+
 def monkey_patch_torch_reductions():  # sglang.srt.utils.patch_torch
     Calls.patched_reductions += 1
 
@@ -97,6 +103,7 @@ class Engine:  # sglang.srt.entrypoints.engine.Engine
         self.log: list[tuple] = []  # (method, details)
         self.cache_entries = 0  # prefix-cache entries: filled by generate, emptied by flush_cache
         self.is_shut_down = False
+        self.fail_next_update: str | None = None  # a test sets a message: the next update reports failure
 
     def generate(self, prompt=None, sampling_params=None, input_ids=None, return_logprob=False):
         if self.released:
@@ -124,6 +131,9 @@ class Engine:  # sglang.srt.entrypoints.engine.Engine
         if "weights" in self.released:
             raise RuntimeError("update_weights_from_tensor while the weights are released")
         assert load_format == "flattened_bucket" and len(named_tensors) == self.server_args["tp_size"]
+        if self.fail_next_update:
+            message, self.fail_next_update = self.fail_next_update, None
+            return False, message
         payload = MultiprocessingSerializer.deserialize(named_tensors[0])
         bucket = FlattenedTensorBucket(flattened_tensor=payload["flattened_tensor"], metadata=payload["metadata"])
         own = self.sampler.model.state_dict()
@@ -138,8 +148,11 @@ class Engine:  # sglang.srt.entrypoints.engine.Engine
         return True, "Success"
 
     def flush_cache(self):
+        if self.released:  # strict: the rollout flushes with its memory back
+            return FlushCacheReqOutput(success=False, message=f"{sorted(self.released)} are released")
         self.cache_entries = 0
         self.log.append(("flush_cache",))
+        return FlushCacheReqOutput(success=True)
 
     def release_memory_occupation(self, tags=None):
         tags = set(tags or MEMORY_TAGS)

@@ -99,12 +99,32 @@ def test_memory_is_released_and_resumed(tiny_model_dir):
     r.release_memory()
     r.release_memory()  # idempotent: one release only
     assert r.engine.released == fake.MEMORY_TAGS
-    with pytest.raises(RuntimeError, match="resume_memory first"):
+    with pytest.raises(RuntimeError, match="call resume_memory and load_weights first"):
         r.generate(_prompts(r), SamplingParams(max_new_tokens=2))
     r.resume_memory()
+    assert r.engine.released == {"kv_cache"}  # the weights first; the KV cache after the sync
+    with pytest.raises(RuntimeError, match="resume_memory and load_weights first"):
+        r.generate(_prompts(r), SamplingParams(max_new_tokens=2))
+    r.load_weights(make_learner(tiny_model_dir, small_config()).policy_weights())
     assert not r.engine.released
-    assert [e[0] for e in r.engine.log] == ["release_memory_occupation", "resume_memory_occupation"]
+    names = [e[0] for e in r.engine.log]
+    assert names[:2] == ["release_memory_occupation", "resume_memory_occupation"] and r.engine.log[1][1] == ("weights",)
+    assert names[-2:] == ["resume_memory_occupation", "flush_cache"] and r.engine.log[-2][1] == ("kv_cache",)
     r.generate(_prompts(r), SamplingParams(max_new_tokens=2))
+
+
+def test_a_refused_weight_update_stops_the_run(tiny_model_dir):
+    r = _rollout(tiny_model_dir)
+    r.engine.fail_next_update = "out of memory"
+    with pytest.raises(RuntimeError, match="SGLang refused a weight update .*: out of memory"):
+        r.load_weights(make_learner(tiny_model_dir, small_config()).policy_weights())
+
+
+def test_greedy_generation_draws_no_seeds(tiny_model_dir):
+    r = _rollout(tiny_model_dir)
+    state = r.state_dict()["generator"].clone()
+    r.generate(_prompts(r), SamplingParams(temperature=0.0, max_new_tokens=3))
+    assert torch.equal(r.state_dict()["generator"], state)
 
 
 def test_the_loop_releases_after_generating_and_resumes_before_the_weights(tiny_model_dir):
@@ -121,10 +141,12 @@ def test_the_loop_releases_after_generating_and_resumes_before_the_weights(tiny_
     for _ in range(2):
         trainer.train_step()
     names = [e[0] for e in r.engine.log]
-    step = ["generate", "release_memory_occupation", "resume_memory_occupation"]
-    assert names[:3] == step and names[names.index("flush_cache") + 1:][:3] == step
-    first = names[3:names.index("flush_cache") + 1]
-    assert set(first) == {"update_weights_from_tensor", "flush_cache"} and first[-1] == "flush_cache"
+    # generate, release both, resume the weights, the buckets, resume the KV cache, flush; and again
+    flush = names.index("flush_cache")
+    assert names[:3] == ["generate", "release_memory_occupation", "resume_memory_occupation"]
+    assert set(names[3:flush - 1]) == {"update_weights_from_tensor"} and names[flush - 1] == "resume_memory_occupation"
+    assert names[flush + 1:flush + 4] == names[:3]
+    assert [e[1] for e in r.engine.log if e[0] == "resume_memory_occupation"][:2] == [("weights",), ("kv_cache",)]
 
 
 def test_unknown_server_args_or_sampling_keys_fail_in_the_fake(tiny_model_dir):

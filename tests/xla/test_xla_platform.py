@@ -100,6 +100,14 @@ def test_later_steps_and_generations_in_a_bucket_compile_nothing(tiny_model_dir)
     assert compiles() == before, "a later training step in the same length buckets compiled new graphs"
     trainer.evaluate()
     assert compiles() == before, "a second generation in the same bucket compiled new graphs"
+    from remix.interfaces import SamplingParams
+
+    prompts, params = [e.prompt_ids for e in trainer.heldout], SamplingParams(temperature=1.0, max_new_tokens=6)
+    trainer.rollout.generate(prompts[:7], params)  # 7, 5 and 6 rows: one batch bucket of 8
+    before = compiles()
+    trainer.rollout.generate(prompts[:5], params)
+    trainer.rollout.generate(prompts[:6], params)
+    assert compiles() == before, "another number of rows in the same batch bucket compiled new graphs"
 
 
 def test_checkpoint_and_resume_on_xla(tiny_model_dir, tmp_path):
