@@ -6,7 +6,7 @@
                          rollout.py   TorchRollout: a transformers decode loop with engine log-probs
     platforms/cpu/       the backend on the CPU (gloo between processes): the reference, used by the tests
     platforms/cuda/      the backend on CUDA (static-cache compiled decode), plus an SGLang rollout
-    platforms/xla/       (to come) the backend on an XLA device
+    platforms/xla/       the backend on an XLA device (fixed shapes, graph cuts, SPMD)
 
 A platform package chooses the device, the collective backend and, where it has one, its own rollout
 engine; it never holds a second copy of the log-prob, loss, critic, reference/precedent or checkpoint code.
