@@ -94,6 +94,8 @@ class TorchLearner(Learner):
         self.reference_is_base = True  # until reincarnation; a checkpoint then stores the reference weights
         self.precedent = None if precedent is None else plan.prepare(TokenLogprobs(precedent, static), trainable=False)
         self.optimizer = self._new_optimizer(self.policy, cfg.optim.lr)
+        # XLA traces the objective into the step's graph instead of torch.compiling it (platforms/xla says why)
+        self.objective = cfg.objective if plan.compile_objective else replace(cfg.objective, compile=False)
         self.critic: nn.Module | None = None
         if cfg.algo == "ppo":
             backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
@@ -135,8 +137,6 @@ class TorchLearner(Learner):
         """One AdamW step over the mini-batch `batch` (this rank's share of it), and one for the PPO critic.
         Losses are aggregated with the token and sequence counts of the whole mini-batch over all ranks."""
         cfg = self.cfg
-        # XLA traces the objective into the step's graph instead of torch.compiling it (platforms/xla says why)
-        objective = cfg.objective if self.plan.compile_objective else replace(cfg.objective, compile=False)
         dist.same_on_every_rank(len(batch), "the mini-batch size")
         counts = dist.sum_floats({"tokens": float(batch.response_mask.sum()), "seqs": float(len(batch))})
         global_tokens, global_seqs = counts["tokens"], counts["seqs"]
@@ -147,7 +147,7 @@ class TorchLearner(Learner):
             inputs = LossInputs(logp=logp, behav_logp=f["behav_logp"], prox_logp=f["prox_logp"],
                                 ref_logp=f["ref_logp"], prev_logp=f["prev_logp"], advantages=f["advantages"],
                                 mask=micro.response_mask, entropy=entropy)
-            return remix_loss(inputs, objective, kl_lambda, global_tokens=global_tokens, global_seqs=global_seqs)
+            return remix_loss(inputs, self.objective, kl_lambda, global_tokens=global_tokens, global_seqs=global_seqs)
 
         def critic_loss(micro: TokenBatch):
             f = micro.fields
@@ -195,11 +195,11 @@ class TorchLearner(Learner):
         clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else math.inf
         norm_t = _full(torch.nn.utils.clip_grad_norm_(params, clip))  # the norm over all ranks' shards
         names = sorted(totals)
-        host = torch.stack([*(totals[k] for k in names), finite.float(), norm_t.float()]).cpu().double().tolist()
-        summed = dist.sum_floats(dict(zip(names, host[:-2])))
-        finite_all = bool(dist.all_reduce(torch.tensor(host[-2]), "min"))
+        host = torch.stack([*(totals[k] for k in names), (~finite).float(), norm_t.float()]).cpu().double().tolist()
+        # one collective: the metrics and the count of ranks with a non-finite loss
+        summed = dist.sum_floats({**dict(zip(names, host[:-2])), "nonfinite_ranks": host[-2]})
         norm = host[-1]
-        skipped = not (finite_all and math.isfinite(norm))
+        skipped = summed.pop("nonfinite_ranks") > 0 or not math.isfinite(norm)
         if skipped:
             optimizer.zero_grad(set_to_none=True)
         else:

@@ -14,9 +14,10 @@ Two layouts of the same loop (`DecodePlan`):
   decode step has one shape per (batch bucket, length bucket): it can be `torch.compile`d once (on CUDA
   with CUDA graphs, mode "reduce-overhead") or traced once per bucket by XLA. Tokens are kept in a list
   of per-step tensors (no in-place writes at a varying index), and whether every row has finished is
-  read from the device only every `sync_every` steps. Pad rows are never sampled, so the generator
-  draws exactly what the dynamic layout draws: on the CPU both give the same tokens and log-probs
-  (tests/unit/test_static_decode.py).
+  read from the device only every `sync_every` steps. Pad rows are sampled with the real ones (at u = 0,
+  finished from the start) and dropped at the end; a batch's uniforms are drawn at once for its real rows,
+  so the generator draws exactly what the dynamic layout draws: on the CPU both give the same tokens and
+  log-probs (tests/unit/test_static_decode.py).
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ def stop_token_ids(generation_config, tokenizer) -> set[int]:
     if not ids:
         raise ValueError("the model defines no eos token: generation could never stop")
     return ids
+
+
+def pad_token_id(tokenizer, stop_ids: set[int]) -> int:
+    """The tokenizer's pad id, or the lowest stop id where it has none (finished rows decode it)."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
 
 
 @dataclass(frozen=True)
@@ -138,8 +144,7 @@ class TorchRollout(Rollout):
         self.model = to_device_keeping_ties(model, self.device).eval()
         self.model.requires_grad_(False)
         self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer)
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else min(self.stop_ids)
+        self.pad_id = pad_token_id(self.tokenizer, self.stop_ids)
         # XLA devices have no torch.Generator: there the uniforms come from the host (see _uniforms)
         self.generator = torch.Generator(device="cpu" if self.device.type == "xla" else self.device).manual_seed(seed)
         self.max_batch = max_batch

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
-from platforms.backend.rollout import stop_token_ids
+from platforms.backend.rollout import pad_token_id, stop_token_ids
 from remix.interfaces import Generation, Rollout, SamplingParams
 
 SGLANG_VERSION = "0.5.20"
@@ -97,8 +97,7 @@ class SGLangRollout(Rollout):
         self.api = api or SGLangAPI.load()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.stop_ids = stop_token_ids(GenerationConfig.from_pretrained(model_dir), self.tokenizer)
-        pad = self.tokenizer.pad_token_id
-        self.pad_id = pad if pad is not None else min(self.stop_ids)
+        self.pad_id = pad_token_id(self.tokenizer, self.stop_ids)
         self.dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
         self.bucket_bytes = bucket_mb * 2**20
         # A tied LM head is the embedding under a second name: SGLang's models skip it, so it is not sent
