@@ -51,6 +51,9 @@ class DataConfig:
     """A jsonl/json/parquet file of {problem, answer} rows; implies --task file."""
     heldout_size: int = 256
     """Problems in the held-out evaluation split."""
+    validation_size: int = 0
+    """Problems in a validation split, disjoint from held-out and from training, evaluated beside held-out.
+    It is for choosing hyperparameters such as the lr without looking at the reported held-out split. 0: none."""
     max_prompt_tokens: int = 512
     """Prompts longer than this (in tokens, chat template included) are dropped and counted."""
     arith_levels: tuple[int, ...] = (1, 2, 3)
@@ -67,6 +70,7 @@ class DataConfig:
                  f"must be arith, math, aime or file, got {self.task!r}")
         require(self.task != "file" or self.path is not None, "data.path", "--task file needs --data.path")
         require(self.heldout_size >= 1, "data.heldout_size", "must be >= 1")
+        require(self.validation_size >= 0, "data.validation_size", "must be >= 0")
         require(self.max_prompt_tokens >= 8, "data.max_prompt_tokens", "must be >= 8")
         require(
             all(1 <= lv <= 4 for lv in self.arith_levels) and len(self.arith_levels) > 0,
@@ -229,6 +233,9 @@ class TrainConfig:
     eval_every: int = 25
     """Evaluate held-out accuracy (greedy) every this many steps, and before and after training.
     0: only before and after."""
+    eval_at_rollouts: tuple[int, ...] = ()
+    """Also evaluate at the first step whose rollouts reach each of these counts.
+    Runs with different rollouts per step (ReMix and on-policy) then share one grid; each point is evaluated once."""
     logprob_chunk_tokens: int = 1024
     """Tokens per chunk of the learner's log-prob computation (bounds the logits tensor)."""
     grader_workers: int = 2
@@ -298,6 +305,7 @@ class TrainConfig:
         require(self.algo != "grpo" or self.rollout.group_size >= 2, "rollout.group_size",
                  "GRPO needs at least 2 responses per prompt")
         require(self.eval_every >= 0, "eval_every", "must be >= 0")
+        require(all(r >= 0 for r in self.eval_at_rollouts), "eval_at_rollouts", "rollout counts must be >= 0")
         require(self.logprob_chunk_tokens >= 1, "logprob_chunk_tokens", "must be >= 1")
         require(self.grader_workers >= 1, "grader_workers", "must be >= 1")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")

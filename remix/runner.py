@@ -101,8 +101,8 @@ def build_trainer(cfg: TrainConfig, grader) -> Trainer:
     from remix.models import ModelNotFound, resolve_model
 
     # Data first: a bad file is reported before any model is built or loaded.
-    train_problems, heldout_problems = load_task(cfg.data.task, cfg.data.path, cfg.data.heldout_size,
-                                                 cfg.data.arith_levels)
+    train_problems, heldout_problems, validation_problems = load_task(
+        cfg.data.task, cfg.data.path, cfg.data.heldout_size, cfg.data.arith_levels, cfg.data.validation_size)
     if len(heldout_problems) < cfg.data.heldout_size:
         say(f"held-out split: {len(heldout_problems)} of {len(train_problems) + len(heldout_problems)} problems "
             f"(--data.heldout-size {cfg.data.heldout_size} capped at a fifth of the data)")
@@ -115,7 +115,9 @@ def build_trainer(cfg: TrainConfig, grader) -> Trainer:
     tokenizer = rollout.tokenizer
     train = encode_problems(tokenizer, train_problems, cfg.data.max_prompt_tokens, "training set")
     heldout = encode_problems(tokenizer, heldout_problems, cfg.data.max_prompt_tokens, "held-out set")
-    trainer = Trainer(cfg, rollout, learner, grader, tokenizer, ProblemSource(train, cfg.seed), heldout)
+    validation = encode_problems(tokenizer, validation_problems, cfg.data.max_prompt_tokens, "validation set") \
+        if validation_problems else []
+    trainer = Trainer(cfg, rollout, learner, grader, tokenizer, ProblemSource(train, cfg.seed), heldout, validation)
     return trainer
 
 
@@ -167,7 +169,8 @@ def finish_step_on_signal() -> Iterator[list[int]]:
 
 # Config fields that may change when a run is resumed; any other difference is a conflict.
 RESUMABLE_CHANGES = {
-    "steps", "eval_every", "loggers", "checkpoint_every", "keep_checkpoints", "resume", "max_consecutive_skips",
+    "steps", "eval_every", "eval_at_rollouts", "loggers", "checkpoint_every", "keep_checkpoints", "resume",
+    "max_consecutive_skips",
     "grader_workers", "grader_timeout_s", "run_dir", "model.cache_dir",
 }
 
@@ -378,9 +381,11 @@ def _train(cfg: TrainConfig, signals: list[int]) -> dict[str, Any]:
         with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True,
                   disable=None if main else True) as bar:
             while trainer.step < cfg.steps:
+                rollouts_before = trainer.rollouts
                 metrics = trainer.train_step()
                 k = metrics["step"]
-                if k == cfg.steps or (cfg.eval_every and k % cfg.eval_every == 0):
+                grid_point = any(rollouts_before < r <= trainer.rollouts for r in cfg.eval_at_rollouts)
+                if k == cfg.steps or (cfg.eval_every and k % cfg.eval_every == 0) or grid_point:
                     metrics.update(trainer.evaluate())
                 metrics["time/unix"] = round(time.time(), 3)  # wall-clock time the step was logged
                 log.log(metrics)

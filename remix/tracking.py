@@ -57,9 +57,10 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to metrics.jsonl")
 
 
-def eval_curve(records: list[dict[str, Any]]) -> list[tuple[int, float]]:
-    """(rollouts, held-out accuracy) at every evaluation recorded in a run's metrics, in order."""
-    return [(int(r["rollouts"]), float(r["heldout/accuracy"])) for r in records if "heldout/accuracy" in r]
+def eval_curve(records: list[dict[str, Any]], split: str = "heldout") -> list[tuple[int, float]]:
+    """(rollouts, accuracy) at every evaluation of `split` (heldout or validation) in a run's metrics, in order."""
+    key = f"{split}/accuracy"
+    return [(int(r["rollouts"]), float(r[key])) for r in records if key in r]
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:

@@ -56,9 +56,11 @@ class EncodedProblem:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, rollout: Rollout, learner: Learner, grader, tokenizer,
-                 train: ProblemSource[EncodedProblem], heldout: list[EncodedProblem]) -> None:
+                 train: ProblemSource[EncodedProblem], heldout: list[EncodedProblem],
+                 validation: list[EncodedProblem] | None = None) -> None:
         self.cfg, self.rollout, self.learner, self.grader = cfg, rollout, learner, grader
         self.tokenizer, self.train, self.heldout = tokenizer, train, heldout
+        self.validation = validation or []  # for choosing hyperparameters; never the reported held-out split
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.buffer = HostBuffer()
         self.generator = torch.Generator().manual_seed(cfg.seed)  # buffer sampling and mini-batch order
@@ -134,7 +136,7 @@ class Trainer:
         if cfg.reincarnation_step() == k:
             self._reincarnate()
         t_done = time.perf_counter()
-        return self._step_metrics(k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch,
+        return self._step_metrics(k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch, m,
                                   {"generate": t_generated - t0, "grade": t_graded - t_generated,
                                    "learn": t_done - t_graded})
 
@@ -224,9 +226,15 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------
     def evaluate(self, batch_size: int = 128) -> dict[str, float]:
         """Greedy held-out accuracy with the same grader as training and the benchmarks (each process
-        evaluates every N-th problem; the counts are summed)."""
+        evaluates every N-th problem; the counts are summed); the validation split's too, where there is one."""
+        out = self._greedy_accuracy(self.heldout, "heldout", batch_size)
+        if self.validation:
+            out.update(self._greedy_accuracy(self.validation, "validation", batch_size))
+        return out
+
+    def _greedy_accuracy(self, problems: list[EncodedProblem], name: str, batch_size: int) -> dict[str, float]:
         params = SamplingParams(temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens, n=1)
-        mine = self.heldout[dist.rank()::dist.world_size()]
+        mine = problems[dist.rank()::dist.world_size()]
         texts = []
         for s in range(0, len(mine), batch_size):
             chunk = mine[s:s + batch_size]
@@ -235,11 +243,11 @@ class Trainer:
         report = self.grader.grade(texts, [e.problem.answer for e in mine]) if mine else None
         sums = dist.sum_floats({"correct": sum(report.scores) if report else 0.0, "n": len(mine),
                                 "timeouts": report.timeouts if report else 0, "reflecting": count_reflecting(texts)})
-        return {"heldout/accuracy": sums["correct"] / sums["n"], "heldout/timeouts": int(sums["timeouts"]),
-                # the paper's keyword measure on the greedy held-out responses
-                "heldout/reflection_keyword_rate": sums["reflecting"] / sums["n"]}
+        return {f"{name}/accuracy": sums["correct"] / sums["n"], f"{name}/timeouts": int(sums["timeouts"]),
+                # the paper's keyword measure on the greedy responses
+                f"{name}/reflection_keyword_rate": sums["reflecting"] / sums["n"]}
 
-    def _step_metrics(self, k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch,
+    def _step_metrics(self, k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch, passes,
                       times) -> dict[str, Any]:
         """The step's metrics over all processes: counts and sums are added across ranks, then divided."""
         fresh_mask = batch.response_mask[h:]
@@ -252,6 +260,7 @@ class Trainer:
             "reflecting": count_reflecting(texts), "texts": len(texts),
             "buffer": self.buffer.num_responses(), "timeouts": report.timeouts, "errors": report.errors,
             "mismatch": float(mismatch.sum()), "fresh_tokens": float(fresh_mask.sum()),
+            "learner_tokens": float(batch.response_mask.sum()) * passes,
         })
         out: dict[str, Any] = {
             "step": k, "rollouts": self.rollouts, "reward/mean": s["reward"] / s["responses"],
@@ -266,6 +275,8 @@ class Trainer:
             "grader/timeouts": int(s["timeouts"]), "grader/errors": int(s["errors"]),
             # Sampler/learner mismatch on the fresh samples: engine log-probs against the learner's.
             "sampler/logp_abs_diff": s["mismatch"] / max(s["fresh_tokens"], 1.0),
+            # response tokens the optimizer trained on this step (fresh + historical, times the m passes)
+            "learner/tokens": int(s["learner_tokens"]),
         }
         for key in updates[0]:  # the learner's metrics are already over all ranks
             vals = [u[key] for u in updates]

@@ -63,3 +63,34 @@ def test_compiled_objective_trains_like_eager(tiny_model_dir, hash_grader):
         finals.append(weights(trainer.learner.policy))
     for k in finals[0]:
         torch.testing.assert_close(finals[1][k], finals[0][k], atol=1e-5, rtol=1e-4)
+
+
+def test_rollout_grid_and_validation_split(tiny_model_dir, tmp_path):
+    """--eval-at-rollouts evaluates at the first step reaching each count (ReMix draws fewer fresh rollouts per
+    step than its batch); --data.validation-size evaluates a disjoint split beside held-out."""
+    cfg = small_config(tiny_model_dir, steps=5, eval_at_rollouts=(0, 20, 40), run_dir=tmp_path / "run",
+                       data=dataclasses.replace(small_config().data, validation_size=4))
+    run(cfg)
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    rollouts = {r["step"]: r["rollouts"] for r in records}
+    evaluated = [r["step"] for r in records if "heldout/accuracy" in r]
+    expected = {0, 5} | {min(k for k in rollouts if rollouts[k] >= x) for x in (20, 40)}
+    assert evaluated == sorted(expected) and rollouts[1] == 16 and rollouts[2] < 32  # 16, then fewer fresh
+    assert all("validation/accuracy" in r for r in records if "heldout/accuracy" in r)
+    assert all(r["learner/tokens"] > 0 for r in records if r["step"] >= 1)
+    assert set().union(*records) <= documented_metrics()
+
+
+def test_validation_split_is_disjoint_and_leaves_held_out_unchanged(tmp_path):
+    from remix.data import load_task
+
+    train, heldout, validation = load_task("arith", None, 64, (1, 2, 3), validation_size=32)
+    _, heldout_alone, none = load_task("arith", None, 64, (1, 2, 3))
+    assert heldout == heldout_alone and none == [] and len(validation) == 32
+    texts = [{p.problem for p in split} for split in (train, heldout, validation)]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
+    rows = [json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(50)]
+    (tmp_path / "p.jsonl").write_text("\n".join(rows) + "\n")
+    train, heldout, validation = load_task("file", tmp_path / "p.jsonl", 5, (1,), validation_size=5)
+    assert heldout == load_task("file", tmp_path / "p.jsonl", 5, (1,))[1] and len(validation) == 5
+    assert len(train) == 40 and not {p.problem for p in validation} & {p.problem for p in heldout + train}

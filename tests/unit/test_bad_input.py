@@ -84,7 +84,7 @@ def test_good_files_load_with_ids_and_answer_lists(tmp_path):
 
 def test_small_datasets_cap_the_heldout_split_at_a_fifth(tmp_path):
     rows = [json.dumps({"problem": f"What is {i} + 1?", "answer": str(i + 1)}) for i in range(40)]
-    train, heldout = load_task("file", _jsonl(tmp_path / "small.jsonl", rows), heldout_size=256, levels=(1,))
+    train, heldout, _ = load_task("file", _jsonl(tmp_path / "small.jsonl", rows), heldout_size=256, levels=(1,))
     assert (len(train), len(heldout)) == (32, 8)
     with pytest.raises(DataError, match="4 problems are too few"):
         load_task("file", _jsonl(tmp_path / "tiny.jsonl", rows[:4]), heldout_size=256, levels=(1,))

@@ -21,6 +21,7 @@ CASES: dict[str, list[str]] = {
     "data.task": ["--task", "nope"],
     "data.path": ["--task", "file"],
     "data.heldout_size": ["--data.heldout-size", "0"],
+    "data.validation_size": ["--data.validation-size", "-1"],
     "data.max_prompt_tokens": ["--data.max-prompt-tokens", "4"],
     "data.arith_levels": ["--data.arith-levels", "5"],
     "rollout.temperature": ["--rollout.temperature", "0"],
@@ -30,6 +31,7 @@ CASES: dict[str, list[str]] = {
     "rollout.engine": ["--rollout.engine", "sglang"],  # on the default --platform cpu
     "rollout.weight_sync_bucket_mb": ["--rollout.weight-sync-bucket-mb", "0"],
     "rollout.sglang_mem_fraction": ["--rollout.sglang-mem-fraction", "1.5"],
+    "eval_at_rollouts": ["--eval-at-rollouts", "-5"],
     "optim.lr": ["--optim.lr", "0"],
     "optim.critic_lr": ["--optim.critic-lr", "0"],
     "remix.offpolicy_fraction": ["--remix.offpolicy-fraction", "1.0"],
