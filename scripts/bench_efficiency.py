@@ -1,355 +1,392 @@
-"""Rollout efficiency: ReMix against on-policy training, side by side, over seeds, with ablations.
+"""The rollout-efficiency study: ReMix against tuned on-policy baselines, over paired seeds, with ablations.
 
-    python scripts/bench_efficiency.py                # the default study on tiny-arith (about 30 min on 2 cores)
+    python scripts/bench_efficiency.py                # the whole study on tiny-arith (about 2 hours on 2 cores)
+    python scripts/bench_efficiency.py --report-only  # the report from the finished runs in --runs-dir
     python scripts/bench_efficiency.py --help
 
-Every configuration shares the model, task, batch size, group size, learning rate, response length,
-number of steps and evaluation schedule; only the algorithm knobs differ (ReMix: p = 0.4, N = 2,
-m = 2, reincarnation at T; on-policy: p = 0, m = 1, no reincarnation). Runs go to --runs-dir (a run
-that already finished is read back, not repeated; an interrupted one resumes). The result is written
-to OUT/efficiency.md with efficiency.png (held-out accuracy against rollouts, mean over seeds with a
-min-max band), efficiency_diagnostics.png and efficiency.json (the measured curves, as data).
+The study, in the order it runs (two runs at a time, one CPU thread each):
+  1. lr sweep: every method (ReMix-GRPO, GRPO, ReMix-PPO, PPO) at every --lrs, on the first --sweep-seeds seeds.
+     Each method's lr is chosen on its own by mean validation accuracy over the rollout grid; the
+     validation split is disjoint from the reported held-out split, which plays no part in any choice.
+  2. best against best: every method at its chosen lr on all --seeds (the sweep's runs are reused).
+  3. same lr: each ReMix method also at the lr chosen for its on-policy baseline (a labelled comparison).
+  4. ablations of ReMix-GRPO at its chosen lr: m = 1, no reincarnation, no KL-Convex, and, because with
+     the paper's lam(t) (1 through step 50) KL-Convex has no weight before reincarnation at T = 50,
+     ReMix-GRPO with lam(t) starting at step --ablation-lambda-start, the schedule in which KL-Convex acts.
+  5. evaluation noise: one finished run's final policy, evaluated greedily twice and sampled several times.
+
+Every run evaluates held-out and validation accuracy at the same rollout counts (--grid, denser early;
+each point is evaluated at the first step that reaches it, within one step of rollouts); every reading
+interpolates linearly between evaluations (scripts/efficiency_analysis.py). Seeds are paired: seed s of
+every method has the same initial data order and sampling seed.
+
+Runs go to --runs-dir/<configuration>-lr<lr>-seed<s>/. A finished run is reused only when its config.json
+matches the config the study would run now (else the study stops and names the differing fields; nothing
+is overwritten); an interrupted run resumes from its newest checkpoint. The report is OUT/efficiency.md
+with efficiency.png, efficiency_diagnostics.png and efficiency.json (every run's curve, config, git
+commit and package versions).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as dt
 import json
+import math
 import os
+import shutil
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from multiprocessing import get_context
 from pathlib import Path
+from typing import Any
 
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import efficiency_analysis as ea  # noqa: E402
 
 from remix.config import TrainConfig  # noqa: E402
-from remix.reporting import machine_description, write_report  # noqa: E402
 from remix.tracking import eval_curve, read_metrics  # noqa: E402
 
-# name -> (algo, variant, changes to ReMixConfig). The first four are the main comparison.
-MAIN = {
+# name -> (algo, variant, changes to ReMixConfig)
+METHODS = {
     "ReMix-GRPO": ("grpo", "remix", {}),
     "GRPO": ("grpo", "onpolicy", {}),
     "ReMix-PPO": ("ppo", "remix", {}),
     "PPO": ("ppo", "onpolicy", {}),
 }
-ABLATIONS = {  # the paper's ablations (section 7 of ALGORITHM.md), on the GRPO side
-    "ReMix-GRPO w/o higher UTD (m=1)": ("grpo", "remix", {"utd_ratio": 1}),
-    "ReMix-GRPO w/o KL-Convex": ("grpo", "remix", {"kl_convex": False}),
-    "ReMix-GRPO w/o reincarnation": ("grpo", "remix", {"reincarnation_step": None}),
-}
-DIAGNOSTICS = {
-    "response_length/mean": "mean response length (tokens)",
-    "reflection/keyword_rate": "self-reflection rate (paper's keywords, training samples)",
-    "ratio/mean": "mean importance ratio r",
-    "clip_frac": "clip fraction (low + high)",
-}
+PAIRS = (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO"))
+
+
+def ablations(cfg: BenchConfig) -> dict[str, tuple[str, str, dict]]:
+    return {
+        "ReMix-GRPO w/o higher UTD (m=1)": ("grpo", "remix", {"utd_ratio": 1}),
+        "ReMix-GRPO w/o reincarnation": ("grpo", "remix", {"reincarnation_step": None}),
+        # plain KL to the reference: lam(t) is not used, so this one run serves both schedules below
+        "ReMix-GRPO w/o KL-Convex": ("grpo", "remix", {"kl_convex": False}),
+        f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}": (
+            "grpo", "remix", {"lambda_start": cfg.ablation_lambda_start, "lambda_every": cfg.ablation_lambda_every}),
+    }
+
+
+def ablation_order(cfg: BenchConfig) -> list[str]:
+    names = list(ablations(cfg))
+    return [names[3], names[2], names[0], names[1]]
+
+
+def study_train_config() -> TrainConfig:
+    """The shared training settings: tiny-arith at a batch that keeps p = 0.4 exact in whole groups
+    (0.4 x 40 = 16 = 2 groups of 8), sized so that the whole study fits in about 2 hours on 2 cores."""
+    t = TrainConfig(batch_size=40, mini_batch_size=20, micro_batch_size=20, checkpoint_every=20, eval_every=0,
+                    grader_workers=1)
+    return dataclasses.replace(t, data=dataclasses.replace(t.data, heldout_size=1024, validation_size=256))
 
 
 @dataclass
 class BenchConfig:
-    seeds: tuple[int, ...] = (0, 1, 2)
-    """Seeds per configuration."""
-    steps: int = 120
-    """Training steps of every run."""
-    eval_every: int = 10
-    """Held-out evaluation interval (steps), the same for every run."""
-    algos: tuple[str, ...] = ("grpo", "ppo")
-    """Which main comparisons to run (grpo: ReMix-GRPO vs GRPO; ppo: ReMix-PPO vs PPO)."""
+    seeds: tuple[int, ...] = tuple(range(10))
+    """Seeds of every reported configuration (paired across configurations)."""
+    sweep_seeds: int = 2
+    """The lr sweep runs the first this many of --seeds."""
+    lrs: tuple[float, ...] = (1e-5, 2e-5, 5e-5, 1e-4)
+    """Learning rates swept for every method."""
+    steps: int = 80
+    """Training steps of every run (ReMix reincarnates at --train.remix.reincarnation-step)."""
+    grid: tuple[int, ...] = (0, 120, 240, 400, 640, 960, 1280, 1600, 2000, 2400)
+    """The rollout counts at which every run is evaluated and read (denser early)."""
+    targets: tuple[float, ...] = (0.24, 0.28, 0.32)
+    """Absolute held-out accuracies for rollouts-to-target."""
+    target_fractions: tuple[float, ...] = (0.75, 0.85, 0.95)
+    """Targets as fractions of the on-policy baseline's median final held-out accuracy."""
+    methods: tuple[str, ...] = ("grpo", "ppo")
+    """Which comparisons to run (grpo: ReMix-GRPO vs GRPO; ppo: ReMix-PPO vs PPO)."""
     ablations: bool = True
-    """Also run the paper's three ablations of ReMix-GRPO."""
-    thresholds: tuple[float, ...] = (0.25, 0.30, 0.35, 0.40)
-    """Held-out accuracies for the rollouts-to-reach table."""
+    """Also run the ablations of ReMix-GRPO."""
+    ablation_lambda_start: int = 20
+    """The ablations' second schedule: lam(t) drops from this step (every --ablation-lambda-every steps)."""
+    ablation_lambda_every: int = 5
+    """With the defaults lam reaches its floor 0.5 at step 45, before reincarnation at 50."""
+    noise_samples: int = 4
+    """Sampled (temperature 1) repeat evaluations of one checkpoint for the evaluation-noise measurement."""
+    workers: int = 2
+    """Runs at a time (each uses one CPU thread)."""
+    report_only: bool = False
+    """Write the report from the finished runs; run nothing."""
     runs_dir: Path = Path("runs/bench-efficiency")
     """Where the individual runs go."""
     out: Path = Path("docs/benchmarks")
     """Where efficiency.md, the plots and efficiency.json go."""
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(checkpoint_every=0))
-    """Shared training settings (model, task, batch, lr, ...), the same for every configuration."""
+    train: TrainConfig = field(default_factory=study_train_config)
+    """Shared training settings (model, task, batch, ...): the same for every configuration except lr."""
+
+    def validate(self) -> None:
+        from remix.validation import require
+
+        self.train.validate()
+        require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
+        require(1 <= self.sweep_seeds <= len(self.seeds), "sweep_seeds", f"must be in 1..{len(self.seeds)}")
+        require(len(self.lrs) >= 1 and all(lr > 0 for lr in self.lrs), "lrs", "must be > 0")
+        require(list(self.grid) == sorted(set(self.grid)) and self.grid and self.grid[0] == 0, "grid",
+                "must start at 0 and increase")
+        require(all(0 < t <= 1 for t in self.targets + self.target_fractions), "targets",
+                "targets and target fractions must be in (0, 1]")
+        require(set(self.methods) <= {"grpo", "ppo"} and self.methods, "methods", "must be grpo and/or ppo")
+        require(self.workers >= 1, "workers", "must be >= 1")
+        require(self.noise_samples >= 2, "noise_samples", "must be >= 2")
 
 
-def configurations(cfg: BenchConfig) -> dict[str, tuple[str, str, dict]]:
-    chosen = {k: v for k, v in MAIN.items() if v[0] in cfg.algos}
-    if cfg.ablations:
-        chosen.update(ABLATIONS)
-    return chosen
+@dataclass(frozen=True)
+class RunSpec:
+    name: str
+    lr: float
+    seed: int
 
 
-def run_config(cfg: BenchConfig, name: str, algo: str, variant: str, remix: dict, seed: int) -> TrainConfig:
-    base = cfg.train
-    return dataclasses.replace(
-        base, algo=algo, variant=variant, seed=seed, steps=cfg.steps, eval_every=cfg.eval_every,
-        remix=dataclasses.replace(base.remix, **remix) if remix else base.remix,
-        run_dir=cfg.runs_dir / f"{slug(name)}-seed{seed}",
-    )
+def method_table(cfg: BenchConfig) -> dict[str, tuple[str, str, dict]]:
+    table = {k: v for k, v in METHODS.items() if v[0] in cfg.methods}
+    if cfg.ablations and "grpo" in cfg.methods:
+        table.update(ablations(cfg))
+    return table
 
 
 def slug(name: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-").replace("--", "-")
+    s = "".join(c if c.isalnum() else "-" for c in name.lower())
+    while "--" in s:
+        s = s.replace("--", "-")
+    return s.strip("-")
 
 
-# --- reading curves ---------------------------------------------------------------------------------
+def train_config(cfg: BenchConfig, spec: RunSpec) -> TrainConfig:
+    algo, variant, remix = method_table(cfg)[spec.name]
+    base = cfg.train
+    if spec.seed not in cfg.seeds[:cfg.sweep_seeds]:
+        # Only the sweep's seeds choose the lr: the others skip the validation split (greedy evaluation draws
+        # no random numbers, so this changes nothing in training, only the time spent evaluating).
+        base = dataclasses.replace(base, data=dataclasses.replace(base.data, validation_size=0))
+    return dataclasses.replace(
+        base, algo=algo, variant=variant, seed=spec.seed, steps=cfg.steps, eval_at_rollouts=tuple(cfg.grid),
+        optim=dataclasses.replace(base.optim, lr=spec.lr),
+        remix=dataclasses.replace(base.remix, **remix) if remix else base.remix,
+        run_dir=cfg.runs_dir / f"{slug(spec.name)}-lr{spec.lr:g}-seed{spec.seed}",
+    )
 
 
-def rollouts_to_reach(curve: list[tuple[int, float]], threshold: float) -> int | None:
-    """Rollouts at the first evaluation with accuracy >= threshold; None if never reached."""
-    return next((x for x, y in curve if y >= threshold), None)
+# Config fields that say where or how a run was executed, not what it computes.
+NOT_THE_EXPERIMENT = {"run_dir", "model.cache_dir", "provenance", "grader_workers", "loggers", "resume",
+                      "checkpoint_every", "keep_checkpoints"}
 
 
-def accuracy_at(curve: list[tuple[int, float]], rollouts: int) -> float:
-    """Accuracy of the last evaluation made with at most `rollouts` rollouts (what a user would have)."""
-    return [y for x, y in curve if x <= rollouts][-1]
+class StudyError(ValueError):
+    """The runs directory holds a run that does not match what the study would run (message says which)."""
 
 
-def mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
+def finished(cfg: BenchConfig, tc: TrainConfig) -> bool:
+    """Whether tc's run is finished with the same config; raises StudyError on a finished mismatch."""
+    from remix.runner import config_json
+
+    run_dir = Path(tc.run_dir)
+    summary = run_dir / "summary.json"
+    if not summary.exists() or json.loads(summary.read_text())["steps"] < cfg.steps:
+        return False
+    diffs = ea.config_differences(json.loads((run_dir / "config.json").read_text()), config_json(tc),
+                                  NOT_THE_EXPERIMENT)
+    if diffs:
+        raise StudyError(f"{run_dir}: a finished run with another config ({'; '.join(diffs[:4])}); move it away or "
+                         "choose another --runs-dir")
+    return True
 
 
-# --- the study ---------------------------------------------------------------------------------------
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["TQDM_DISABLE"] = "1"
 
 
-def run_all(cfg: BenchConfig) -> tuple[dict[str, list[list[dict]]], float]:
-    """Metrics records of every run, by configuration name, one list per seed; and the runs' total
-    wall time (from their summaries, so a study read back from finished runs reports the same)."""
+def _execute(tc: TrainConfig) -> dict[str, Any]:
+    """One run in a worker process, its output in RUNS_DIR/logs/<run>.log."""
+    from remix.checkpoint import list_checkpoints
     from remix.runner import run
 
-    configs = configurations(cfg)
-    total, done = len(configs) * len(cfg.seeds), 0
-    records: dict[str, list[list[dict]]] = {}
-    wall = 0.0
-    os.environ.setdefault("TQDM_DISABLE", "1")  # one line per run here; each run's own log is in its folder
-    for name, (algo, variant, remix) in configs.items():
-        for seed in cfg.seeds:
-            tc = run_config(cfg, name, algo, variant, remix, seed)
+    run_dir = Path(tc.run_dir)
+    if run_dir.exists() and not list_checkpoints(run_dir):
+        shutil.rmtree(run_dir)  # interrupted before its first checkpoint: nothing to resume, start it again
+    logs = run_dir.parent / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    with open(logs / f"{run_dir.name}.log", "a") as log, contextlib.redirect_stdout(log), \
+            contextlib.redirect_stderr(log):
+        summary = run(tc)
+    return {**summary, "this_call_seconds": time.time() - start}
+
+
+def run_specs(cfg: BenchConfig, specs: list[RunSpec], what: str) -> None:
+    """Runs the unfinished ones of `specs`, --workers at a time, with a progress line per run."""
+    todo = []
+    for spec in dict.fromkeys(specs):
+        tc = train_config(cfg, spec)
+        if not finished(cfg, tc):
+            todo.append((spec, tc))
+    print(f"{what}: {len(specs) - len(todo)} of {len(set(specs))} runs finished earlier, {len(todo)} to run",
+          flush=True)
+    if not todo:
+        return
+    start, done = time.time(), 0
+    with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
+        futures = {pool.submit(_execute, tc): spec for spec, tc in todo}
+        for fut in as_completed(futures):
+            spec, s = futures[fut], fut.result()
             done += 1
-            start = time.time()
-            summary_path = Path(tc.run_dir) / "summary.json"
-            if summary_path.exists() and json.loads(summary_path.read_text())["steps"] >= cfg.steps:
-                summary = json.loads(summary_path.read_text())
-                note = "(finished earlier, read back)"
-            else:
-                logs = cfg.runs_dir / "logs"
-                logs.mkdir(parents=True, exist_ok=True)
-                with open(logs / f"{Path(tc.run_dir).name}.log", "a") as log, contextlib.redirect_stdout(log):
-                    summary = run(tc)
-                note = f"in {time.time() - start:.0f}s"
-            print(f"[{done}/{total}] {name} seed {seed}: held-out {summary['heldout_accuracy_before']:.3f} -> "
-                  f"{summary['heldout_accuracy_after']:.3f}, {summary['rollouts']} rollouts {note}", flush=True)
-            records.setdefault(name, []).append(read_metrics(Path(tc.run_dir) / "metrics.jsonl"))
-            wall += summary["wall_seconds"]
-    return records, wall
+            eta = (time.time() - start) / done * (len(todo) - done)
+            print(f"  [{done}/{len(todo)}] {spec.name} lr {spec.lr:g} seed {spec.seed}: held-out "
+                  f"{s['heldout_accuracy_before']:.3f} -> {s['heldout_accuracy_after']:.3f} with {s['rollouts']} "
+                  f"rollouts in {s['this_call_seconds']:.0f}s; about {eta / 60:.0f} min left", flush=True)
 
 
-def analyse(cfg: BenchConfig, records: dict[str, list[list[dict]]]) -> dict:
-    curves = {name: [eval_curve(r) for r in runs] for name, runs in records.items()}
-    common = min(c[-1][0] for runs in curves.values() for c in runs)  # every run got at least this far
-    budgets = sorted({round(common * f / 100) * 100 for f in (0.25, 0.5, 1.0)})
-    result = {"budgets": budgets, "configs": {}}
-    for name, runs in curves.items():
-        reach = {str(t): [rollouts_to_reach(c, t) for c in runs] for t in cfg.thresholds}
-        result["configs"][name] = {
-            "curves": runs,
-            "final_accuracy": [c[-1][1] for c in runs],
-            "final_rollouts": [c[-1][0] for c in runs],
-            "initial_accuracy": [c[0][1] for c in runs],
-            "rollouts_to_reach": reach,
-            "accuracy_at": {str(b): [accuracy_at(c, b) for c in runs] for b in budgets},
-            "diagnostics": diagnostics(records[name]),
-        }
-    return result
+# --- reading runs ------------------------------------------------------------------------------------
 
 
-def diagnostics(runs: list[list[dict]]) -> dict[str, list[float]]:
-    """Per-step means over seeds of the paper's diagnostics."""
-    steps = [r for r in runs[0] if r["step"] >= 1]
-    out: dict[str, list[float]] = {"step": [r["step"] for r in steps]}
-    for key in DIAGNOSTICS:
-        per_seed = []
-        for run in runs:
-            rows = [r for r in run if r["step"] >= 1]
-            if key == "clip_frac":
-                per_seed.append([r["clip_frac/low"] + r["clip_frac/high"] for r in rows])
-            else:
-                per_seed.append([r[key] for r in rows])
-        out[key] = [mean(list(vals)) for vals in zip(*per_seed)]
-    return out
+def read_run(cfg: BenchConfig, spec: RunSpec) -> dict[str, Any]:
+    """A finished run as data: curves, cumulative costs per step, config and provenance."""
+    run_dir = Path(train_config(cfg, spec).run_dir)
+    records = read_metrics(run_dir / "metrics.jsonl")
+    steps = [r for r in records if r["step"] >= 1]
+    cost = {"rollouts": [0], "generate": [0.0], "grade": [0.0], "learn": [0.0], "learner_tokens": [0]}
+    for r in steps:
+        cost["rollouts"].append(r["rollouts"])
+        for phase in ("generate", "grade", "learn"):
+            cost[phase].append(cost[phase][-1] + r[f"time/{phase}"])
+        cost["learner_tokens"].append(cost["learner_tokens"][-1] + r["learner/tokens"])
+    saved = json.loads((run_dir / "config.json").read_text())
+    wall = json.loads((run_dir / "summary.json").read_text())["wall_seconds"]
+    return {
+        "name": spec.name, "lr": spec.lr, "seed": spec.seed, "run_dir": str(run_dir),
+        "heldout": eval_curve(records), "validation": eval_curve(records, "validation"), "cost": cost,
+        "wall_seconds": wall,
+        "diagnostics": {k: [r[k] for r in steps] for k in ("response_length/mean", "ratio/mean")}
+        | {"clip_frac": [r["clip_frac/low"] + r["clip_frac/high"] for r in steps]},
+        "provenance": saved.pop("provenance"), "config": saved,
+    }
 
 
-# --- writing -------------------------------------------------------------------------------------------
+def choose_lrs(cfg: BenchConfig) -> tuple[dict[str, float], dict[str, dict[float, list[float]]]]:
+    """Each method's lr, by mean validation accuracy over the grid (sweep seeds only); and the scores."""
+    scores: dict[str, dict[float, list[float]]] = {}
+    for name in (n for n in METHODS if n in method_table(cfg)):
+        scores[name] = {lr: [ea.mean_on_grid(read_run(cfg, RunSpec(name, lr, s))["validation"], cfg.grid)
+                             for s in cfg.seeds[:cfg.sweep_seeds]] for lr in cfg.lrs}
+    return {name: ea.choose_best(by_lr) for name, by_lr in scores.items()}, scores
 
 
-def plot(result: dict, out: Path) -> tuple[Path, Path]:
-    from remix.plots import plt
-
-    configs = result["configs"]
-    panels = [("ReMix against on-policy", [n for n in configs if n in MAIN])]
-    ablations = [n for n in configs if n in ABLATIONS]
-    if ablations:
-        panels.append(("Ablations of ReMix-GRPO", [n for n in ("ReMix-GRPO", "GRPO") if n in configs] + ablations))
-    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), sharey=True, squeeze=False)
-    colors = {name: f"C{i}" for i, name in enumerate(configs)}
-    for ax, (title, names) in zip(axes[0], panels):
-        for name in names:
-            curves = configs[name]["curves"]
-            grid = sorted({x for curve in curves for x, _ in curve})
-            per_seed = [[accuracy_at(curve, x) * 100 for x in grid] for curve in curves]
-            mid = [mean(list(v)) for v in zip(*per_seed)]
-            lo, hi = [min(v) for v in zip(*per_seed)], [max(v) for v in zip(*per_seed)]
-            ax.plot(grid, mid, label=name, drawstyle="steps-post", color=colors[name])
-            ax.fill_between(grid, lo, hi, step="post", alpha=0.12, color=colors[name])
-        ax.set_xlabel("rollouts (fresh responses generated)")
-        ax.set_title(f"{title} (mean over seeds, band: min-max)", fontsize=10)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right")
-    axes[0][0].set_ylabel("held-out accuracy (%)")
-    fig.tight_layout()
-    curve_png = out / "efficiency.png"
-    fig.savefig(curve_png, dpi=120)
-    plt.close(fig)
-
-    fig, axes = plt.subplots(2, 2, figsize=(10, 6.5))
-    for ax, (key, label) in zip(axes.flat, DIAGNOSTICS.items()):
-        for name, c in configs.items():
-            d = c["diagnostics"]
-            ax.plot(d["step"], smooth(d[key]), "-" if name in MAIN else ":", label=name, linewidth=1,
-                    color=colors[name])
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-    axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    diag_png = out / "efficiency_diagnostics.png"
-    fig.savefig(diag_png, dpi=110)
-    plt.close(fig)
-    return curve_png, diag_png
+def plan(cfg: BenchConfig) -> dict[str, Any]:
+    """Runs every phase (or, with --report-only, checks they are there) and returns what was chosen."""
+    table = method_table(cfg)
+    methods = [n for n in METHODS if n in table]
+    sweep = [RunSpec(n, lr, s) for s in cfg.seeds[:cfg.sweep_seeds] for lr in cfg.lrs for n in methods]
+    if not cfg.report_only:
+        run_specs(cfg, sweep, "1. lr sweep")
+    best, scores = choose_lrs(cfg)
+    print("chosen on validation: " + ", ".join(f"{n} lr {lr:g}" for n, lr in best.items()), flush=True)
+    main = [RunSpec(n, best[n], s) for s in cfg.seeds for n in methods]
+    same = [RunSpec(r, best[b], s) for s in cfg.seeds for r, b in PAIRS if r in best and b in best]
+    # The KL-Convex pair first (the ablation the earlier study could not run), then m = 1, then no reincarnation.
+    abl = [RunSpec(n, best["ReMix-GRPO"], s) for n in ablation_order(cfg) for s in cfg.seeds if n in table]
+    if not cfg.report_only:
+        run_specs(cfg, main, "2. best against best")
+        run_specs(cfg, same, "3. same lr")
+        run_specs(cfg, abl, "4. ablations")
+    else:
+        missing = [s for s in sweep + main + same if not finished(cfg, train_config(cfg, s))]
+        if missing:
+            raise StudyError(f"--report-only: {len(missing)} runs of the main comparison are not finished in "
+                             f"{cfg.runs_dir} (e.g. {missing[0]}); run the study without --report-only first")
+        complete = {n for n in {s.name for s in abl}
+                    if all(finished(cfg, train_config(cfg, s)) for s in abl if s.name == n)}
+        for n in sorted({s.name for s in abl} - complete):
+            print(f"--report-only: ablation '{n}' has unfinished seeds and is left out of the report", flush=True)
+        abl = [s for s in abl if s.name in complete]
+    return {"best_lr": best, "validation_scores": scores, "sweep": sweep, "main": main, "same_lr": same,
+            "ablations": abl}
 
 
-def smooth(values: list[float], window: int = 9) -> list[float]:
-    half = window // 2
-    return [mean(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
+# --- evaluation noise ----------------------------------------------------------------------------------
 
 
-def _fmt_reach(values: list[int | None]) -> str:
-    reached = [v for v in values if v is not None]
-    if not reached:
-        return f"never (0/{len(values)})"
-    return f"{mean(reached):,.0f} ({len(reached)}/{len(values)})"
+def evaluation_noise(cfg: BenchConfig, spec: RunSpec) -> dict[str, Any]:
+    """The final policy of one run, evaluated on the held-out split: greedily twice (is the measurement
+    deterministic?), sampled at temperature 1 --noise-samples times (its spread), and the standard error from
+    the finite number of problems (bootstrap over problems of the greedy per-problem scores)."""
+    import random
+    import statistics
 
+    from platforms import get_platform
+    from remix.data import load_task
+    from remix.interfaces import SamplingParams
+    from remix.rewards import GraderPool
+    from remix.runner import encode_problems
 
-def _pm(values: list[float]) -> str:
-    m = mean(values)
-    spread = (max(values) - min(values)) / 2
-    return f"{100 * m:.1f} ± {100 * spread:.1f}"
+    tc = train_config(cfg, spec)
+    model_dir = Path(tc.run_dir) / "model"
+    _, heldout, _ = load_task(tc.data.task, tc.data.path, tc.data.heldout_size, tc.data.arith_levels)
+    rollout = get_platform("cpu").make_rollout(model_dir, seed=1234, options=tc.rollout)
+    problems = encode_problems(rollout.tokenizer, heldout, tc.data.max_prompt_tokens, "held-out set")
 
+    def scores(temperature: float) -> list[float]:
+        params = SamplingParams(temperature=temperature, max_new_tokens=tc.rollout.max_new_tokens, n=1)
+        texts = []
+        for s in range(0, len(problems), 128):
+            gens = rollout.generate([e.prompt_ids for e in problems[s:s + 128]], params)
+            texts += [rollout.tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in gens]
+        return grader.grade(texts, [e.problem.answer for e in problems]).scores
 
-def markdown(cfg: BenchConfig, result: dict, command: str, seconds: float) -> list[str]:
-    t = cfg.train
-    names = list(result["configs"])
-    lines = [
-        "# Rollout efficiency: ReMix against on-policy training",
-        "",
-        f"Measured {dt.date.today().isoformat()} on {machine_description()} (CPU platform), in "
-        f"{seconds / 60:.0f} minutes of training and evaluation (the runs' wall time, summed).",
-        "",
-        "Command:",
-        "",
-        f"    {command}",
-        "",
-        f"Shared settings: model `{t.model.name}`, task `{t.data.task}` (levels {list(t.data.arith_levels)}), "
-        f"{cfg.steps} steps, batch {t.batch_size} responses ({t.batch_size // t.rollout.group_size} prompts x "
-        f"{t.rollout.group_size}), lr {t.optim.lr:g}, temperature {t.rollout.temperature:g}, "
-        f"{t.rollout.max_new_tokens} new tokens, greedy held-out accuracy on {t.data.heldout_size} problems every "
-        f"{cfg.eval_every} steps, seeds {list(cfg.seeds)}. ReMix: p = {t.remix.offpolicy_fraction}, "
-        f"N = {t.remix.history_window}, m = {t.remix.utd_ratio}, T = {t.remix.reincarnation_step}, "
-        f"KL coefficient {t.objective.kl_coef:g}. Numbers are mean over seeds; ± is half the min-max spread.",
-        "",
-        "![accuracy against rollouts](efficiency.png)",
-        "",
-        "## Rollouts needed to reach a held-out accuracy",
-        "",
-        "Mean rollouts over the seeds that reached it (how many did).",
-        "",
-        "| configuration | " + " | ".join(f"{100 * x:.0f}%" for x in cfg.thresholds) + " |",
-        "|---|" + "---|" * len(cfg.thresholds),
-    ]
-    for n in names:
-        reach = result["configs"][n]["rollouts_to_reach"]
-        lines.append(f"| {n} | " + " | ".join(_fmt_reach(reach[str(x)]) for x in cfg.thresholds) + " |")
-    budgets = result["budgets"]
-    lines += [
-        "",
-        "## Held-out accuracy (%) at equal rollouts",
-        "",
-        "| configuration | start | " + " | ".join(f"{b:,} rollouts" for b in budgets)
-        + " | end of run | rollouts at end |",
-        "|---|---|" + "---|" * len(budgets) + "---|---|",
-    ]
-    for n in names:
-        c = result["configs"][n]
-        lines.append(f"| {n} | {_pm(c['initial_accuracy'])} | "
-                     + " | ".join(_pm(c["accuracy_at"][str(b)]) for b in budgets)
-                     + f" | {_pm(c['final_accuracy'])} | {mean(c['final_rollouts']):,.0f} |")
-    T = t.remix.reincarnation_step or 0
-    lines += [
-        "",
-        "## Diagnostics over training",
-        "",
-        "![diagnostics](efficiency_diagnostics.png)",
-        "",
-        f"Means over steps 1-{T} (ReMix's off-policy phase) / {T + 1}-{cfg.steps} (after reincarnation):",
-        "",
-        "| configuration | " + " | ".join(f"{DIAGNOSTICS[k]}" for k in DIAGNOSTICS) + " |",
-        "|---|" + "---|" * len(DIAGNOSTICS),
-    ]
-    for n in names:
-        d = result["configs"][n]["diagnostics"]
-        cells = []
-        for k in DIAGNOSTICS:
-            early = f"{mean(d[k][:T]):.3g}" if T else "n/a"
-            late = f"{mean(d[k][T:]):.3g}" if len(d[k]) > T else "n/a"
-            cells.append(f"{early} / {late}")
-        lines.append(f"| {n} | " + " | ".join(cells) + " |")
-    lines += ["", "## Verdict (computed from the tables above)", ""] + verdict(cfg, result) + [""]
-    lines += ["Per-run data: `efficiency.json` (every evaluation of every run). Each run's metrics.jsonl and "
-              f"config are in `{cfg.runs_dir}/`, its log in `{cfg.runs_dir}/logs/`, on the machine that ran it.", ""]
-    return lines
-
-
-def verdict(cfg: BenchConfig, result: dict) -> list[str]:
-    out = []
-    configs = result["configs"]
-    budget = result["budgets"][-1]
-    for remix_name, base_name in (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO")):
-        if remix_name not in configs or base_name not in configs:
-            continue
-        a, b = configs[remix_name], configs[base_name]
-        acc_a, acc_b = mean(a["accuracy_at"][str(budget)]), mean(b["accuracy_at"][str(budget)])
-        out.append(f"- At {budget:,} rollouts, {remix_name} {100 * acc_a:.1f}% against {base_name} "
-                   f"{100 * acc_b:.1f}% ({100 * (acc_a - acc_b):+.1f} points).")
-        for x in cfg.thresholds:
-            ra, rb = a["rollouts_to_reach"][str(x)], b["rollouts_to_reach"][str(x)]
-            if all(v is not None for v in ra + rb):
-                out.append(f"- {100 * x:.0f}% held-out: {remix_name} needed {mean(ra):,.0f} rollouts, {base_name} "
-                           f"{mean(rb):,.0f} ({mean(rb) / mean(ra):.2f}x).")
-            elif all(v is not None for v in ra):
-                out.append(f"- {100 * x:.0f}% held-out: {remix_name} reached it on every seed, {base_name} on "
-                           f"{sum(v is not None for v in rb)}/{len(rb)}.")
-    return out
+    with GraderPool(1, tc.grader_timeout_s, rule=tc.grading) as grader:
+        greedy = [scores(0.0) for _ in range(2)]
+        sampled = [statistics.fmean(scores(1.0)) for _ in range(cfg.noise_samples)]
+    per_problem = greedy[0]
+    rng = random.Random(0)
+    boot = {}
+    for n in sorted({256, len(per_problem)}):
+        means = [statistics.fmean(rng.choices(per_problem, k=n)) for _ in range(2000)]
+        boot[n] = statistics.stdev(means)
+    return {
+        "run": spec.__dict__, "problems": len(per_problem),
+        "greedy_accuracy": [statistics.fmean(g) for g in greedy], "greedy_repeats_identical": greedy[0] == greedy[1],
+        "sampled_accuracy": sampled, "sampled_sd": statistics.stdev(sampled) if len(sampled) > 1 else math.nan,
+        "problem_sampling_se": boot,
+    }
 
 
 def main(cfg: BenchConfig) -> None:
     command = "python scripts/bench_efficiency.py " + " ".join(sys.argv[1:])
-    records, seconds = run_all(cfg)
-    result = analyse(cfg, records)
-    cfg.out.mkdir(parents=True, exist_ok=True)
-    plot(result, cfg.out)
-    write_report(cfg.out, "efficiency", markdown(cfg, result, command.strip(), seconds), result)
+    chosen = plan(cfg)
+    noise_spec = RunSpec("ReMix-GRPO" if "grpo" in cfg.methods else "ReMix-PPO",
+                         chosen["best_lr"]["ReMix-GRPO" if "grpo" in cfg.methods else "ReMix-PPO"], cfg.seeds[0])
+    noise_path = cfg.runs_dir / "evaluation_noise.json"
+    if noise_path.exists() and json.loads(noise_path.read_text())["run"] == noise_spec.__dict__:
+        noise = json.loads(noise_path.read_text())
+    else:
+        print("5. evaluation noise: repeat evaluations of one final policy", flush=True)
+        noise = evaluation_noise(cfg, noise_spec)
+        noise_path.write_text(json.dumps(noise, indent=1) + "\n")
+    from report_efficiency import write_study_report  # imported here: the runs need none of its plotting
+
+    runs = {spec: read_run(cfg, spec) for key in ("sweep", "main", "same_lr", "ablations") for spec in chosen[key]}
+    write_study_report(cfg, chosen, runs, noise, command.strip())
 
 
 if __name__ == "__main__":
-    main(tyro.cli(BenchConfig, description=__doc__))
+    from remix.validation import ConfigError, deferred_validation
+
+    with deferred_validation():  # a bad value is one line naming the flag, exit status 2
+        config = tyro.cli(BenchConfig, description=__doc__)
+    try:
+        config.validate()
+        main(config)
+    except (ConfigError, StudyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

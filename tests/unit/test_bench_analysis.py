@@ -1,53 +1,212 @@
-"""The efficiency benchmark's curve arithmetic (scripts/bench_efficiency.py)."""
+"""The efficiency study's arithmetic (scripts/efficiency_analysis.py) and its run bookkeeping
+(scripts/bench_efficiency.py): interpolation, crossings, paired ratios, the bootstrap, the config check."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import math
+import statistics
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_efficiency.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-@pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_efficiency", SCRIPT)
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
     spec.loader.exec_module(module)
     return module
 
 
-CURVE = [(0, 0.20), (400, 0.24), (800, 0.31), (1200, 0.29), (1600, 0.36)]
+@pytest.fixture(scope="module")
+def ea():
+    return _load("efficiency_analysis")
 
 
-def test_rollouts_to_reach_takes_the_first_evaluation_at_or_above(bench):
-    assert bench.rollouts_to_reach(CURVE, 0.20) == 0
-    assert bench.rollouts_to_reach(CURVE, 0.30) == 800  # not 1600: it got there first at 800
-    assert bench.rollouts_to_reach(CURVE, 0.36) == 1600
-    assert bench.rollouts_to_reach(CURVE, 0.37) is None
+@pytest.fixture(scope="module")
+def bench():
+    return _load("bench_efficiency")
 
 
-def test_accuracy_at_is_what_the_run_had_with_that_budget(bench):
-    assert bench.accuracy_at(CURVE, 0) == 0.20
-    assert bench.accuracy_at(CURVE, 799) == 0.24
-    assert bench.accuracy_at(CURVE, 1200) == 0.29  # a later dip counts: no cherry-picking the best so far
-    assert bench.accuracy_at(CURVE, 10**6) == 0.36
+CURVE = [(0, 0.20), (400, 0.24), (800, 0.32), (1200, 0.28), (1600, 0.36)]
 
 
-def test_eval_curve_reads_evaluation_records_only(bench):
-    records = [{"step": 0, "rollouts": 0, "heldout/accuracy": 0.2}, {"step": 1, "rollouts": 64},
-               {"step": 2, "rollouts": 128, "heldout/accuracy": 0.25}]
-    assert bench.eval_curve(records) == [(0, 0.2), (128, 0.25)]
+def test_interpolate_is_linear_between_evaluations_and_never_extrapolates(ea):
+    assert ea.interpolate(CURVE, 0) == 0.20
+    assert ea.interpolate(CURVE, 200) == pytest.approx(0.22)
+    assert ea.interpolate(CURVE, 1000) == pytest.approx(0.30)  # on the way down from 0.32 to 0.28
+    assert ea.interpolate(CURVE, 1600) == 0.36
+    assert ea.interpolate(CURVE, 1601) is None and ea.interpolate(CURVE, -1) is None
+    assert ea.on_grid(CURVE, [0, 600, 2000]) == [0.20, pytest.approx(0.28), None]
 
 
-def test_configurations_and_run_dirs(bench):
-    cfg = bench.BenchConfig(algos=("grpo",), ablations=True, seeds=(3,))
-    names = list(bench.configurations(cfg))
-    assert names[:2] == ["ReMix-GRPO", "GRPO"] and "ReMix-PPO" not in names and len(names) == 5
-    tc = bench.run_config(cfg, "ReMix-GRPO w/o KL-Convex", "grpo", "remix", {"kl_convex": False}, 3)
-    assert tc.remix.kl_convex is False and tc.seed == 3 and tc.steps == cfg.steps
-    assert tc.batch_size == cfg.train.batch_size and tc.optim.lr == cfg.train.optim.lr  # shared settings
-    assert str(tc.run_dir).endswith("remix-grpo-w-o-kl-convex-seed3")
+def test_crossing_interpolates_the_first_time_the_target_is_reached(ea):
+    assert ea.crossing(CURVE, 0.20) == 0.0
+    assert ea.crossing(CURVE, 0.22) == pytest.approx(200.0)
+    # 0.30 is first reached between 400 (0.24) and 800 (0.32), not read at the evaluation at 800
+    assert ea.crossing(CURVE, 0.30) == pytest.approx(700.0)
+    assert ea.crossing(CURVE, 0.34) == pytest.approx(1500.0)  # after the dip: 1200 (0.28) -> 1600 (0.36)
+    assert ea.crossing(CURVE, 0.37) is None
+
+
+def test_two_grids_give_the_same_crossing_of_the_same_underlying_line(ea):
+    """The bias of reading at the first evaluation: two methods on the same straight line, evaluated on
+    different rollout grids, must cross at the same rollouts when interpolated."""
+    line = lambda x: 0.2 + x / 10_000  # noqa: E731
+    a = [(x, line(x)) for x in range(0, 3001, 640)]
+    b = [(x, line(x)) for x in range(0, 3001, 384)]
+    assert ea.crossing(a, 0.3) == pytest.approx(1000.0) and ea.crossing(b, 0.3) == pytest.approx(1000.0)
+
+
+def test_cumulative_cost_at_a_crossing(ea):
+    xs, wall = [0, 40, 80, 120], [0.0, 1.0, 2.0, 4.0]
+    assert ea.cumulative_at(xs, wall, 100) == pytest.approx(3.0)
+    assert ea.cumulative_at(xs, wall, None) is None
+
+
+def test_paired_ratios_keep_seeds_that_reached_on_one_side_only(ea):
+    baseline = [800, None, 600, None, 0]
+    method = [400, 500, None, None, 0]
+    assert ea.paired_ratios(baseline, method) == [2.0, math.inf, 0.0, 1.0]  # seed 3 (neither got there) is left out
+    with pytest.raises(ValueError):
+        ea.paired_ratios([1], [1, 2])  # unpaired seeds are an error, not silently truncated
+
+
+def test_bootstrap_interval_covers_the_median_and_shrinks_with_more_data(ea):
+    small = [1.0, 1.5, 2.0, 0.8, 1.2]
+    lo, hi = ea.bootstrap_interval(small)
+    assert lo <= statistics.median(small) <= hi
+    big = small * 20
+    lo2, hi2 = ea.bootstrap_interval(big)
+    assert hi2 - lo2 < hi - lo
+    assert ea.bootstrap_interval(small, seed=3) == ea.bootstrap_interval(small, seed=3)  # seeded
+    assert ea.bootstrap_interval([2.0] * 7) == (2.0, 2.0)
+    m, lo3, hi3 = ea.median_interval([1.0, math.inf, 3.0])  # inf (only one side reached) is a valid value
+    assert m == 3.0 and lo3 == 1.0 and hi3 == math.inf
+    assert all(math.isnan(v) for v in ea.median_interval([]))
+
+
+def test_bootstrap_interval_has_its_nominal_coverage(ea):
+    """Of 200 samples of 15 from a known distribution, about 95% of the intervals hold the true median."""
+    import random
+
+    rng = random.Random(1)
+    covered = 0
+    for i in range(200):
+        xs = [rng.gauss(0.0, 1.0) for _ in range(15)]
+        lo, hi = ea.bootstrap_interval(xs, resamples=1000, seed=i)
+        covered += lo <= 0.0 <= hi
+    assert 0.88 <= covered / 200 <= 0.995
+
+
+def test_choose_best_takes_the_highest_mean_score(ea):
+    assert ea.choose_best({1e-5: [0.2, 0.3], 2e-5: [0.3, 0.3], 5e-5: [0.4, 0.1]}) == 2e-5
+    assert ea.choose_best({1e-5: [0.3], 2e-5: [0.3]}) == 1e-5  # a tie goes to the smaller lr
+    assert ea.mean_on_grid(CURVE, [0, 400, 2000]) == pytest.approx(0.22)  # 2000 is past the run: not counted
+
+
+def test_config_differences(ea):
+    saved = {"seed": 0, "optim": {"lr": 1e-5}, "run_dir": "a", "provenance": {"git_commit": "x"}}
+    assert ea.config_differences(saved, {**saved, "run_dir": "b", "provenance": {}}, {"run_dir", "provenance"}) == []
+    diffs = ea.config_differences(saved, {**saved, "optim": {"lr": 2e-5}}, {"run_dir", "provenance"})
+    assert diffs == ["optim.lr: 1e-05 -> 2e-05"]
+
+
+def test_binomial_se(ea):
+    assert ea.binomial_se(0.3, 1024) == pytest.approx(0.01432, abs=1e-5)
+
+
+def test_study_configs_differ_only_where_they_should(bench):
+    cfg = bench.BenchConfig(seeds=(0, 1, 2), sweep_seeds=1)
+    spec = bench.RunSpec("ReMix-GRPO w/o KL-Convex", 2e-5, 2)
+    tc = bench.train_config(cfg, spec)
+    assert tc.remix.kl_convex is False and tc.seed == 2 and tc.optim.lr == 2e-5 and tc.steps == cfg.steps
+    assert tc.eval_at_rollouts == cfg.grid and tc.batch_size == cfg.train.batch_size
+    assert str(tc.run_dir).endswith("remix-grpo-w-o-kl-convex-lr2e-05-seed2")
+    assert tc.data.validation_size == 0  # not a sweep seed: no validation split needed
+    sweep = bench.train_config(cfg, bench.RunSpec("GRPO", 2e-5, 0))
+    assert sweep.data.validation_size == cfg.train.data.validation_size > 0 and sweep.variant == "onpolicy"
+    lam = bench.train_config(cfg, bench.RunSpec(f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}", 1e-5, 0))
+    # the ablation's schedule gives KL-Convex weight before reincarnation
+    assert lam.kl_lambda(lam.remix.reincarnation_step, None) < 1.0
+    default = bench.train_config(cfg, bench.RunSpec("ReMix-GRPO", 1e-5, 0))
+    assert default.kl_lambda(default.remix.reincarnation_step, None) == 1.0
+    # p = 0.4 of the batch is a whole number of groups, as the paper's p
+    assert (tc.remix.offpolicy_fraction * tc.batch_size) % tc.rollout.group_size == 0
+
+
+def test_a_finished_run_is_reused_only_with_the_same_config(bench, tmp_path):
+    from remix.runner import config_json
+
+    cfg = bench.BenchConfig(runs_dir=tmp_path, steps=5)
+    tc = bench.train_config(cfg, bench.RunSpec("GRPO", 1e-5, 0))
+    run_dir = Path(tc.run_dir)
+    run_dir.mkdir(parents=True)
+    assert not bench.finished(cfg, tc)  # nothing there yet
+    (run_dir / "summary.json").write_text(json.dumps({"steps": 5}))
+    saved = {**config_json(tc), "run_dir": "/elsewhere", "provenance": {"git_commit": "abc"}}
+    (run_dir / "config.json").write_text(json.dumps(saved))
+    assert bench.finished(cfg, tc)  # where it ran and its provenance are not the experiment
+    (run_dir / "config.json").write_text(json.dumps({**saved, "batch_size": 64}))
+    with pytest.raises(bench.StudyError, match="batch_size: 64 -> 40"):
+        bench.finished(cfg, tc)
+    (run_dir / "summary.json").write_text(json.dumps({"steps": 3}))
+    assert not bench.finished(cfg, tc)  # unfinished: resumed, not reused
+
+
+def test_bad_study_flags_are_one_line_with_status_2(tmp_path):
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(SCRIPTS / "bench_efficiency.py"), "--sweep-seeds", "20",
+                          "--runs-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == ["error: --sweep-seeds: must be in 1..10"]
+    assert not (tmp_path / "r").exists()
+
+
+def _fake_run(bench, cfg, spec, speed: float) -> dict:
+    """A run as read_run returns it, with accuracy rising linearly in rollouts at `speed` per 1,000."""
+    per_step = 24 if spec.name.startswith("ReMix") else 40
+    xs = [0] + [min(40 + per_step * (k - 1), 40 * k) for k in range(1, cfg.steps + 1)]
+    acc = lambda x: min(0.2 + speed * x / 1000 + 0.002 * spec.seed, 0.5)  # noqa: E731
+    evals = [x for x in xs if any(p <= x for p in cfg.grid)]
+    curve = sorted({(x, acc(x)) for x in [0, *evals[::3], xs[-1]]})
+    return {"name": spec.name, "lr": spec.lr, "seed": spec.seed, "run_dir": "r", "heldout": curve,
+            "validation": curve, "wall_seconds": 100.0,
+            "cost": {"rollouts": xs, "generate": [0.2 * k for k in range(len(xs))],
+                     "grade": [0.01 * k for k in range(len(xs))], "learn": [0.5 * k for k in range(len(xs))],
+                     "learner_tokens": [900 * k for k in range(len(xs))]},
+            "diagnostics": {"response_length/mean": [30.0] * cfg.steps, "ratio/mean": [1.0] * cfg.steps,
+                            "clip_frac": [0.0] * cfg.steps},
+            "provenance": {"git_commit": "abc", "versions": {"torch": "2.13.0"}}, "config": {}}
+
+
+def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
+    """The whole report on synthetic runs: ReMix-GRPO rises twice as fast per rollout as GRPO, so every
+    rollout ratio must come out near 2 with an interval above 1, and the files must be written."""
+    report = _load("report_efficiency")
+    cfg = bench.BenchConfig(seeds=tuple(range(4)), sweep_seeds=2, lrs=(1e-5, 2e-5), steps=60, out=tmp_path,
+                            methods=("grpo",))
+    speeds = {"ReMix-GRPO": 0.1, "GRPO": 0.05}
+    runs = {}
+    specs = [bench.RunSpec(n, lr, s) for n in bench.method_table(cfg) for lr in cfg.lrs for s in cfg.seeds]
+    for spec in specs:
+        runs[spec] = _fake_run(bench, cfg, spec, speeds.get(spec.name, 0.08) * (1.2 if spec.lr == 2e-5 else 1.0))
+    best, scores = {"ReMix-GRPO": 2e-5, "GRPO": 2e-5}, {n: {lr: [0.3, 0.3] for lr in cfg.lrs} for n in speeds}
+    abl = [s for s in specs if s.name not in bench.METHODS and s.lr == 2e-5]
+    chosen = {"best_lr": best, "validation_scores": scores, "ablations": abl}
+    noise = {"run": {"name": "ReMix-GRPO", "lr": 2e-5, "seed": 0}, "problems": 1024, "greedy_accuracy": [0.3, 0.3],
+             "greedy_repeats_identical": True, "sampled_accuracy": [0.2, 0.22], "sampled_sd": 0.014,
+             "problem_sampling_se": {"256": 0.029, "1024": 0.014}}
+    report.write_study_report(cfg, chosen, runs, noise, "python scripts/bench_efficiency.py")
+    data = json.loads((tmp_path / "efficiency.json").read_text())
+    rows = data["comparisons"]["best: ReMix-GRPO (lr 2e-05) vs GRPO (lr 2e-05)"]
+    for row in rows[:len(cfg.targets)]:
+        med, lo, _ = row["rollout_ratio"]
+        assert med == pytest.approx(2.0, rel=0.1) and lo > 1
+    text = (tmp_path / "efficiency.md").read_text()
+    assert "fewer rollouts than GRPO" in text and (tmp_path / "efficiency.png").stat().st_size > 0

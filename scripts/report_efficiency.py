@@ -1,0 +1,424 @@
+"""The efficiency study's report: efficiency.md, efficiency.png, efficiency_diagnostics.png, efficiency.json.
+
+Called by scripts/bench_efficiency.py with the finished runs; every number in the report is computed here
+from the runs' metrics, with the functions of scripts/efficiency_analysis.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+import efficiency_analysis as ea
+
+from remix.reporting import machine_description, write_report
+
+PHASES = ("generate", "grade", "learn")
+
+
+# --- comparisons ------------------------------------------------------------------------------------------
+
+
+def seed_runs(cfg, runs: dict, name: str, lr: float) -> list[dict]:
+    return [runs[_spec(name, lr, s)] for s in cfg.seeds]
+
+
+def _spec(name: str, lr: float, seed: int):
+    from bench_efficiency import RunSpec
+
+    return RunSpec(name, lr, seed)
+
+
+def cost_to(run: dict, rollouts: float | None) -> dict[str, float | None]:
+    """Wall time (by phase and in all) and learner tokens a run spent to reach `rollouts`."""
+    c = run["cost"]
+    out = {p: ea.cumulative_at(c["rollouts"], c[p], rollouts) for p in PHASES}
+    out["wall"] = None if rollouts is None else sum(out[p] for p in PHASES)
+    out["learner_tokens"] = ea.cumulative_at(c["rollouts"], c["learner_tokens"], rollouts)
+    return out
+
+
+def compare(method: list[dict], baseline: list[dict], targets: list[float]) -> list[dict[str, Any]]:
+    """Per target: both sides' per-seed crossings, the paired ratio baseline/method (median, 95% interval), and
+    the same for wall time and learner tokens to the target."""
+    rows = []
+    for t in targets:
+        xm = [ea.crossing(r["heldout"], t) for r in method]
+        xb = [ea.crossing(r["heldout"], t) for r in baseline]
+        cm = [cost_to(r, x) for r, x in zip(method, xm)]
+        cb = [cost_to(r, x) for r, x in zip(baseline, xb)]
+        row = {"target": t, "method_rollouts": xm, "baseline_rollouts": xb,
+               "rollout_ratio": ea.median_interval(ea.paired_ratios(xb, xm))}
+        for key in ("wall", "learner_tokens"):
+            vm, vb = [c[key] for c in cm], [c[key] for c in cb]
+            row[f"method_{key}"], row[f"baseline_{key}"] = vm, vb
+            row[f"{key}_ratio"] = ea.median_interval(ea.paired_ratios(vb, vm))
+        rows.append(row)
+    return rows
+
+
+def grid_band(cfg, group: list[dict]) -> list[tuple[float, float, float]]:
+    """Median held-out accuracy over seeds at each grid point, with the bootstrap 95% interval of the median."""
+    out = []
+    for x in cfg.grid:
+        ys = [y for y in (ea.interpolate(r["heldout"], x) for r in group) if y is not None]
+        out.append(ea.median_interval(ys) if len(ys) == len(group) else (math.nan,) * 3)
+    return out
+
+
+def final_accuracy(group: list[dict]) -> list[float]:
+    return [r["heldout"][-1][1] for r in group]
+
+
+# --- formatting --------------------------------------------------------------------------------------------
+
+
+def _n(values: list) -> str:
+    return f"{sum(v is not None for v in values)}/{len(values)}"
+
+
+def _med(values: list[float | None], fmt: str = "{:,.0f}") -> str:
+    got = [v for v in values if v is not None]
+    if not got:
+        return "never"
+    if len(got) < len(values):
+        # unreached seeds count as "more than any reached value": the median exists only if most seeds got there
+        if len(got) * 2 <= len(values):
+            return f"— ({_n(values)})"
+        med = statistics.median(got + [math.inf] * (len(values) - len(got)))
+        return fmt.format(med) + f" ({_n(values)})"
+    return fmt.format(statistics.median(got))
+
+
+def _ratio(r: tuple[float, float, float]) -> str:
+    m, lo, hi = r
+    if math.isnan(m):
+        return "n/a"
+
+    def f(v: float) -> str:
+        return "inf" if math.isinf(v) else f"{v:.2f}"
+
+    return f"{f(m)}x [{f(lo)}, {f(hi)}]"
+
+
+def _verdict(r: tuple[float, float, float]) -> str:
+    m, lo, hi = r
+    if math.isnan(m):
+        return "no seed reached it"
+    if lo > 1:
+        return "fewer (interval above 1)"
+    if hi < 1:
+        return "more (interval below 1)"
+    return "not resolved (interval spans 1)"
+
+
+def _pct(v: float) -> str:
+    return "n/a" if math.isnan(v) else f"{100 * v:.1f}"
+
+
+def _sentence(subject: str, r: tuple[float, float, float], other: str) -> str:
+    """'ReMix-GRPO needed fewer rollouts than GRPO', from the interval of the per-seed ratio other/subject."""
+    m, lo, hi = r
+    if math.isnan(m):
+        return f"neither {subject} nor {other} got there on any seed"
+    if lo > 1:
+        return f"{subject} needed fewer rollouts than {other}"
+    if hi < 1:
+        return f"{subject} needed more rollouts than {other}"
+    return f"no difference between {subject} and {other} is resolved"
+
+
+def comparison_table(label_m: str, label_b: str, rows: list[dict], target_names: list[str]) -> list[str]:
+    lines = [
+        f"| target | {label_m}: rollouts (seeds reaching) | {label_b}: rollouts | per-seed ratio {label_b}/{label_m}, "
+        f"median [95% CI] | {label_m} needed | wall time {label_m} / {label_b} (s) | wall-time ratio | "
+        f"learner tokens {label_m} / {label_b} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, row in zip(target_names, rows):
+        lines.append(
+            f"| {name} | {_med(row['method_rollouts'])} | {_med(row['baseline_rollouts'])} | "
+            f"{_ratio(row['rollout_ratio'])} "
+            f"| {_verdict(row['rollout_ratio'])} | {_med(row['method_wall'], '{:.0f}')} / "
+            f"{_med(row['baseline_wall'], '{:.0f}')} | {_ratio(row['wall_ratio'])} | "
+            f"{_med(row['method_learner_tokens'], '{:,.0f}')} / {_med(row['baseline_learner_tokens'], '{:,.0f}')} |")
+    return lines
+
+
+# --- the report --------------------------------------------------------------------------------------------
+
+
+def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str) -> None:
+    best = chosen["best_lr"]
+    t = cfg.train
+    abs_names = [f"{100 * x:.0f}%" for x in cfg.targets]
+    result: dict[str, Any] = {"command": command, "date": dt.date.today().isoformat(), "machine": machine_description(),
+                              "grid": list(cfg.grid), "targets": list(cfg.targets),
+                              "target_fractions": list(cfg.target_fractions), "best_lr": best,
+                              "validation_scores": {n: {str(lr): v for lr, v in s.items()}
+                                                    for n, s in chosen["validation_scores"].items()},
+                              "evaluation_noise": noise, "comparisons": {}, "runs": []}
+    for run in runs.values():
+        result["runs"].append({k: v for k, v in run.items() if k != "diagnostics"})
+    wall_total = sum(r["wall_seconds"] for r in runs.values())
+    commits = sorted({r["provenance"].get("git_commit") or "none" for r in runs.values()})
+    versions = sorted({tuple(sorted(r["provenance"]["versions"].items())) for r in runs.values()})
+
+    sections: list[str] = []
+    verdict: list[str] = []
+    bands: dict[str, list] = {}
+
+    # lr sweep
+    sections += ["## 1. Learning rates, chosen per method on the validation split", "",
+                 f"Mean validation accuracy (%) over the rollout grid, mean of seeds "
+                 f"{list(cfg.seeds[:cfg.sweep_seeds])}; "
+                 f"validation is {t.data.validation_size} problems disjoint from the {t.data.heldout_size} reported "
+                 "held-out ones, which no choice looks at. **Bold**: chosen.", "",
+                 "| method | " + " | ".join(f"lr {lr:g}" for lr in cfg.lrs) + " |", "|---|" + "---|" * len(cfg.lrs)]
+    for name, scores in chosen["validation_scores"].items():
+        cells = [(f"**{_pct(statistics.fmean(v))}**" if lr == best[name] else _pct(statistics.fmean(v)))
+                 for lr, v in scores.items()]
+        sections.append(f"| {name} | " + " | ".join(cells) + " |")
+    sections.append("")
+
+    # evaluation noise
+    se = noise["problem_sampling_se"]
+    n_full = str(noise["problems"])
+    target_gap = min(b - a for a, b in zip(cfg.targets, cfg.targets[1:])) if len(cfg.targets) > 1 else math.nan
+    sections += [
+        "## 2. The evaluation's own noise", "",
+        f"The final policy of {noise['run']['name']} (lr {noise['run']['lr']:g}, seed {noise['run']['seed']}) "
+        f"evaluated again on the {noise['problems']} held-out problems:", "",
+        f"- greedy, twice: {', '.join(_pct(a) + '%' for a in noise['greedy_accuracy'])} "
+        f"({'identical per problem' if noise['greedy_repeats_identical'] else 'NOT identical'}): the greedy "
+        "measurement itself adds no noise;",
+        f"- sampled at temperature 1, {len(noise['sampled_accuracy'])} times: "
+        f"{', '.join(_pct(a) for a in noise['sampled_accuracy'])}% (sd {100 * noise['sampled_sd']:.1f} points), "
+        "which is why the study evaluates greedily;",
+        "- the finite number of problems: bootstrap standard error over problems "
+        + ", ".join(f"{100 * v:.1f} points with {n}" for n, v in se.items())
+        + f" problems. With {n_full} problems it is {100 * se[n_full]:.1f} points, against "
+        f"{100 * target_gap:.0f} points between adjacent absolute targets; the noise from seed to seed (the per-seed "
+        "tables of section 3) is larger still, and is what the per-seed intervals measure.", ""]
+
+    # best against best, same lr
+    for title, key, lr_of in (("Best against best (each method at its own chosen lr)", "best",
+                               lambda m, b: (best[m], best[b])),
+                              ("Same lr (each ReMix method at its baseline's chosen lr; labelled, not tuned for ReMix)",
+                               "same_lr", lambda m, b: (best[b], best[b]))):
+        sections += [f"## {'3' if key == 'best' else '4'}. {title}", ""]
+        for m, b in ea_pairs(best):
+            lm, lb = lr_of(m, b)
+            if key == "same_lr" and lm == best[m]:
+                sections += [f"{m}'s chosen lr is {lm:g}, the same as {b}'s: this is the best-against-best comparison "
+                             "above.", ""]
+                continue
+            gm, gb = seed_runs(cfg, runs, m, lm), seed_runs(cfg, runs, b, lb)
+            final_b = statistics.median(final_accuracy(gb))
+            frac_targets = [f * final_b for f in cfg.target_fractions]
+            names = abs_names + [f"{100 * f:.0f}% of {b}'s final ({_pct(x)}%)" for f, x in zip(cfg.target_fractions,
+                                                                                              frac_targets)]
+            rows = compare(gm, gb, list(cfg.targets) + frac_targets)
+            result["comparisons"][f"{key}: {m} (lr {lm:g}) vs {b} (lr {lb:g})"] = rows
+            fm = ea.median_interval(final_accuracy(gm))
+            fb = ea.median_interval(final_accuracy(gb))
+            sections += [f"### {m} (lr {lm:g}) against {b} (lr {lb:g}), {len(cfg.seeds)} paired seeds", "",
+                         f"Final held-out accuracy (median [95% CI]): {m} {_pct(fm[0])}% [{_pct(fm[1])}, "
+                         f"{_pct(fm[2])}] "
+                         f"after {statistics.median(r['heldout'][-1][0] for r in gm):,.0f} rollouts; {b} "
+                         f"{_pct(fb[0])}% "
+                         f"[{_pct(fb[1])}, {_pct(fb[2])}] after "
+                         f"{statistics.median(r['heldout'][-1][0] for r in gb):,.0f}.",
+                         "", *comparison_table(m, b, rows, names), ""]
+            if key == "best":
+                bands[m], bands[b] = grid_band(cfg, gm), grid_band(cfg, gb)
+                sections += per_seed_table(cfg, m, b, gm, gb, rows, names)
+            for name, row in zip(names, rows):
+                verdict.append(f"- {title.split(' (')[0]}, target {name}: {_sentence(m, row['rollout_ratio'], b)} "
+                               f"(per-seed ratio {b}/{m} {_ratio(row['rollout_ratio'])}); in wall time to the target "
+                               f"{b}/{m} {_ratio(row['wall_ratio'])}.")
+
+    # accuracy at equal rollouts
+    sections += ["## 5. Held-out accuracy at equal rollouts", "",
+                 "Median over seeds [bootstrap 95% CI of the median], read on the common grid by interpolation.", "",
+                 "| configuration | " + " | ".join(f"{x:,}" for x in cfg.grid[1::3]) + " |",
+                 "|---|" + "---|" * len(cfg.grid[1::3])]
+    groups = {f"{n} (lr {best[n]:g})": seed_runs(cfg, runs, n, best[n]) for n in best}
+    ablation_names = [n for n in {s.name for s in chosen["ablations"]}]
+    for n in sorted(ablation_names):
+        groups[f"{n} (lr {best['ReMix-GRPO']:g})"] = seed_runs(cfg, runs, n, best["ReMix-GRPO"])
+    for label, group in groups.items():
+        band = grid_band(cfg, group)
+        sections.append(f"| {label} | " + " | ".join(f"{_pct(m)} [{_pct(lo)}, {_pct(hi)}]"
+                                                     for m, lo, hi in band[1::3]) + " |")
+    sections.append("")
+
+    # ablations
+    if ablation_names and "ReMix-GRPO" in best:
+        lr = best["ReMix-GRPO"]
+        base = seed_runs(cfg, runs, "ReMix-GRPO", lr)
+        lam_name = next((n for n in ablation_names if "lam(t) from" in n), None)
+        no_kl = "ReMix-GRPO w/o KL-Convex"
+        sections += ["## 6. Ablations of ReMix-GRPO", "",
+                     f"At ReMix-GRPO's chosen lr {lr:g}, {len(cfg.seeds)} paired seeds. With the paper's lam(t) "
+                     f"(1 through "
+                     f"step {t.remix.lambda_start}) and reincarnation at T = {t.remix.reincarnation_step}, "
+                     f"KL-Convex has no "
+                     "weight before reincarnation (only after it), so its ablation is also compared with "
+                     f"'ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}' (lam drops every "
+                     f"{cfg.ablation_lambda_every} steps and reaches its floor before T): the schedule in which "
+                     f"the removed "
+                     "part acts. The ratio is the ablation's rollouts over the full method's (> 1: removing the part "
+                     "costs rollouts).", ""]
+        comparisons = [(n, "ReMix-GRPO") for n in sorted(ablation_names) if n != lam_name]
+        if lam_name and no_kl in ablation_names:
+            comparisons.append((no_kl, lam_name))
+        for removed, full_label in comparisons:
+            full = base if full_label == "ReMix-GRPO" else seed_runs(cfg, runs, full_label, lr)
+            rows = compare(full, seed_runs(cfg, runs, removed, lr), list(cfg.targets))
+            result["comparisons"][f"ablation: {removed} vs {full_label}"] = rows
+            sections += [f"### {removed} against {full_label}", "",
+                         *comparison_table(full_label, removed, rows, abs_names), ""]
+            for name, row in zip(abs_names, rows):
+                verdict.append(f"- Ablation, target {name}: {_sentence(full_label, row['rollout_ratio'], removed)} "
+                               f"(per-seed ratio {_ratio(row['rollout_ratio'])}).")
+        bands["ReMix-GRPO (ablation base)"] = grid_band(cfg, base)
+        for n in sorted(ablation_names):
+            bands[n] = grid_band(cfg, seed_runs(cfg, runs, n, lr))
+
+    # cost split
+    sections += ["## 7. Where the time goes", "",
+                 "Median over seeds of each phase over the whole run, per 1,000 rollouts (evaluation excluded), and "
+                 "learner tokens (response tokens trained on, all m passes) per rollout.", "",
+                 "| configuration | generate (s/1k) | grade (s/1k) | learn (s/1k) | learn share | learner "
+                 "tokens / rollout |",
+                 "|---|---|---|---|---|---|"]
+    for label, group in list(groups.items())[:len(best)]:
+        per = {p: statistics.median(r["cost"][p][-1] / r["cost"]["rollouts"][-1] * 1000 for r in group) for p in PHASES}
+        tok = statistics.median(r["cost"]["learner_tokens"][-1] / r["cost"]["rollouts"][-1] for r in group)
+        sections.append(f"| {label} | {per['generate']:.2f} | {per['grade']:.2f} | {per['learn']:.2f} | "
+                        f"{per['learn'] / sum(per.values()):.0%} | {tok:.1f} |")
+    sections += ["", "On this CPU, learning dominates a step, so ReMix's m = 2 passes over each batch cost wall time "
+                 "that its fewer rollouts do not pay back. On a GPU with long reasoning responses, generation is "
+                 "most of a step (the paper's setting; see docs/benchmarks/throughput.md for the split measured here), "
+                 "so wall time there follows the rollout ratio above more closely than the wall-time ratio measured "
+                 "here; it does not make a rollout saving out of a rollout ratio whose interval spans 1.", ""]
+
+    # plots
+    plot(cfg, bands, best, Path(cfg.out))
+    plot_diagnostics(cfg, runs, best, Path(cfg.out))
+
+    head = [
+        "# Rollout efficiency: ReMix against tuned on-policy baselines",
+        "",
+        f"Measured {dt.date.today().isoformat()} on {machine_description()} (CPU platform), {len(runs)} runs, "
+        f"{wall_total / 3600:.1f} hours of run time summed over two runs at a time (one CPU thread each).",
+        "",
+        "Command (the same command reuses finished runs whose config matches and resumes interrupted ones):",
+        "",
+        f"    {command}",
+        "",
+        f"Shared settings: model `{t.model.name}`, task `{t.data.task}` (levels {list(t.data.arith_levels)}), "
+        f"{cfg.steps} "
+        f"steps, batch {t.batch_size} responses ({t.batch_size // t.rollout.group_size} prompts x "
+        f"{t.rollout.group_size}), "
+        f"mini-batch {t.mini_batch_size}, temperature {t.rollout.temperature:g}, {t.rollout.max_new_tokens} new "
+        f"tokens, "
+        f"grading `{t.grading}`, KL coefficient {t.objective.kl_coef:g}. ReMix: p = {t.remix.offpolicy_fraction} "
+        f"({int(t.remix.offpolicy_fraction * t.batch_size)} of {t.batch_size} responses reused), N = "
+        f"{t.remix.history_window}, m = {t.remix.utd_ratio}, T = {t.remix.reincarnation_step}, lam(t) from step "
+        f"{t.remix.lambda_start}. Greedy held-out accuracy on {t.data.heldout_size} problems at the rollout grid "
+        f"{list(cfg.grid)} (each point at the first step that reaches it) and at the end; lrs {list(cfg.lrs)}; "
+        f"seeds {list(cfg.seeds)}, paired across methods. Every crossing is read by linear interpolation between "
+        "evaluations; ratios are per seed (baseline rollouts over ReMix rollouts: > 1 means ReMix needed fewer), "
+        "summarised by their median and a percentile-bootstrap 95% interval (10,000 resamples). A seed on which "
+        "only one side reached a target counts as a ratio of 0 or inf; a table cell marked (k/n) had k of n seeds "
+        "reach it, and its median counts the others as not yet there.",
+        "",
+        f"Code: git {', '.join(c[:12] for c in commits)}; "
+        + "; ".join(", ".join(f"{k} {v}" for k, v in vs) for vs in versions) + ".",
+        "",
+        "## What the study shows (computed from the tables below)",
+        "",
+        *verdict,
+        "",
+        "![accuracy against rollouts](efficiency.png)",
+        "",
+    ]
+    tail = ["## Diagnostics", "", "![diagnostics](efficiency_diagnostics.png)", "",
+            "Per-run data: `efficiency.json` (every evaluation and per-step cost of every run, with its config, "
+            "git commit "
+            f"and package versions). The runs themselves are in `{cfg.runs_dir}/` (each with its log in "
+            f"`{cfg.runs_dir}/logs/`) on the machine that ran them.", ""]
+    write_report(Path(cfg.out), "efficiency", head + sections + tail, result)
+
+
+def ea_pairs(best: dict[str, float]) -> list[tuple[str, str]]:
+    return [(m, b) for m, b in (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO")) if m in best and b in best]
+
+
+def per_seed_table(cfg, m: str, b: str, gm: list[dict], gb: list[dict], rows: list[dict],
+                   names: list[str]) -> list[str]:
+    shown = list(range(len(cfg.targets)))
+    lines = [f"Per seed, rollouts to each absolute target ({m} / {b}; '-' never reached):", "",
+             "| seed | " + " | ".join(names[i] for i in shown) + f" | final {m} / {b} (%) |",
+             "|---|" + "---|" * len(shown) + "---|"]
+
+    def f(v):
+        return "-" if v is None else f"{v:,.0f}"
+
+    for j, seed in enumerate(cfg.seeds):
+        cells = [f"{f(rows[i]['method_rollouts'][j])} / {f(rows[i]['baseline_rollouts'][j])}" for i in shown]
+        lines.append(f"| {seed} | " + " | ".join(cells) + f" | {_pct(gm[j]['heldout'][-1][1])} / "
+                     f"{_pct(gb[j]['heldout'][-1][1])} |")
+    return lines + [""]
+
+
+def plot(cfg, bands: dict[str, list], best: dict[str, float], out: Path) -> None:
+    from remix.plots import plt
+
+    panels = [(f"{m} vs {b}, each at its chosen lr", [m, b]) for m, b in ea_pairs(best)]
+    ablation = [n for n in bands if n.startswith("ReMix-GRPO ") or n.startswith("ReMix-GRPO,")]
+    if ablation:
+        panels.append(("Ablations of ReMix-GRPO", ablation))
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.6), sharey=True, squeeze=False)
+    for ax, (title, names) in zip(axes[0], panels):
+        for i, name in enumerate(names):
+            band = bands[name]
+            mid, lo, hi = ([100 * v[k] for v in band] for k in range(3))
+            label = name if name in best else name
+            ax.plot(cfg.grid, mid, marker="o", markersize=3, label=label, color=f"C{i}")
+            ax.fill_between(cfg.grid, lo, hi, alpha=0.15, color=f"C{i}")
+        for y in cfg.targets:
+            ax.axhline(100 * y, color="grey", linewidth=0.5, linestyle=":")
+        ax.set_xlabel("rollouts (fresh responses generated)")
+        ax.set_title(f"{title}\nmedian of {len(cfg.seeds)} seeds, band: 95% CI of the median", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    axes[0][0].set_ylabel("held-out accuracy (%)")
+    fig.tight_layout()
+    fig.savefig(out / "efficiency.png", dpi=120)
+    plt.close(fig)
+
+
+def plot_diagnostics(cfg, runs: dict, best: dict[str, float], out: Path) -> None:
+    from remix.plots import plt
+
+    keys = {"response_length/mean": "mean response length (tokens)", "ratio/mean": "mean importance ratio r",
+            "clip_frac": "clip fraction (low + high)"}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for ax, (key, label) in zip(axes, keys.items()):
+        for i, (name, lr) in enumerate(best.items()):
+            group = seed_runs(cfg, runs, name, lr)
+            per_step = [statistics.median(v) for v in zip(*(r["diagnostics"][key] for r in group))]
+            ax.plot(range(1, len(per_step) + 1), per_step, label=f"{name} (lr {lr:g})", linewidth=1, color=f"C{i}")
+        ax.set_title(f"{label}, median of seeds", fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "efficiency_diagnostics.png", dpi=110)
+    plt.close(fig)
