@@ -1,17 +1,22 @@
 """remix beside TRL: the same GRPO configuration, wall time per 1,000 rollouts and peak memory.
 
-    pip install -e '.[bench]'          # TRL (and datasets) are only needed here
-    python scripts/bench_trl.py        # about 2 minutes on 2 cores
+    pip install -e '.[bench]'          # TRL (pinned, with datasets) is only needed here
+    python scripts/bench_trl.py        # 5 interleaved repeats of each side, about 8 minutes on 2 cores
+    python scripts/bench_trl.py --model smollm2-135m --steps 3 --repeats 1 --out docs/benchmarks/trl-smollm2
 
 Both sides train the same model on the same task with the same GRPO settings: batch 64 responses
 (8 prompts x 8 samples) per rollout batch, two optimizer steps of 32 per batch, one pass (TRL's
 num_iterations = 1), max 40 new tokens, temperature 1, top-p 1, lr 5e-5, clip eps 0.2, KL coefficient
 1e-3 (TRL loads its reference model for it), token-mean loss (TRL's "dapo"), group-std-normalised
 advantages, and the same math-verify grader as the reward. remix runs twice: its on-policy GRPO (the
-same algorithm as TRL's) and ReMix-GRPO (reusing 40% of each batch, two passes). Each side runs in
-its own process on the CPU; timing starts after the first rollout batch (TRL's set-up and remix's
-torch.compile are both excluded) and peak memory is the process's peak resident set size.
-Writes OUT/trl_comparison.md and .json.
+same algorithm as TRL's) and ReMix-GRPO (reusing 40% of each batch, two passes). Micro-batching is
+matched: each forward/backward pass holds one mini-batch of 32 on both sides (TRL's per-device batch
+32, no gradient accumulation; remix's --micro-batch-size 32). Each side runs in its own process on
+the CPU, --repeats times, the sides interleaved (the order rotates each round) so that a drift in the
+machine's speed reaches every side alike; timing starts after the first rollout batch (TRL's set-up
+and remix's torch.compile are both excluded) and peak memory is the process's peak resident set size.
+The tokens each side generated in the timed batches are counted too: the sides sample their own
+responses, so equal rollouts need not be equal work. Writes OUT/trl_comparison.md and .json.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,6 +50,10 @@ class TRLBenchConfig:
     """Model of both sides: a built-in name or a local HF folder."""
     out: Path = Path("docs/benchmarks")
     """Where trl_comparison.md and .json go."""
+    repeats: int = 5
+    """Runs of each side, interleaved."""
+    sides: tuple[str, ...] = ("trl", "remix-grpo", "remix-remix")
+    """Which sides to run (trl, remix-grpo: remix's on-policy GRPO, remix-remix: ReMix-GRPO)."""
     side: str | None = None
     """Internal: run one side (trl, remix-grpo, remix-remix) in this process and print JSON."""
 
@@ -72,13 +82,15 @@ def run_trl(cfg: TRLBenchConfig, model_dir: Path) -> dict:
         gradient_checkpointing=False,  # remix's learner does not checkpoint the transformer body either
     )
     marks: list[float] = []
+    generated: list[int] = []  # completion tokens per reward call (one call per rollout batch)
 
     class StepTimes(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
             marks.append(time.perf_counter())
 
     with GraderPool(2, 5.0) as pool:
-        def reward(prompts, completions, answer, **kwargs):
+        def reward(prompts, completions, answer, completion_ids=None, **kwargs):
+            generated.append(sum(len(ids) for ids in completion_ids))
             texts = [c[-1]["content"] if isinstance(c, list) else c for c in completions]
             return pool.grade(texts, list(answer)).scores
 
@@ -87,7 +99,7 @@ def run_trl(cfg: TRLBenchConfig, model_dir: Path) -> dict:
         trainer.train()
     timed = marks[steps_per_batch - 1:]  # from the end of the first rollout batch's optimizer steps
     return {"side": "TRL GRPOTrainer", "timed_batches": cfg.steps - 1, "seconds": timed[-1] - timed[0],
-            "peak_rss_bytes": peak_rss_bytes()}
+            "generated_tokens": sum(generated[1:]), "peak_rss_bytes": peak_rss_bytes()}
 
 
 def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
@@ -99,7 +111,7 @@ def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
     quiet_transformers()
     base = TrainConfig()
     tc = dataclasses.replace(
-        base, variant=variant, steps=cfg.steps, batch_size=BATCH, mini_batch_size=MINI, micro_batch_size=MINI // 2,
+        base, variant=variant, steps=cfg.steps, batch_size=BATCH, mini_batch_size=MINI, micro_batch_size=MINI,
         model=dataclasses.replace(base.model, name=str(model_dir)),
         rollout=dataclasses.replace(base.rollout, max_new_tokens=NEW_TOKENS, group_size=GROUP, temperature=1.0),
         optim=dataclasses.replace(base.optim, lr=LR),
@@ -108,13 +120,15 @@ def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
     with GraderPool(2, 5.0) as pool:
         trainer = build_trainer(tc, pool)
         trainer.train_step()  # warm-up batch: torch.compile of the objective
-        start, rollouts_before = time.perf_counter(), trainer.rollouts
+        start, rollouts_before, generated = time.perf_counter(), trainer.rollouts, 0.0
         for _ in range(cfg.steps - 1):
-            trainer.train_step()
+            before = trainer.rollouts
+            m = trainer.train_step()
+            generated += m["response_length/mean"] * (trainer.rollouts - before)
         seconds = time.perf_counter() - start
     return {"side": "remix " + ("GRPO (on-policy)" if variant == "onpolicy" else "ReMix-GRPO"),
             "timed_batches": cfg.steps - 1, "seconds": seconds, "rollouts": trainer.rollouts - rollouts_before,
-            "peak_rss_bytes": peak_rss_bytes()}
+            "generated_tokens": round(generated), "peak_rss_bytes": peak_rss_bytes()}
 
 
 def side(cfg: TRLBenchConfig) -> dict:
@@ -138,38 +152,70 @@ def main(cfg: TRLBenchConfig) -> None:
         import trl
     except ImportError:
         raise SystemExit("TRL is not installed: pip install -e '.[bench]'") from None
-    results = []
-    for name in ("trl", "remix-grpo", "remix-remix"):
-        print(f"running {name} ...", flush=True)
-        cmd = [sys.executable, __file__, "--side", name, "--steps", str(cfg.steps), "--model", cfg.model,
-               "--out", str(cfg.out)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
-                              env={**os.environ, "TQDM_DISABLE": "1"})
-        if proc.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    trl_row = results[0]
+    results: dict[str, list[dict]] = {name: [] for name in cfg.sides}
+    for rep in range(cfg.repeats):
+        order = list(cfg.sides[rep % len(cfg.sides):] + cfg.sides[:rep % len(cfg.sides)])  # rotate each round
+        for name in order:
+            print(f"round {rep + 1}/{cfg.repeats}: {name} ...", flush=True)
+            cmd = [sys.executable, __file__, "--side", name, "--steps", str(cfg.steps), "--model", cfg.model,
+                   "--out", str(cfg.out)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+                                  env={**os.environ, "TQDM_DISABLE": "1"})
+            if proc.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            print(f"  {r['seconds_per_1000_rollouts']:.2f} s per 1,000 rollouts, {r['generated_tokens']:,} tokens",
+                  flush=True)
+            results[name].append(r)
+    write_report(cfg.out, "trl_comparison", report_lines(cfg, trl.__version__, results), results)
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt.format(med)
+    return f"{fmt.format(med)} [{fmt.format(min(values))}-{fmt.format(max(values))}]"
+
+
+def report_lines(cfg: TRLBenchConfig, trl_version: str, results: dict[str, list[dict]]) -> list[str]:
+    ref = results.get("trl")
+    ref_rate = statistics.median(r["seconds_per_1000_rollouts"] for r in ref) if ref else None
+    ref_rss = statistics.median(r["peak_rss_bytes"] for r in ref) if ref else None
     lines = [
         "# remix beside TRL's GRPOTrainer", "",
-        f"Measured {dt.date.today().isoformat()} on {machine_description()}, TRL {trl.__version__}; "
-        f"model `{cfg.model}`; "
-        f"{cfg.steps} rollout batches per side, the first untimed.", "",
+        f"Measured {dt.date.today().isoformat()} on {machine_description()}, TRL {trl_version} (pinned in "
+        f"pyproject.toml's `bench` extra); model `{cfg.model}`; {cfg.steps} rollout batches per run, the first "
+        f"untimed; "
+        f"{cfg.repeats} runs per side, interleaved (the order rotates each round).", "",
         "Command: `" + " ".join(["python scripts/bench_trl.py", *sys.argv[1:]]) + "`",
         "",
-        "Shared GRPO settings: batch 64 responses (8 prompts x 8), 2 optimizer steps of 32 per batch, 1 pass, "
-        "40 new tokens, temperature 1, lr 5e-5, clip 0.2, KL 1e-3, token-mean loss, group-normalised advantages, "
-        "the same math-verify grader.", "",
-        "| side | timed rollouts | wall time | s per 1,000 rollouts | vs TRL | peak RSS | vs TRL |",
-        "|---|---|---|---|---|---|---|",
+        f"Shared GRPO settings: batch {BATCH} responses ({BATCH // GROUP} prompts x {GROUP}), {BATCH // MINI} "
+        f"optimizer "
+        f"steps of {MINI} per batch, one forward/backward pass of {MINI} per optimizer step on both sides (matched "
+        f"micro-batching), 1 pass, {NEW_TOKENS} new tokens, temperature 1, lr {LR:g}, clip 0.2, KL {KL:g}, token-mean "
+        "loss, group-normalised advantages, the same math-verify grader.", "",
+        "Median over the runs [min-max]. Generated tokens: the responses' tokens in the timed batches of one run "
+        "(each side samples its own).", "",
+        "| side | runs | timed rollouts | generated tokens | s per 1,000 rollouts | vs TRL | s per 100k "
+        "generated tokens "
+        "| peak RSS (MiB) | vs TRL |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in results:
+    for rs in results.values():
+        rate = [r["seconds_per_1000_rollouts"] for r in rs]
+        per_tok = [1e5 * r["seconds"] / r["generated_tokens"] for r in rs]
+        rss = [r["peak_rss_bytes"] / 2**20 for r in rs]
         lines.append(
-            f"| {r['side']} | {r['rollouts']:,} | {r['seconds']:.1f} s | {r['seconds_per_1000_rollouts']:.1f} | "
-            f"{r['seconds_per_1000_rollouts'] / trl_row['seconds_per_1000_rollouts']:.2f}x | "
-            f"{r['peak_rss_bytes'] / 2**20:,.0f} MiB | {r['peak_rss_bytes'] / trl_row['peak_rss_bytes']:.2f}x |")
-    lines += ["", "Lower is better in both ratio columns. ReMix-GRPO does twice the updates per batch (m = 2) on "
-              "40% reused samples, so its time per rollout is not the same work as the on-policy rows.", ""]
-    write_report(cfg.out, "trl_comparison", lines, results)
+            f"| {rs[0]['side']} | {len(rs)} | {rs[0]['rollouts']:,} | "
+            f"{_spread([r['generated_tokens'] for r in rs], '{:,.0f}')} "
+            f"| {_spread(rate, '{:.2f}')} | "
+            + (f"{statistics.median(rate) / ref_rate:.2f}x" if ref_rate else "n/a")
+            + f" | {_spread(per_tok, '{:.1f}')} | {_spread(rss, '{:,.0f}')} | "
+            + (f"{statistics.median(r['peak_rss_bytes'] for r in rs) / ref_rss:.2f}x" if ref_rss else "n/a") + " |")
+    lines += ["", "Lower is better in the ratio columns (ratios of medians). ReMix-GRPO does twice the updates per "
+              "batch (m = 2) on 40% reused samples, so its time per rollout is not the same work as the on-policy "
+              "rows.", ""]
+    return lines
 
 
 if __name__ == "__main__":
