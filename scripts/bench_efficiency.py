@@ -10,9 +10,10 @@ The study, in the order it runs (two runs at a time, one CPU thread each):
      validation split is disjoint from the reported held-out split, which plays no part in any choice.
   2. best against best: every method at its chosen lr on all --seeds (the sweep's runs are reused).
   3. same lr: each ReMix method also at the lr chosen for its on-policy baseline (a labelled comparison).
-  4. ablations of ReMix-GRPO at its chosen lr: m = 1, no reincarnation, no KL-Convex, and, because with
-     the paper's lam(t) (1 through step 50) KL-Convex has no weight before reincarnation at T = 50,
-     ReMix-GRPO with lam(t) starting at step --ablation-lambda-start, the schedule in which KL-Convex acts.
+  4. ablations of ReMix-GRPO at its chosen lr (--ablations): no KL-Convex, compared both with ReMix-GRPO and,
+     because with the paper's lam(t) (1 through step 50) KL-Convex has no weight before reincarnation at
+     T = 50, with ReMix-GRPO whose lam(t) starts at step --ablation-lambda-start (the schedule in which
+     KL-Convex acts); m = 1; no reincarnation.
   5. evaluation noise: one finished run's final policy, evaluated greedily twice and sampled several times.
 
 Every run evaluates held-out and validation accuracy at the same rollout counts (--grid, denser early;
@@ -41,7 +42,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import tyro
 
@@ -63,20 +64,23 @@ METHODS = {
 PAIRS = (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO"))
 
 
+Ablation = Literal["kl-convex", "utd", "reincarnation"]
+
+
 def ablations(cfg: BenchConfig) -> dict[str, tuple[str, str, dict]]:
-    return {
-        "ReMix-GRPO w/o higher UTD (m=1)": ("grpo", "remix", {"utd_ratio": 1}),
-        "ReMix-GRPO w/o reincarnation": ("grpo", "remix", {"reincarnation_step": None}),
-        # plain KL to the reference: lam(t) is not used, so this one run serves both schedules below
-        "ReMix-GRPO w/o KL-Convex": ("grpo", "remix", {"kl_convex": False}),
-        f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}": (
-            "grpo", "remix", {"lambda_start": cfg.ablation_lambda_start, "lambda_every": cfg.ablation_lambda_every}),
-    }
-
-
-def ablation_order(cfg: BenchConfig) -> list[str]:
-    names = list(ablations(cfg))
-    return [names[3], names[2], names[0], names[1]]
+    """The chosen ablations, in the order they run: KL-Convex (the one the earlier study could not make act)
+    first, then m = 1, then no reincarnation."""
+    table: dict[str, tuple[str, str, dict]] = {}
+    if "kl-convex" in cfg.ablations:
+        table[f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}"] = (
+            "grpo", "remix", {"lambda_start": cfg.ablation_lambda_start, "lambda_every": cfg.ablation_lambda_every})
+        # plain KL to the reference: lam(t) is not used, so this one run serves both schedules
+        table["ReMix-GRPO w/o KL-Convex"] = ("grpo", "remix", {"kl_convex": False})
+    if "utd" in cfg.ablations:
+        table["ReMix-GRPO w/o higher UTD (m=1)"] = ("grpo", "remix", {"utd_ratio": 1})
+    if "reincarnation" in cfg.ablations:
+        table["ReMix-GRPO w/o reincarnation"] = ("grpo", "remix", {"reincarnation_step": None})
+    return table
 
 
 def study_train_config() -> TrainConfig:
@@ -105,8 +109,8 @@ class BenchConfig:
     """Targets as fractions of the on-policy baseline's median final held-out accuracy."""
     methods: tuple[str, ...] = ("grpo", "ppo")
     """Which comparisons to run (grpo: ReMix-GRPO vs GRPO; ppo: ReMix-PPO vs PPO)."""
-    ablations: bool = True
-    """Also run the ablations of ReMix-GRPO."""
+    ablations: tuple[Ablation, ...] = ("kl-convex", "utd", "reincarnation")
+    """Ablations of ReMix-GRPO to run (none: --ablations with no value)."""
     ablation_lambda_start: int = 20
     """The ablations' second schedule: lam(t) drops from this step (every --ablation-lambda-every steps)."""
     ablation_lambda_every: int = 5
@@ -149,7 +153,7 @@ class RunSpec:
 
 def method_table(cfg: BenchConfig) -> dict[str, tuple[str, str, dict]]:
     table = {k: v for k, v in METHODS.items() if v[0] in cfg.methods}
-    if cfg.ablations and "grpo" in cfg.methods:
+    if "grpo" in cfg.methods:
         table.update(ablations(cfg))
     return table
 
@@ -283,6 +287,14 @@ def choose_lrs(cfg: BenchConfig) -> tuple[dict[str, float], dict[str, dict[float
     return {name: ea.choose_best(by_lr) for name, by_lr in scores.items()}, scores
 
 
+def require_finished(cfg: BenchConfig, specs: list[RunSpec], what: str) -> None:
+    missing = [s for s in specs if not finished(cfg, train_config(cfg, s))]
+    if missing:
+        m = missing[0]
+        raise StudyError(f"--report-only: {len(missing)} runs of {what} are not finished in {cfg.runs_dir} (e.g. "
+                         f"{m.name} lr {m.lr:g} seed {m.seed}); run the study without --report-only first")
+
+
 def plan(cfg: BenchConfig) -> dict[str, Any]:
     """Runs every phase (or, with --report-only, checks they are there) and returns what was chosen."""
     table = method_table(cfg)
@@ -290,21 +302,21 @@ def plan(cfg: BenchConfig) -> dict[str, Any]:
     sweep = [RunSpec(n, lr, s) for s in cfg.seeds[:cfg.sweep_seeds] for lr in cfg.lrs for n in methods]
     if not cfg.report_only:
         run_specs(cfg, sweep, "1. lr sweep")
+    else:
+        require_finished(cfg, sweep, "the lr sweep")
     best, scores = choose_lrs(cfg)
     print("chosen on validation: " + ", ".join(f"{n} lr {lr:g}" for n, lr in best.items()), flush=True)
     main = [RunSpec(n, best[n], s) for s in cfg.seeds for n in methods]
     same = [RunSpec(r, best[b], s) for s in cfg.seeds for r, b in PAIRS if r in best and b in best]
     # The KL-Convex pair first (the ablation the earlier study could not run), then m = 1, then no reincarnation.
-    abl = [RunSpec(n, best["ReMix-GRPO"], s) for n in ablation_order(cfg) for s in cfg.seeds if n in table]
+    abl = [RunSpec(n, best["ReMix-GRPO"], s) for n in ablations(cfg) for s in cfg.seeds] if "grpo" in cfg.methods \
+        else []
     if not cfg.report_only:
         run_specs(cfg, main, "2. best against best")
         run_specs(cfg, same, "3. same lr")
         run_specs(cfg, abl, "4. ablations")
     else:
-        missing = [s for s in sweep + main + same if not finished(cfg, train_config(cfg, s))]
-        if missing:
-            raise StudyError(f"--report-only: {len(missing)} runs of the main comparison are not finished in "
-                             f"{cfg.runs_dir} (e.g. {missing[0]}); run the study without --report-only first")
+        require_finished(cfg, main + same, "the main comparison")
         complete = {n for n in {s.name for s in abl}
                     if all(finished(cfg, train_config(cfg, s)) for s in abl if s.name == n)}
         for n in sorted({s.name for s in abl} - complete):

@@ -210,3 +210,12 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
         assert med == pytest.approx(2.0, rel=0.1) and lo > 1
     text = (tmp_path / "efficiency.md").read_text()
     assert "fewer rollouts than GRPO" in text and (tmp_path / "efficiency.png").stat().st_size > 0
+
+
+def test_report_only_without_runs_says_so_with_status_2(tmp_path):
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(SCRIPTS / "bench_efficiency.py"), "--report-only",
+                          "--runs-dir", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "runs of the lr sweep are not finished" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
