@@ -242,18 +242,19 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
                                f"{b}/{m} {_ratio(row['wall_ratio'])}.")
 
     # accuracy at equal rollouts
+    cols = sorted(set(range(1, len(cfg.grid), 3)) | {len(cfg.grid) - 1})
     sections += ["## 5. Held-out accuracy at equal rollouts", "",
                  "Median over seeds [bootstrap 95% CI of the median], read on the common grid by interpolation.", "",
-                 "| configuration | " + " | ".join(f"{x:,}" for x in cfg.grid[1::3]) + " |",
-                 "|---|" + "---|" * len(cfg.grid[1::3])]
+                 "| configuration | " + " | ".join(f"{cfg.grid[i]:,} rollouts" for i in cols) + " |",
+                 "|---|" + "---|" * len(cols)]
     groups = {f"{n} (lr {best[n]:g})": seed_runs(cfg, runs, n, best[n]) for n in best}
     ablation_names = [n for n in {s.name for s in chosen["ablations"]}]
     for n in sorted(ablation_names):
         groups[f"{n} (lr {best['ReMix-GRPO']:g})"] = seed_runs(cfg, runs, n, best["ReMix-GRPO"])
     for label, group in groups.items():
         band = grid_band(cfg, group)
-        sections.append(f"| {label} | " + " | ".join(f"{_pct(m)} [{_pct(lo)}, {_pct(hi)}]"
-                                                     for m, lo, hi in band[1::3]) + " |")
+        sections.append(f"| {label} | " + " | ".join(f"{_pct(band[i][0])} [{_pct(band[i][1])}, {_pct(band[i][2])}]"
+                                                     for i in cols) + " |")
     sections.append("")
 
     # ablations
