@@ -364,7 +364,7 @@ def evaluation_noise(cfg: BenchConfig, spec: RunSpec) -> dict[str, Any]:
     boot = {}
     for n in sorted({256, len(per_problem)}):
         means = [statistics.fmean(rng.choices(per_problem, k=n)) for _ in range(2000)]
-        boot[n] = statistics.stdev(means)
+        boot[str(n)] = statistics.stdev(means)  # str keys, as JSON reads them back
     return {
         "run": spec.__dict__, "problems": len(per_problem),
         "greedy_accuracy": [statistics.fmean(g) for g in greedy], "greedy_repeats_identical": greedy[0] == greedy[1],

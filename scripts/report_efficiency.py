@@ -315,8 +315,9 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
     head = [
         "# Rollout efficiency: ReMix against tuned on-policy baselines",
         "",
-        f"Measured {dt.date.today().isoformat()} on {machine_description()} (CPU platform), {len(runs)} runs, "
-        f"{wall_total / 3600:.1f} hours of run time summed over two runs at a time (one CPU thread each).",
+        f"Measured {dt.date.today().isoformat()} on {machine_description()} (CPU platform): {len(runs)} runs, "
+        f"{wall_total / 3600:.1f} hours of run time in all, two runs at a time with one CPU thread each, so about "
+        f"{wall_total / 7200:.1f} hours elapsed (a resumed run counts its last invocation only).",
         "",
         "Command (the same command reuses finished runs whose config matches and resumes interrupted ones):",
         "",
