@@ -374,7 +374,8 @@ def evaluation_noise(cfg: BenchConfig, spec: RunSpec) -> dict[str, Any]:
 
 
 def main(cfg: BenchConfig) -> None:
-    command = "python scripts/bench_efficiency.py " + " ".join(sys.argv[1:])
+    # --report-only is left out: the same command runs what is missing and writes the same report
+    command = "python scripts/bench_efficiency.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     chosen = plan(cfg)
     noise_spec = RunSpec("ReMix-GRPO" if "grpo" in cfg.methods else "ReMix-PPO",
                          chosen["best_lr"]["ReMix-GRPO" if "grpo" in cfg.methods else "ReMix-PPO"], cfg.seeds[0])
