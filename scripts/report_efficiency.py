@@ -23,13 +23,7 @@ PHASES = ("generate", "grade", "learn")
 
 
 def seed_runs(cfg, runs: dict, name: str, lr: float) -> list[dict]:
-    return [runs[_spec(name, lr, s)] for s in cfg.seeds]
-
-
-def _spec(name: str, lr: float, seed: int):
-    from bench_efficiency import RunSpec
-
-    return RunSpec(name, lr, seed)
+    return [runs[(name, lr, s)] for s in cfg.seeds]  # runs are keyed by (name, lr, seed)
 
 
 def cost_to(run: dict, rollouts: float | None) -> dict[str, float | None]:
