@@ -175,11 +175,12 @@ RESUMABLE_CHANGES = {
 }
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten_config(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config.json as {"optim.lr": ..., ...}: nested sections joined with dots."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten_config(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
@@ -238,7 +239,7 @@ def write_config(run_dir: Path, cfg: TrainConfig, saved: dict[str, Any] | None) 
 
 def check_resumable(saved: dict[str, Any], cfg: TrainConfig, run_dir: Path) -> None:
     saved = {k: v for k, v in saved.items() if k != "provenance"}
-    old, new = _flat(saved), _flat(config_json(cfg))
+    old, new = flatten_config(saved), flatten_config(config_json(cfg))
     conflicts = sorted(k for k in old.keys() | new.keys() if k not in RESUMABLE_CHANGES and old.get(k) != new.get(k))
     if conflicts:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in conflicts)

@@ -388,7 +388,8 @@ def main(cfg: BenchConfig) -> None:
         noise_path.write_text(json.dumps(noise, indent=1) + "\n")
     from report_efficiency import write_study_report  # imported here: the runs need none of its plotting
 
-    runs = {(spec.name, spec.lr, spec.seed): read_run(cfg, spec) for key in ("sweep", "main", "same_lr", "ablations") for spec in chosen[key]}
+    specs = [spec for key in ("sweep", "main", "same_lr", "ablations") for spec in chosen[key]]
+    runs = {(spec.name, spec.lr, spec.seed): read_run(cfg, spec) for spec in specs}
     write_study_report(cfg, chosen, runs, noise, command.strip())
 
 

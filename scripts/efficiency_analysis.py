@@ -104,19 +104,11 @@ def choose_best(scores: dict[float, Sequence[float]]) -> float:
 def config_differences(saved: dict[str, Any], wanted: dict[str, Any], ignore: set[str]) -> list[str]:
     """The flattened config keys on which a finished run's config.json differs from the config the study
     would run now ("key: saved -> wanted"), leaving out `ignore` (where a run was written, its provenance)."""
-    a, b = _flat(saved), _flat(wanted)
+    from remix.runner import flatten_config  # the flattening that resuming a run compares configs with
+
+    a, b = flatten_config(saved), flatten_config(wanted)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())
             if k not in ignore and not any(k.startswith(p + ".") for p in ignore) and a.get(k) != b.get(k)]
-
-
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def binomial_se(p: float, n: int) -> float:

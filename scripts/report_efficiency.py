@@ -385,8 +385,7 @@ def plot(cfg, bands: dict[str, list], best: dict[str, float], out: Path) -> None
         for i, name in enumerate(names):
             band = bands[name]
             mid, lo, hi = ([100 * v[k] for v in band] for k in range(3))
-            label = name if name in best else name
-            ax.plot(cfg.grid, mid, marker="o", markersize=3, label=label, color=f"C{i}")
+            ax.plot(cfg.grid, mid, marker="o", markersize=3, label=name, color=f"C{i}")
             ax.fill_between(cfg.grid, lo, hi, alpha=0.15, color=f"C{i}")
         for y in cfg.targets:
             ax.axhline(100 * y, color="grey", linewidth=0.5, linestyle=":")

@@ -195,7 +195,8 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
     runs = {}
     specs = [bench.RunSpec(n, lr, s) for n in bench.method_table(cfg) for lr in cfg.lrs for s in cfg.seeds]
     for spec in specs:
-        runs[(spec.name, spec.lr, spec.seed)] = _fake_run(bench, cfg, spec, speeds.get(spec.name, 0.08) * (1.2 if spec.lr == 2e-5 else 1.0))
+        speed = speeds.get(spec.name, 0.08) * (1.2 if spec.lr == 2e-5 else 1.0)
+        runs[(spec.name, spec.lr, spec.seed)] = _fake_run(bench, cfg, spec, speed)
     best, scores = {"ReMix-GRPO": 2e-5, "GRPO": 2e-5}, {n: {lr: [0.3, 0.3] for lr in cfg.lrs} for n in speeds}
     abl = [s for s in specs if s.name not in bench.METHODS and s.lr == 2e-5]
     chosen = {"best_lr": best, "validation_scores": scores, "ablations": abl}
