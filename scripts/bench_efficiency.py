@@ -1,6 +1,6 @@
 """The rollout-efficiency study: ReMix against tuned on-policy baselines, over paired seeds, with ablations.
 
-    python scripts/bench_efficiency.py                # the whole study on tiny-arith (about 2 hours on 2 cores)
+    python scripts/bench_efficiency.py                # the whole study on tiny-arith (about 2.5 hours on 2 cores)
     python scripts/bench_efficiency.py --report-only  # the report from the finished runs in --runs-dir
     python scripts/bench_efficiency.py --help
 
@@ -13,7 +13,8 @@ The study, in the order it runs (two runs at a time, one CPU thread each):
   4. ablations of ReMix-GRPO at its chosen lr (--ablations): no KL-Convex, compared both with ReMix-GRPO and,
      because with the paper's lam(t) (1 through step 50) KL-Convex has no weight before reincarnation at
      T = 50, with ReMix-GRPO whose lam(t) starts at step --ablation-lambda-start (the schedule in which
-     KL-Convex acts); m = 1; no reincarnation.
+     KL-Convex has weight); that pair again at KL coefficient --ablation-kl-coef (at the shared 1e-3 the KL
+     term is too small to move a run); m = 1; no reincarnation.
   5. evaluation noise: one finished run's final policy, evaluated greedily twice and sampled several times.
 
 Every run evaluates held-out and validation accuracy at the same rollout counts (--grid, denser early;
@@ -54,12 +55,12 @@ import efficiency_analysis as ea  # noqa: E402
 from remix.config import TrainConfig  # noqa: E402
 from remix.tracking import eval_curve, read_metrics  # noqa: E402
 
-# name -> (algo, variant, changes to ReMixConfig)
+# name -> (algo, variant, changes to ReMixConfig, changes to ObjectiveConfig)
 METHODS = {
-    "ReMix-GRPO": ("grpo", "remix", {}),
-    "GRPO": ("grpo", "onpolicy", {}),
-    "ReMix-PPO": ("ppo", "remix", {}),
-    "PPO": ("ppo", "onpolicy", {}),
+    "ReMix-GRPO": ("grpo", "remix", {}, {}),
+    "GRPO": ("grpo", "onpolicy", {}, {}),
+    "ReMix-PPO": ("ppo", "remix", {}, {}),
+    "PPO": ("ppo", "onpolicy", {}, {}),
 }
 PAIRS = (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO"))
 
@@ -67,25 +68,49 @@ PAIRS = (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO"))
 Ablation = Literal["kl-convex", "utd", "reincarnation"]
 
 
-def ablations(cfg: BenchConfig) -> dict[str, tuple[str, str, dict]]:
+def ablations(cfg: BenchConfig) -> dict[str, tuple[str, str, dict, dict]]:
     """The chosen ablations, in the order they run: KL-Convex (the one the earlier study could not make act)
     first, then m = 1, then no reincarnation."""
-    table: dict[str, tuple[str, str, dict]] = {}
+    table: dict[str, tuple[str, str, dict, dict]] = {}
     if "kl-convex" in cfg.ablations:
-        table[f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}"] = (
-            "grpo", "remix", {"lambda_start": cfg.ablation_lambda_start, "lambda_every": cfg.ablation_lambda_every})
+        early = {"lambda_start": cfg.ablation_lambda_start, "lambda_every": cfg.ablation_lambda_every}
+        table[kl_schedule_name(cfg)] = ("grpo", "remix", early, {})
         # plain KL to the reference: lam(t) is not used, so this one run serves both schedules
-        table["ReMix-GRPO w/o KL-Convex"] = ("grpo", "remix", {"kl_convex": False})
+        table["ReMix-GRPO w/o KL-Convex"] = ("grpo", "remix", {"kl_convex": False}, {})
+        if cfg.ablation_kl_coef is not None:
+            # the same pair where the KL term is large enough to move the policy (see --ablation-kl-coef)
+            beta = {"kl_coef": cfg.ablation_kl_coef}
+            table[f"{kl_schedule_name(cfg)}, beta {cfg.ablation_kl_coef:g}"] = ("grpo", "remix", early, beta)
+            table[f"ReMix-GRPO w/o KL-Convex, beta {cfg.ablation_kl_coef:g}"] = (
+                "grpo", "remix", {"kl_convex": False}, beta)
     if "utd" in cfg.ablations:
-        table["ReMix-GRPO w/o higher UTD (m=1)"] = ("grpo", "remix", {"utd_ratio": 1})
+        table["ReMix-GRPO w/o higher UTD (m=1)"] = ("grpo", "remix", {"utd_ratio": 1}, {})
     if "reincarnation" in cfg.ablations:
-        table["ReMix-GRPO w/o reincarnation"] = ("grpo", "remix", {"reincarnation_step": None})
+        table["ReMix-GRPO w/o reincarnation"] = ("grpo", "remix", {"reincarnation_step": None}, {})
     return table
+
+
+def kl_schedule_name(cfg: BenchConfig) -> str:
+    return f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}"
+
+
+def ablation_pairs(cfg: BenchConfig) -> list[tuple[str, str]]:
+    """(ablation, the configuration it removes a part from), in report order."""
+    names = list(ablations(cfg))
+    pairs = [(n, "ReMix-GRPO") for n in names if not n.startswith(kl_schedule_name(cfg))]
+    if "kl-convex" in cfg.ablations:
+        pairs.append(("ReMix-GRPO w/o KL-Convex", kl_schedule_name(cfg)))
+        if cfg.ablation_kl_coef is not None:
+            b = f", beta {cfg.ablation_kl_coef:g}"
+            pairs = [p for p in pairs if p[0] != f"ReMix-GRPO w/o KL-Convex{b}"]
+            pairs.append((f"ReMix-GRPO w/o KL-Convex{b}", kl_schedule_name(cfg) + b))
+    return pairs
 
 
 def study_train_config() -> TrainConfig:
     """The shared training settings: tiny-arith at a batch that keeps p = 0.4 exact in whole groups
-    (0.4 x 40 = 16 = 2 groups of 8), sized so that the whole study fits in about 2 hours on 2 cores."""
+    (0.4 x 40 = 16 = 2 groups of 8). Each run takes 1.5-2 minutes on one core; the whole study (140 runs, two
+    at a time) about 2.6 hours on 2 cores, measured 2026-12-03."""
     t = TrainConfig(batch_size=40, mini_batch_size=20, micro_batch_size=20, checkpoint_every=20, eval_every=0,
                     grader_workers=1)
     return dataclasses.replace(t, data=dataclasses.replace(t.data, heldout_size=1024, validation_size=256))
@@ -115,6 +140,9 @@ class BenchConfig:
     """The ablations' second schedule: lam(t) drops from this step (every --ablation-lambda-every steps)."""
     ablation_lambda_every: int = 5
     """With the defaults lam reaches its floor 0.5 at step 45, before reincarnation at 50."""
+    ablation_kl_coef: float | None = 0.5
+    """The KL-Convex pair is also run at this KL coefficient beta (None: not): at the shared beta of 1e-3 the KL
+    term is about 1e-5 of a loss of about 1e-2 and moves no run, so that pair cannot show what KL-Convex does."""
     noise_samples: int = 4
     """Sampled (temperature 1) repeat evaluations of one checkpoint for the evaluation-noise measurement."""
     workers: int = 2
@@ -142,6 +170,7 @@ class BenchConfig:
         require(set(self.methods) <= {"grpo", "ppo"} and self.methods, "methods", "must be grpo and/or ppo")
         require(self.workers >= 1, "workers", "must be >= 1")
         require(self.noise_samples >= 2, "noise_samples", "must be >= 2")
+        require(self.ablation_kl_coef is None or self.ablation_kl_coef > 0, "ablation_kl_coef", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -151,7 +180,7 @@ class RunSpec:
     seed: int
 
 
-def method_table(cfg: BenchConfig) -> dict[str, tuple[str, str, dict]]:
+def method_table(cfg: BenchConfig) -> dict[str, tuple[str, str, dict, dict]]:
     table = {k: v for k, v in METHODS.items() if v[0] in cfg.methods}
     if "grpo" in cfg.methods:
         table.update(ablations(cfg))
@@ -166,7 +195,7 @@ def slug(name: str) -> str:
 
 
 def train_config(cfg: BenchConfig, spec: RunSpec) -> TrainConfig:
-    algo, variant, remix = method_table(cfg)[spec.name]
+    algo, variant, remix, objective = method_table(cfg)[spec.name]
     base = cfg.train
     if spec.seed not in cfg.seeds[:cfg.sweep_seeds]:
         # Only the sweep's seeds choose the lr: the others skip the validation split (greedy evaluation draws
@@ -176,6 +205,7 @@ def train_config(cfg: BenchConfig, spec: RunSpec) -> TrainConfig:
         base, algo=algo, variant=variant, seed=spec.seed, steps=cfg.steps, eval_at_rollouts=tuple(cfg.grid),
         optim=dataclasses.replace(base.optim, lr=spec.lr),
         remix=dataclasses.replace(base.remix, **remix) if remix else base.remix,
+        objective=dataclasses.replace(base.objective, **objective) if objective else base.objective,
         run_dir=cfg.runs_dir / f"{slug(spec.name)}-lr{spec.lr:g}-seed{spec.seed}",
     )
 
@@ -272,8 +302,10 @@ def read_run(cfg: BenchConfig, spec: RunSpec) -> dict[str, Any]:
         "name": spec.name, "lr": spec.lr, "seed": spec.seed, "run_dir": str(run_dir),
         "heldout": eval_curve(records), "validation": eval_curve(records, "validation"), "cost": cost,
         "wall_seconds": wall,
-        "diagnostics": {k: [r[k] for r in steps] for k in ("response_length/mean", "ratio/mean")}
-        | {"clip_frac": [r["clip_frac/low"] + r["clip_frac/high"] for r in steps]},
+        "diagnostics": {k: [r[k] for r in steps] for k in ("response_length/mean", "ratio/mean", "kl_lambda",
+                                                            "reincarnated", "loss/policy")}
+        | {"clip_frac": [r["clip_frac/low"] + r["clip_frac/high"] for r in steps],
+           "kl/ref": [r.get("kl/ref", 0.0) for r in steps]},
         "provenance": saved.pop("provenance"), "config": saved,
     }
 
@@ -323,7 +355,7 @@ def plan(cfg: BenchConfig) -> dict[str, Any]:
             print(f"--report-only: ablation '{n}' has unfinished seeds and is left out of the report", flush=True)
         abl = [s for s in abl if s.name in complete]
     return {"best_lr": best, "validation_scores": scores, "sweep": sweep, "main": main, "same_lr": same,
-            "ablations": abl}
+            "ablations": abl, "ablation_pairs": ablation_pairs(cfg)}
 
 
 # --- evaluation noise ----------------------------------------------------------------------------------

@@ -134,6 +134,9 @@ def test_study_configs_differ_only_where_they_should(bench):
     lam = bench.train_config(cfg, bench.RunSpec(f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}", 1e-5, 0))
     # the ablation's schedule gives KL-Convex weight before reincarnation
     assert lam.kl_lambda(lam.remix.reincarnation_step, None) < 1.0
+    strong = bench.train_config(cfg, bench.RunSpec("ReMix-GRPO w/o KL-Convex, beta 0.5", 1e-5, 0))
+    assert strong.objective.kl_coef == 0.5 and strong.remix.kl_convex is False
+    assert lam.objective.kl_coef == cfg.train.objective.kl_coef  # only the beta pair changes beta
     default = bench.train_config(cfg, bench.RunSpec("ReMix-GRPO", 1e-5, 0))
     assert default.kl_lambda(default.remix.reincarnation_step, None) == 1.0
     # p = 0.4 of the batch is a whole number of groups, as the paper's p
@@ -181,7 +184,10 @@ def _fake_run(bench, cfg, spec, speed: float) -> dict:
                      "grade": [0.01 * k for k in range(len(xs))], "learn": [0.5 * k for k in range(len(xs))],
                      "learner_tokens": [900 * k for k in range(len(xs))]},
             "diagnostics": {"response_length/mean": [30.0] * cfg.steps, "ratio/mean": [1.0] * cfg.steps,
-                            "clip_frac": [0.0] * cfg.steps},
+                            "clip_frac": [0.0] * cfg.steps, "kl/ref": [0.01] * cfg.steps,
+                            "loss/policy": [-0.01] * cfg.steps,
+                            "reincarnated": [k == 50 for k in range(1, cfg.steps + 1)],
+                            "kl_lambda": [1.0 if k <= 20 else 0.5 for k in range(1, cfg.steps + 1)]},
             "provenance": {"git_commit": "abc", "versions": {"torch": "2.13.0"}}, "config": {}}
 
 
@@ -199,7 +205,8 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
         runs[(spec.name, spec.lr, spec.seed)] = _fake_run(bench, cfg, spec, speed)
     best, scores = {"ReMix-GRPO": 2e-5, "GRPO": 2e-5}, {n: {lr: [0.3, 0.3] for lr in cfg.lrs} for n in speeds}
     abl = [s for s in specs if s.name not in bench.METHODS and s.lr == 2e-5]
-    chosen = {"best_lr": best, "validation_scores": scores, "ablations": abl}
+    chosen = {"best_lr": best, "validation_scores": scores, "ablations": abl,
+              "ablation_pairs": bench.ablation_pairs(cfg)}
     noise = {"run": {"name": "ReMix-GRPO", "lr": 2e-5, "seed": 0}, "problems": 1024, "greedy_accuracy": [0.3, 0.3],
              "greedy_repeats_identical": True, "sampled_accuracy": [0.2, 0.22], "sampled_sd": 0.014,
              "problem_sampling_se": {"256": 0.029, "1024": 0.014}}
@@ -211,6 +218,13 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
         assert med == pytest.approx(2.0, rel=0.1) and lo > 1
     text = (tmp_path / "efficiency.md").read_text()
     assert "fewer rollouts than GRPO" in text and (tmp_path / "efficiency.png").stat().st_size > 0
+    # every ablation pair is reported, the KL pair at both KL coefficients, with where each part starts to act
+    for removed, full in bench.ablation_pairs(cfg):
+        assert f"ablation: {removed} vs {full}" in data["comparisons"]
+    assert "ablation: ReMix-GRPO w/o KL-Convex, beta 0.5 vs ReMix-GRPO, lam(t) from step 20, beta 0.5" \
+        in data["comparisons"]
+    assert "KL-Convex (under 'ReMix-GRPO, lam(t) from step 20') from step 21" in text
+    assert "reincarnation from step 51" in text and "the KL term beta x kl/ref is 1.0e-05" in text
 
 
 def test_report_only_without_runs_says_so_with_status_2(tmp_path):
