@@ -262,7 +262,9 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
                      "rollouts over the full method's (> 1: removing the part costs rollouts). Until the removed "
                      "part first acts, an ablation's run is the same computation as the full method's (same seeds, "
                      "same data), so a target reached before then reads 1.00x by construction: "
-                     f"{ablation_onsets(cfg, runs, lr, lam_name)}.", "",
+                     f"{ablation_onsets(cfg, runs, lr, lam_name)}. The wall-time ratio of such a row is the "
+                     "machine's own drift between two sets of runs of the same computation, made at different "
+                     "times: read the other wall-time ratios against it.", "",
                      f"With the paper's lam(t) (1 through step {t.remix.lambda_start}) and reincarnation at T = "
                      f"{t.remix.reincarnation_step}, KL-Convex has no weight before reincarnation, so 'w/o KL-Convex' "
                      f"is also compared with '{lam_name}' (lam drops every {cfg.ablation_lambda_every} steps and "
