@@ -1,8 +1,9 @@
 """remix beside TRL: the same GRPO configuration, wall time per 1,000 rollouts and peak memory.
 
     pip install -e '.[bench]'          # TRL (pinned, with datasets) is only needed here
-    python scripts/bench_trl.py        # 5 interleaved repeats of each side, about 8 minutes on 2 cores
-    python scripts/bench_trl.py --model smollm2-135m --steps 3 --repeats 1 --out docs/benchmarks/trl-smollm2
+    python scripts/bench_trl.py        # 5 interleaved repeats of each side, about 11 minutes on 2 cores
+    python scripts/bench_trl.py --model smollm2-135m --steps 3 --repeats 1 --sides trl remix-grpo --out DIR
+        # the short smollm2-135m row, about 17 minutes (the committed one: DIR = docs/benchmarks/trl-smollm2)
 
 Both sides train the same model on the same task with the same GRPO settings: batch 64 responses
 (8 prompts x 8 samples) per rollout batch, two optimizer steps of 32 per batch, one pass (TRL's
@@ -186,7 +187,8 @@ def report_lines(cfg: TRLBenchConfig, trl_version: str, results: dict[str, list[
         f"Measured {dt.date.today().isoformat()} on {machine_description()}, TRL {trl_version} (pinned in "
         f"pyproject.toml's `bench` extra); model `{cfg.model}`; {cfg.steps} rollout batches per run, the first "
         f"untimed; "
-        f"{cfg.repeats} runs per side, interleaved (the order rotates each round).", "",
+        + (f"{cfg.repeats} runs per side, interleaved (the order rotates each round)." if cfg.repeats > 1 else
+           "one run per side (a short row: no spread, so read its ratio as one sample)."), "",
         "Command: `" + " ".join(["python scripts/bench_trl.py", *sys.argv[1:]]) + "`",
         "",
         f"Shared GRPO settings: batch {BATCH} responses ({BATCH // GROUP} prompts x {GROUP}), {BATCH // MINI} "
@@ -212,9 +214,9 @@ def report_lines(cfg: TRLBenchConfig, trl_version: str, results: dict[str, list[
             + (f"{statistics.median(rate) / ref_rate:.2f}x" if ref_rate else "n/a")
             + f" | {_spread(per_tok, '{:.1f}')} | {_spread(rss, '{:,.0f}')} | "
             + (f"{statistics.median(r['peak_rss_bytes'] for r in rs) / ref_rss:.2f}x" if ref_rss else "n/a") + " |")
-    lines += ["", "Lower is better in the ratio columns (ratios of medians). ReMix-GRPO does twice the updates per "
-              "batch (m = 2) on 40% reused samples, so its time per rollout is not the same work as the on-policy "
-              "rows.", ""]
+    lines += ["", "Lower is better in the ratio columns (ratios of medians)."
+              + (" ReMix-GRPO does twice the updates per batch (m = 2) on 40% reused samples, so its time per rollout "
+                 "is not the same work as the on-policy rows." if "remix-remix" in results else ""), ""]
     return lines
 
 
