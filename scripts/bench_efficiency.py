@@ -110,7 +110,7 @@ def ablation_pairs(cfg: BenchConfig) -> list[tuple[str, str]]:
 def study_train_config() -> TrainConfig:
     """The shared training settings: tiny-arith at a batch that keeps p = 0.4 exact in whole groups
     (0.4 x 40 = 16 = 2 groups of 8). Each run takes 1.5-2 minutes on one core; the whole study (140 runs, two
-    at a time) about 2.6 hours on 2 cores, measured 2026-12-03."""
+    at a time) about 2.5 hours on 2 cores, measured 2026-12-03."""
     t = TrainConfig(batch_size=40, mini_batch_size=20, micro_batch_size=20, checkpoint_every=20, eval_every=0,
                     grader_workers=1)
     return dataclasses.replace(t, data=dataclasses.replace(t.data, heldout_size=1024, validation_size=256))
