@@ -68,6 +68,19 @@ PAIRS = (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO"))
 Ablation = Literal["kl-convex", "utd", "reincarnation"]
 
 
+NO_KL_CONVEX = "ReMix-GRPO w/o KL-Convex"
+NO_UTD = "ReMix-GRPO w/o higher UTD (m=1)"
+NO_REINCARNATION = "ReMix-GRPO w/o reincarnation"
+
+
+def kl_schedule_name(cfg: BenchConfig) -> str:
+    return f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}"
+
+
+def beta_suffix(cfg: BenchConfig) -> str:
+    return f", beta {cfg.ablation_kl_coef:g}"
+
+
 def ablations(cfg: BenchConfig) -> dict[str, tuple[str, str, dict, dict]]:
     """The chosen ablations, in the order they run: KL-Convex (the one the earlier study could not make act)
     first, then m = 1, then no reincarnation."""
@@ -76,34 +89,27 @@ def ablations(cfg: BenchConfig) -> dict[str, tuple[str, str, dict, dict]]:
         early = {"lambda_start": cfg.ablation_lambda_start, "lambda_every": cfg.ablation_lambda_every}
         table[kl_schedule_name(cfg)] = ("grpo", "remix", early, {})
         # plain KL to the reference: lam(t) is not used, so this one run serves both schedules
-        table["ReMix-GRPO w/o KL-Convex"] = ("grpo", "remix", {"kl_convex": False}, {})
+        table[NO_KL_CONVEX] = ("grpo", "remix", {"kl_convex": False}, {})
         if cfg.ablation_kl_coef is not None:
             # the same pair where the KL term is large enough to move the policy (see --ablation-kl-coef)
             beta = {"kl_coef": cfg.ablation_kl_coef}
-            table[f"{kl_schedule_name(cfg)}, beta {cfg.ablation_kl_coef:g}"] = ("grpo", "remix", early, beta)
-            table[f"ReMix-GRPO w/o KL-Convex, beta {cfg.ablation_kl_coef:g}"] = (
-                "grpo", "remix", {"kl_convex": False}, beta)
+            table[kl_schedule_name(cfg) + beta_suffix(cfg)] = ("grpo", "remix", early, beta)
+            table[NO_KL_CONVEX + beta_suffix(cfg)] = ("grpo", "remix", {"kl_convex": False}, beta)
     if "utd" in cfg.ablations:
-        table["ReMix-GRPO w/o higher UTD (m=1)"] = ("grpo", "remix", {"utd_ratio": 1}, {})
+        table[NO_UTD] = ("grpo", "remix", {"utd_ratio": 1}, {})
     if "reincarnation" in cfg.ablations:
-        table["ReMix-GRPO w/o reincarnation"] = ("grpo", "remix", {"reincarnation_step": None}, {})
+        table[NO_REINCARNATION] = ("grpo", "remix", {"reincarnation_step": None}, {})
     return table
 
 
-def kl_schedule_name(cfg: BenchConfig) -> str:
-    return f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}"
-
-
 def ablation_pairs(cfg: BenchConfig) -> list[tuple[str, str]]:
-    """(ablation, the configuration it removes a part from), in report order."""
-    names = list(ablations(cfg))
-    pairs = [(n, "ReMix-GRPO") for n in names if not n.startswith(kl_schedule_name(cfg))]
+    """(ablation, the configuration it removes a part from), in report order: each removal at the shared beta
+    against ReMix-GRPO, then the KL-Convex removal against the lam(t) schedule in which KL-Convex has weight."""
+    pairs = [(n, "ReMix-GRPO") for n in ablations(cfg) if n in (NO_KL_CONVEX, NO_UTD, NO_REINCARNATION)]
     if "kl-convex" in cfg.ablations:
-        pairs.append(("ReMix-GRPO w/o KL-Convex", kl_schedule_name(cfg)))
+        pairs.append((NO_KL_CONVEX, kl_schedule_name(cfg)))
         if cfg.ablation_kl_coef is not None:
-            b = f", beta {cfg.ablation_kl_coef:g}"
-            pairs = [p for p in pairs if p[0] != f"ReMix-GRPO w/o KL-Convex{b}"]
-            pairs.append((f"ReMix-GRPO w/o KL-Convex{b}", kl_schedule_name(cfg) + b))
+            pairs.append((NO_KL_CONVEX + beta_suffix(cfg), kl_schedule_name(cfg) + beta_suffix(cfg)))
     return pairs
 
 
@@ -142,7 +148,7 @@ class BenchConfig:
     """With the defaults lam reaches its floor 0.5 at step 45, before reincarnation at 50."""
     ablation_kl_coef: float | None = 0.5
     """The KL-Convex pair is also run at this KL coefficient beta (None: not): at the shared beta of 1e-3 the KL
-    term is about 1e-5 of a loss of about 1e-2 and moves no run, so that pair cannot show what KL-Convex does."""
+    term is about 1/1,000 of the policy loss (efficiency.md section 6), too small to show what KL-Convex does."""
     noise_samples: int = 4
     """Sampled (temperature 1) repeat evaluations of one checkpoint for the evaluation-noise measurement."""
     workers: int = 2
@@ -355,7 +361,7 @@ def plan(cfg: BenchConfig) -> dict[str, Any]:
             print(f"--report-only: ablation '{n}' has unfinished seeds and is left out of the report", flush=True)
         abl = [s for s in abl if s.name in complete]
     return {"best_lr": best, "validation_scores": scores, "sweep": sweep, "main": main, "same_lr": same,
-            "ablations": abl, "ablation_pairs": ablation_pairs(cfg)}
+            "ablations": abl, "ablation_pairs": ablation_pairs(cfg), "kl_schedule": kl_schedule_name(cfg)}
 
 
 # --- evaluation noise ----------------------------------------------------------------------------------

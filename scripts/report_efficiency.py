@@ -255,25 +255,31 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
     if ablation_names and "ReMix-GRPO" in best:
         lr = best["ReMix-GRPO"]
         base = seed_runs(cfg, runs, "ReMix-GRPO", lr)
-        lam_name = f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}"
-        beta, kl_term, pg_term = kl_magnitudes(base, t.objective.kl_coef)
+        lam_name = chosen["kl_schedule"]
+        beta = t.objective.kl_coef
+        kl_term, pg_term = kl_magnitudes(base, beta)
+        lam_runs = seed_runs(cfg, runs, lam_name, lr) if lam_name in ablation_names else []
         sections += ["## 6. Ablations of ReMix-GRPO", "",
                      f"At ReMix-GRPO's chosen lr {lr:g}, {len(cfg.seeds)} paired seeds. The ratio is the ablation's "
                      "rollouts over the full method's (> 1: removing the part costs rollouts). Until the removed "
                      "part first acts, an ablation's run is the same computation as the full method's (same seeds, "
                      "same data), so a target reached before then reads 1.00x by construction: "
-                     f"{ablation_onsets(cfg, runs, lr, lam_name)}. The wall-time ratio of such a row is the "
+                     f"{ablation_onsets(cfg, base, lam_name, lam_runs)}. The "
+                     "wall-time ratio of such a row is the "
                      "machine's own drift between two sets of runs of the same computation, made at different "
-                     "times: read the other wall-time ratios against it.", "",
-                     f"With the paper's lam(t) (1 through step {t.remix.lambda_start}) and reincarnation at T = "
-                     f"{t.remix.reincarnation_step}, KL-Convex has no weight before reincarnation, so 'w/o KL-Convex' "
-                     f"is also compared with '{lam_name}' (lam drops every {cfg.ablation_lambda_every} steps and "
-                     f"reaches its floor before T). At the shared KL coefficient beta = {beta:g}, the KL term "
-                     f"beta x kl/ref is {kl_term:.1e} (median over ReMix-GRPO's steps and seeds) against a policy "
-                     f"loss of {pg_term:.1e} (median |loss/policy|)"
-                     + (f", so the pair is also run at beta = {cfg.ablation_kl_coef:g}." if cfg.ablation_kl_coef
-                        is not None else "."), ""]
-        comparisons = [(a, b) for a, b in chosen.get("ablation_pairs", []) if a in ablation_names
+                     "times: read the other wall-time ratios against it.", ""]
+        if lam_name in ablation_names:
+            sections += [
+                f"With the paper's lam(t) (1 through step {t.remix.lambda_start}) and reincarnation at T = "
+                f"{t.remix.reincarnation_step}, KL-Convex has no weight before reincarnation, so 'w/o KL-Convex' "
+                f"is also compared with '{lam_name}' (lam drops every {cfg.ablation_lambda_every} steps and "
+                f"reaches its floor before T). At the shared KL coefficient beta = {beta:g}, the KL term "
+                f"beta x kl/ref is {kl_term:.1e} (median over ReMix-GRPO's steps and seeds) against a policy "
+                f"loss of {pg_term:.1e} (median |loss/policy|)"
+                + (f", so the pair is also run at beta = {cfg.ablation_kl_coef:g}." if cfg.ablation_kl_coef
+                   is not None else "."), ""]
+        # a pair is reported when both sides finished (--report-only leaves out unfinished ablations)
+        comparisons = [(a, b) for a, b in chosen["ablation_pairs"] if a in ablation_names
                        and (b == "ReMix-GRPO" or b in ablation_names)]
         for removed, full_label in comparisons:
             full = base if full_label == "ReMix-GRPO" else seed_runs(cfg, runs, full_label, lr)
@@ -356,31 +362,30 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
     write_report(Path(cfg.out), "efficiency", head + sections + tail, result)
 
 
-
-def kl_magnitudes(group: list[dict], beta: float) -> tuple[float, float, float]:
-    """beta, the median over steps and seeds of beta * kl/ref, and of |loss/policy|: how much the KL term weighs."""
+def kl_magnitudes(group: list[dict], beta: float) -> tuple[float, float]:
+    """The median over steps and seeds of beta * kl/ref, and of |loss/policy|: how much the KL term weighs."""
     kl = [beta * v for r in group for v in r["diagnostics"]["kl/ref"]]
     pg = [abs(v) for r in group for v in r["diagnostics"]["loss/policy"]]
-    return beta, statistics.median(kl), statistics.median(pg)
+    return statistics.median(kl), statistics.median(pg)
 
 
-def ablation_onsets(cfg, runs: dict, lr: float, lam_name: str) -> str:
-    """Where each removed part first acts, in steps and (median over seeds) rollouts of the full method's runs."""
+def ablation_onsets(cfg, base: list[dict], lam_name: str, lam_runs: list[dict]) -> str:
+    """Where each removable part first acts, in steps and (median over seeds) rollouts: m and reincarnation in
+    ReMix-GRPO's runs, KL-Convex in the runs of lam_name's schedule (if there are any)."""
     def rollouts_at(group: list[dict], step: int) -> float:
         return statistics.median(r["cost"]["rollouts"][step] for r in group)
 
-    base = seed_runs(cfg, runs, "ReMix-GRPO", lr)
     parts = ["m = 1 from the first update"]
-    lam_runs = [r for r in (runs.get((lam_name, lr, s)) for s in cfg.seeds) if r]
     if lam_runs:
         step = next((k + 1 for k, v in enumerate(lam_runs[0]["diagnostics"]["kl_lambda"]) if v < 1), None)
         if step is not None:
             parts.append(f"KL-Convex (under '{lam_name}') from step {step}, about {rollouts_at(lam_runs, step):,.0f} "
                          "rollouts")
-    step = next((k + 1 for k, v in enumerate(base[0]["diagnostics"]["reincarnated"]) if v), None) if base else None
+    step = next((k + 1 for k, v in enumerate(base[0]["diagnostics"]["reincarnated"]) if v), None)
     if step is not None and step < cfg.steps:
         parts.append(f"reincarnation from step {step + 1}, about {rollouts_at(base, step):,.0f} rollouts")
     return "; ".join(parts)
+
 
 def ea_pairs(best: dict[str, float]) -> list[tuple[str, str]]:
     return [(m, b) for m, b in (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO")) if m in best and b in best]

@@ -206,7 +206,7 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
     best, scores = {"ReMix-GRPO": 2e-5, "GRPO": 2e-5}, {n: {lr: [0.3, 0.3] for lr in cfg.lrs} for n in speeds}
     abl = [s for s in specs if s.name not in bench.METHODS and s.lr == 2e-5]
     chosen = {"best_lr": best, "validation_scores": scores, "ablations": abl,
-              "ablation_pairs": bench.ablation_pairs(cfg)}
+              "ablation_pairs": bench.ablation_pairs(cfg), "kl_schedule": bench.kl_schedule_name(cfg)}
     noise = {"run": {"name": "ReMix-GRPO", "lr": 2e-5, "seed": 0}, "problems": 1024, "greedy_accuracy": [0.3, 0.3],
              "greedy_repeats_identical": True, "sampled_accuracy": [0.2, 0.22], "sampled_sd": 0.014,
              "problem_sampling_se": {"256": 0.029, "1024": 0.014}}
