@@ -224,7 +224,7 @@ class Trainer:
         self.rollout.load_weights(self.learner.policy_weights())  # the engine samples from the restored policy
 
     # ---------------------------------------------------------------------------------------------
-    def evaluate(self, batch_size: int = 128) -> dict[str, float]:
+    def evaluate(self, batch_size: int = 1024) -> dict[str, float]:
         """Greedy held-out accuracy with the same grader as training and the benchmarks (each process
         evaluates every N-th problem; the counts are summed); the validation split's too, where there is one."""
         out = self._greedy_accuracy(self.heldout, "heldout", batch_size)
@@ -236,7 +236,7 @@ class Trainer:
         params = SamplingParams(temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens, n=1)
         mine = problems[dist.rank()::dist.world_size()]
         texts = []
-        for s in range(0, len(mine), batch_size):
+        for s in range(0, len(mine), batch_size):  # chunks of prompts; the engine batches each as it can
             chunk = mine[s:s + batch_size]
             gens = self.rollout.generate([e.prompt_ids for e in chunk], params)
             texts += [self.tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in gens]

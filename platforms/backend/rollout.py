@@ -7,8 +7,9 @@ Each process of a multi-process run holds its own full copy and samples its own 
 
 Two layouts of the same loop (`DecodePlan`):
 
-- dynamic (the CPU default): the KV cache grows by one token per step, the loop stops as soon as every
-  row has finished. Shapes change every step, which costs nothing in eager mode on a CPU.
+- dynamic (the CPU default): the KV cache grows by one token per step, rows that finished leave the batch
+  (once an eighth of it has), the loop stops as soon as every row has finished. Shapes change every step,
+  which costs nothing in eager mode on a CPU. Small models decode in wider batches (`_rows_per_batch`).
 - static (CUDA, XLA): a preallocated KV cache of fixed size (transformers' `StaticCache`), prompts
   left-padded to a multiple of `prompt_multiple` and the batch padded to a power of two, so that a
   decode step has one shape per (batch bucket, length bucket): it can be `torch.compile`d once (on CUDA
@@ -63,12 +64,27 @@ class DecodePlan:
     prompt_multiple: int = 64  # static: prompts are left-padded to a multiple of this many tokens
     sync_every: int = 1  # static: read "has every row finished?" from the device every this many tokens
     mark_step: Callable[[], None] | None = None  # XLA: cut the lazy graph after the prefill and each step
+    compact_finished: bool = True  # dynamic: rows that finished leave the batch (once an eighth of it has)
+    wide_batch_kv_bytes: int = 256 << 20  # dynamic: more than max_batch rows while their KV cache fits in this
+    wide_batch_rows: int = 512  # dynamic: the most rows a wide batch takes
 
     def __post_init__(self) -> None:
         if self.compile and not self.static_cache:
             raise ValueError("DecodePlan: compile=True needs static_cache=True (one shape per bucket)")
         if self.prompt_multiple < 1 or self.sync_every < 1:
             raise ValueError("DecodePlan: prompt_multiple and sync_every must be >= 1")
+
+
+def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
+    """Bytes of keys and values one token holds in the cache, over all layers (where the config does not say, a
+    number so large that batches keep max_batch rows)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    layers, heads = getattr(text, "num_hidden_layers", None), getattr(text, "num_attention_heads", None)
+    if not layers or not heads:
+        return 1 << 62
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    return 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
 def batch_bucket(n: int, max_batch: int) -> int:
@@ -187,9 +203,22 @@ class TorchRollout(Rollout):
             self.generator.manual_seed(params.seed)
         flat = [p for p in prompts for _ in range(params.n)]
         out: list[Generation] = []
-        for start in range(0, len(flat), self.max_batch):
-            out.extend(self._generate_batch(flat[start:start + self.max_batch], params))
+        rows = self._rows_per_batch(flat, params)
+        for start in range(0, len(flat), rows):
+            out.extend(self._generate_batch(flat[start:start + rows], params))
         return [out[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
+
+    def _rows_per_batch(self, flat: list[list[int]], params: SamplingParams) -> int:
+        """max_batch rows, or in the dynamic layout more (up to plan.wide_batch_rows) while the whole batch's KV
+        cache stays within plan.wide_batch_kv_bytes: a small model with short responses (the tests, the CPU
+        study) is bound by the cost of each decode call and of growing the cache, not by arithmetic
+        (docs/benchmarks/greedy_eval.md). A large model's batches keep max_batch rows: its memory is as it was."""
+        plan = self.decode
+        if plan.static_cache or not flat:
+            return self.max_batch  # a static cache is allocated for max_batch rows, whatever the model
+        row_bytes = kv_bytes_per_token(self.model.config, self.model.dtype) * (
+            max(map(len, flat)) + params.max_new_tokens)
+        return max(self.max_batch, min(plan.wide_batch_rows, plan.wide_batch_kv_bytes // row_bytes))
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         if self.decode.static_cache:
@@ -200,29 +229,40 @@ class TorchRollout(Rollout):
     def _generate_dynamic(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
         ids, mask = left_pad(prompts, self.pad_id)
         ids, mask = ids.to(self.device), mask.to(self.device)
-        n = len(prompts)
+        n, new = len(prompts), params.max_new_tokens
         positions = positions_of(mask)
         cache = DynamicCache()
-        tokens = torch.empty((n, 0), dtype=torch.long, device=self.device)
-        logps = torch.empty((n, 0), dtype=torch.float32, device=self.device)
+        # Outputs by original row; the loop works on the rows still decoding (`live`, indices into them).
+        tokens = torch.full((n, new), self.pad_id, dtype=torch.long, device=self.device)
+        logps = torch.zeros((n, new), dtype=torch.float32, device=self.device)
+        live = torch.arange(n, device=self.device)
         done = torch.zeros(n, dtype=torch.bool, device=self.device)
         stop = torch.tensor(sorted(self.stop_ids), device=self.device)
         step_ids, step_pos = ids, positions
         uniforms = self._uniforms(n, params)
-        for step in range(params.max_new_tokens):
+        steps = 0
+        for step in range(new):
             logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
                                 logits_to_keep=1, **{self._cache_kwarg: cache}).logits[:, -1]
-            token, logp = sample_next(logits, params, None if uniforms is None else uniforms[:, step].to(self.device))
+            u = None if uniforms is None else uniforms[live.to(uniforms.device), step].to(self.device)
+            token, logp = sample_next(logits, params, u)
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
-            tokens = torch.cat([tokens, token[:, None]], dim=1)
-            logps = torch.cat([logps, logp[:, None]], dim=1)
+            tokens[live, step], logps[live, step] = token, logp
+            steps = step + 1
             done = done | torch.isin(token, stop)
-            if bool(done.all()):
+            if bool(done.all()) or step + 1 == new:
                 break
-            # Rows that finished keep decoding pads whose outputs are discarded; their mask is moot.
-            mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=self.device)], dim=1)
+            # Rows that finished keep decoding pads whose outputs are discarded, until an eighth of the rows
+            # still decoding have finished: then they leave the batch and its cache (a copy of the cache, which
+            # costs about one decode step; rows are independent, so the others' tokens do not change).
+            mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=self.device)], dim=1)
             step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
-        tokens, logps = tokens.cpu(), logps.cpu()
+            if self.decode.compact_finished and int(done.sum()) * 8 >= len(live):
+                keep = (~done).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                live, mask, done = live[keep], mask[keep], done[keep]
+                step_ids, step_pos = step_ids[keep], step_pos[keep]
+        tokens, logps = tokens[:, :steps].cpu(), logps[:, :steps].cpu()
         return [self._to_generation(tokens[i], logps[i]) for i in range(n)]
 
     def _uniforms(self, n: int, params: SamplingParams) -> torch.Tensor | None:

@@ -99,3 +99,36 @@ def test_compiled_static_decode_matches_eager(sharp_model_dir):
                                                                       prompt_multiple=16))
     prompts = _prompts(eager)
     _assert_same(_generate_twice(eager, prompts, params), _generate_twice(compiled, prompts, params), atol=1e-4)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0])
+def test_finished_rows_leaving_the_batch_change_nothing(sharp_model_dir, temperature):
+    """Compaction (rows that stopped leave the batch and its cache) and wide batches give the tokens, log-probs
+    and generator stream of the plain dynamic loop, also where rows stop early and at different steps."""
+    plain = TorchRollout(sharp_model_dir, seed=3, decode=DecodePlan(compact_finished=False, wide_batch_kv_bytes=0))
+    compact = TorchRollout(sharp_model_dir, seed=3)
+    params = SamplingParams(temperature=temperature, max_new_tokens=12, n=4)
+    prompts = _prompts(plain, 5)  # 20 rows
+    # Stop tokens taken from what the same seed samples: every other row's token at step 2-10 (random weights
+    # rarely emit the real stop), so that many rows stop early, at different steps, and compaction happens.
+    first = [g for group in TorchRollout(sharp_model_dir, seed=3).generate(prompts, params) for g in group]
+    stops = {min(plain.stop_ids)} | {first[i].token_ids[1 + i % 9] for i in range(0, len(first), 2)}
+    for rollout in (plain, compact):
+        rollout.stop_ids = stops
+    want, got = _generate_twice(plain, prompts, params), _generate_twice(compact, prompts, params)
+    lengths = {len(g.token_ids) for call in got for group in call for g in group}
+    assert len(lengths) > 1 and min(lengths) < 6  # rows stopped early, at different steps: compaction happened
+    _assert_same(want, got)
+    assert torch.equal(plain.generator.get_state(), compact.generator.get_state())
+
+
+def test_wide_batches_only_where_the_cache_is_small(sharp_model_dir):
+    from remix.interfaces import SamplingParams as P
+
+    rollout = TorchRollout(sharp_model_dir)
+    prompts = [[1, 2, 3]] * 1000
+    assert rollout._rows_per_batch(prompts, P(max_new_tokens=8)) == 512  # tiny model: the row cap
+    huge = P(max_new_tokens=10_000_000)  # a KV cache beyond the budget at any width: max_batch rows
+    assert rollout._rows_per_batch(prompts, huge) == rollout.max_batch
+    static = TorchRollout(sharp_model_dir, decode=DecodePlan(static_cache=True))
+    assert static._rows_per_batch(prompts, P(max_new_tokens=8)) == static.max_batch
