@@ -313,6 +313,7 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
                  "here; it does not make a rollout saving out of a rollout ratio whose interval spans 1.", ""]
 
     # plots
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)  # the plots are written before write_report makes it
     plot(cfg, bands, best, Path(cfg.out))
     plot_diagnostics(cfg, runs, best, Path(cfg.out))
 
