@@ -254,7 +254,8 @@ class TorchRollout(Rollout):
                 break
             # Rows that finished keep decoding pads whose outputs are discarded, until an eighth of the rows
             # still decoding have finished: then they leave the batch and its cache (a copy of the cache, which
-            # costs about one decode step; rows are independent, so the others' tokens do not change).
+            # costs about one decode step). Rows are independent: the others' tokens stay the same, their log-probs
+            # up to the last bits of a matrix product over fewer rows (tests/unit/test_static_decode.py).
             mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=self.device)], dim=1)
             step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
             if self.decode.compact_finished and int(done.sum()) * 8 >= len(live):
