@@ -46,6 +46,8 @@ from remix.data import Problem, ProblemSource
 from remix.interfaces import Group, Learner, Rollout, SamplingParams, TokenBatch
 from remix.reflection import count_reflecting
 
+# Prompts handed to the rollout engine per generate call in evaluation; the engine batches them as it can.
+EVAL_PROMPTS_PER_CALL = 1024
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ class Trainer:
         self.rollout.load_weights(self.learner.policy_weights())  # the engine samples from the restored policy
 
     # ---------------------------------------------------------------------------------------------
-    def evaluate(self, batch_size: int = 1024) -> dict[str, float]:
+    def evaluate(self, batch_size: int = EVAL_PROMPTS_PER_CALL) -> dict[str, float]:
         """Greedy held-out accuracy with the same grader as training and the benchmarks (each process
         evaluates every N-th problem; the counts are summed); the validation split's too, where there is one."""
         out = self._greedy_accuracy(self.heldout, "heldout", batch_size)

@@ -31,8 +31,14 @@ from pathlib import Path
 import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_efficiency import study_train_config  # noqa: E402
 
 from remix.reporting import machine_description, write_report  # noqa: E402
+from remix.trainer import EVAL_PROMPTS_PER_CALL  # noqa: E402
+
+STUDY = study_train_config()  # the study's data, response length and grading: evaluated here as there
 
 BEFORE = "before: 64 rows, no compaction"
 AFTER = "after: wide batches, compaction"
@@ -55,20 +61,21 @@ class GreedyEvalConfig:
 
 
 def study_problems(tokenizer) -> tuple[list, list]:
-    """The efficiency study's held-out (1024) and validation (256) arith problems, encoded."""
+    """The efficiency study's held-out and validation problems, encoded as its runs encode them."""
     from remix.data import load_task
     from remix.runner import encode_problems
 
-    _, heldout, validation = load_task("arith", None, 1024, (1, 2, 3), 256)
-    return (encode_problems(tokenizer, heldout, 512, "held-out set"),
-            encode_problems(tokenizer, validation, 512, "validation set"))
+    d = STUDY.data
+    _, heldout, validation = load_task(d.task, d.path, d.heldout_size, d.arith_levels, d.validation_size)
+    return (encode_problems(tokenizer, heldout, d.max_prompt_tokens, "held-out set"),
+            encode_problems(tokenizer, validation, d.max_prompt_tokens, "validation set"))
 
 
 def greedy(rollout, problems, chunk: int) -> list:
     """Greedy generations for `problems`, handed to the engine `chunk` prompts at a time (as Trainer.evaluate)."""
     from remix.interfaces import SamplingParams
 
-    params = SamplingParams(temperature=0.0, max_new_tokens=40, n=1)
+    params = SamplingParams(temperature=0.0, max_new_tokens=STUDY.rollout.max_new_tokens, n=1)
     out = []
     for s in range(0, len(problems), chunk):
         out += [g[0] for g in rollout.generate([e.prompt_ids for e in problems[s:s + chunk]], params)]
@@ -79,7 +86,7 @@ def layouts(model_dir):
     from platforms.backend.rollout import DecodePlan, TorchRollout
 
     return {BEFORE: (TorchRollout(model_dir, decode=DecodePlan(compact_finished=False, wide_batch_kv_bytes=0)), 128),
-            AFTER: (TorchRollout(model_dir), 1024)}
+            AFTER: (TorchRollout(model_dir), EVAL_PROMPTS_PER_CALL)}
 
 
 def time_layouts(cfg: GreedyEvalConfig) -> dict:
@@ -114,13 +121,13 @@ def check_runs(cfg: GreedyEvalConfig) -> dict | None:
     if not runs:
         return None
     rows = []
-    with GraderPool(1, 5.0, rule="boxed") as grader:
+    with GraderPool(1, STUDY.grader_timeout_s, rule=STUDY.grading) as grader:
         heldout = None
         for run_dir in runs:
             rollout = TorchRollout(run_dir / "model")
             heldout = heldout or study_problems(rollout.tokenizer)[0]
             texts = [rollout.tokenizer.decode(g.token_ids, skip_special_tokens=True)
-                     for g in greedy(rollout, heldout, 1024)]
+                     for g in greedy(rollout, heldout, EVAL_PROMPTS_PER_CALL)]
             report = grader.grade(texts, [e.problem.answer for e in heldout])
             recorded = json.loads((run_dir / "summary.json").read_text())["heldout_accuracy_after"]
             rows.append({"run": run_dir.name, "recorded": recorded, "now": sum(report.scores) / len(heldout)})
@@ -138,8 +145,9 @@ def report(cfg: GreedyEvalConfig, timing: dict, check: dict | None) -> list[str]
     lines = ["# Greedy evaluation on the CPU: the dynamic decode layout before and after", "",
              f"Measured {dt.date.today().isoformat()} on {machine_description()}, {cfg.threads} torch thread(s).", "",
              f"Command: `python scripts/bench_greedy_eval.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`",
-             "", f"The efficiency study's evaluation: {timing['problems']} arith problems (1024 held-out + 256 "
-             f"validation), greedy, at most 40 new tokens, model {timing['model']} (its responses: "
+             "", f"The efficiency study's evaluation: {timing['problems']} {STUDY.data.task} problems "
+             f"({STUDY.data.heldout_size} held-out + {STUDY.data.validation_size} validation), greedy, at most "
+             f"{STUDY.rollout.max_new_tokens} new tokens, model {timing['model']} (its responses: "
              f"{timing['mean_response_tokens']:.1f} tokens on average). {cfg.repeats} timed evaluations per layout, "
              "interleaved, after one warm-up each; median [min-max].", "",
              "| layout | time per evaluation |", "|---|---|"]

@@ -84,7 +84,7 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
         return 1 << 62
     kv_heads = getattr(text, "num_key_value_heads", None) or heads
     head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    return 2 * layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
+    return 2 * layers * kv_heads * head_dim * dtype.itemsize
 
 
 def batch_bucket(n: int, max_batch: int) -> int:
