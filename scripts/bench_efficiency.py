@@ -269,27 +269,36 @@ def _execute(tc: TrainConfig) -> dict[str, Any]:
     return {**summary, "this_call_seconds": time.time() - start}
 
 
-def run_specs(cfg: BenchConfig, specs: list[RunSpec], what: str) -> None:
-    """Runs the unfinished ones of `specs`, --workers at a time, with a progress line per run."""
-    todo = []
-    for spec in dict.fromkeys(specs):
-        tc = train_config(cfg, spec)
-        if not finished(cfg, tc):
-            todo.append((spec, tc))
-    print(f"{what}: {len(specs) - len(todo)} of {len(set(specs))} runs finished earlier, {len(todo)} to run",
-          flush=True)
+def worker_pool(cfg: BenchConfig) -> ProcessPoolExecutor:
+    """The study's processes, kept for all its phases: each imports torch and compiles the objective once."""
+    return ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"), initializer=_init_worker)
+
+
+def run_specs(cfg: BenchConfig, pool: ProcessPoolExecutor, phases: list[tuple[str, list[RunSpec]]]) -> None:
+    """Runs the unfinished runs of every phase, in order, in one queue of --workers at a time (so that no
+    worker waits for the end of a phase another needs nothing of), with a progress line per run."""
+    todo, queued = [], set()
+    for what, specs in phases:
+        fresh = []
+        for spec in dict.fromkeys(specs):
+            tc = train_config(cfg, spec)
+            if spec not in queued and not finished(cfg, tc):
+                fresh.append((spec, tc))
+                queued.add(spec)
+        print(f"{what}: {len(set(specs)) - len(fresh)} of {len(set(specs))} runs finished earlier (or queued by "
+              f"a phase above), {len(fresh)} to run", flush=True)
+        todo += fresh
     if not todo:
         return
     start, done = time.time(), 0
-    with ProcessPoolExecutor(cfg.workers, mp_context=get_context("spawn"), initializer=_init_worker) as pool:
-        futures = {pool.submit(_execute, tc): spec for spec, tc in todo}
-        for fut in as_completed(futures):
-            spec, s = futures[fut], fut.result()
-            done += 1
-            eta = (time.time() - start) / done * (len(todo) - done)
-            print(f"  [{done}/{len(todo)}] {spec.name} lr {spec.lr:g} seed {spec.seed}: held-out "
-                  f"{s['heldout_accuracy_before']:.3f} -> {s['heldout_accuracy_after']:.3f} with {s['rollouts']} "
-                  f"rollouts in {s['this_call_seconds']:.0f}s; about {eta / 60:.0f} min left", flush=True)
+    futures = {pool.submit(_execute, tc): spec for spec, tc in todo}
+    for fut in as_completed(futures):
+        spec, s = futures[fut], fut.result()
+        done += 1
+        eta = (time.time() - start) / done * (len(todo) - done)
+        print(f"  [{done}/{len(todo)}] {spec.name} lr {spec.lr:g} seed {spec.seed}: held-out "
+              f"{s['heldout_accuracy_before']:.3f} -> {s['heldout_accuracy_after']:.3f} with {s['rollouts']} "
+              f"rollouts in {s['this_call_seconds']:.0f}s; about {eta / 60:.0f} min left", flush=True)
 
 
 # --- reading runs ------------------------------------------------------------------------------------
@@ -339,11 +348,17 @@ def require_finished(cfg: BenchConfig, specs: list[RunSpec], what: str) -> None:
 
 def plan(cfg: BenchConfig) -> dict[str, Any]:
     """Runs every phase (or, with --report-only, checks they are there) and returns what was chosen."""
+    with contextlib.ExitStack() as stack:
+        pool = None if cfg.report_only else stack.enter_context(worker_pool(cfg))
+        return _plan(cfg, pool)
+
+
+def _plan(cfg: BenchConfig, pool: ProcessPoolExecutor | None) -> dict[str, Any]:
     table = method_table(cfg)
     methods = [n for n in METHODS if n in table]
     sweep = [RunSpec(n, lr, s) for s in cfg.seeds[:cfg.sweep_seeds] for lr in cfg.lrs for n in methods]
-    if not cfg.report_only:
-        run_specs(cfg, sweep, "1. lr sweep")
+    if pool is not None:
+        run_specs(cfg, pool, [("1. lr sweep", sweep)])
     else:
         require_finished(cfg, sweep, "the lr sweep")
     best, scores = choose_lrs(cfg)
@@ -353,10 +368,8 @@ def plan(cfg: BenchConfig) -> dict[str, Any]:
     # The KL-Convex pair first (the ablation the earlier study could not run), then m = 1, then no reincarnation.
     abl = [RunSpec(n, best["ReMix-GRPO"], s) for n in ablations(cfg) for s in cfg.seeds] if "grpo" in cfg.methods \
         else []
-    if not cfg.report_only:
-        run_specs(cfg, main, "2. best against best")
-        run_specs(cfg, same, "3. same lr")
-        run_specs(cfg, abl, "4. ablations")
+    if pool is not None:  # all three need only the chosen lrs: one queue
+        run_specs(cfg, pool, [("2. best against best", main), ("3. same lr", same), ("4. ablations", abl)])
     else:
         require_finished(cfg, main + same, "the main comparison")
         complete = {n for n in {s.name for s in abl}

@@ -162,6 +162,38 @@ def test_a_finished_run_is_reused_only_with_the_same_config(bench, tmp_path):
     assert not bench.finished(cfg, tc)  # unfinished: resumed, not reused
 
 
+def test_phases_share_one_queue_without_repeats_or_finished_runs(bench, tmp_path, capsys):
+    from concurrent.futures import Future
+
+    from remix.runner import config_json
+
+    class RecordingPool:  # what run_specs hands the worker processes, in order
+        def __init__(self):
+            self.run_dirs = []
+
+        def submit(self, fn, tc):
+            assert fn is bench._execute
+            self.run_dirs.append(Path(tc.run_dir).name)
+            done = Future()
+            done.set_result({"heldout_accuracy_before": 0.2, "heldout_accuracy_after": 0.3, "rollouts": 40,
+                             "this_call_seconds": 1.0})
+            return done
+
+    cfg = bench.BenchConfig(runs_dir=tmp_path, steps=5)
+    a, b, c = (bench.RunSpec("GRPO", lr, 0) for lr in (1e-5, 2e-5, 5e-5))
+    finished = bench.train_config(cfg, c)
+    Path(finished.run_dir).mkdir(parents=True)
+    (Path(finished.run_dir) / "summary.json").write_text(json.dumps({"steps": 5}))
+    (Path(finished.run_dir) / "config.json").write_text(json.dumps(config_json(finished)))
+    pool = RecordingPool()
+    bench.run_specs(cfg, pool, [("first", [a, b, a]), ("second", [b, c])])
+    assert pool.run_dirs == ["grpo-lr1e-05-seed0", "grpo-lr2e-05-seed0"]  # b once, c finished, in phase order
+    out = capsys.readouterr().out
+    assert "first: 0 of 2 runs finished earlier (or queued by a phase above), 2 to run" in out
+    assert "second: 2 of 2 runs finished earlier (or queued by a phase above), 0 to run" in out
+    assert out.count("] GRPO lr") == 2
+
+
 def test_bad_study_flags_are_one_line_with_status_2(tmp_path):
     import subprocess
 

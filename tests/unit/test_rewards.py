@@ -196,6 +196,38 @@ def test_timeout_is_counted_and_logged(caplog):
         assert sum("timed out" in r.getMessage() for r in caplog.records) == 2
 
 
+def test_items_queued_behind_a_timeout_are_graded_again():
+    # One worker holds several items at a time (PIPELINE_ITEMS): those behind the one it is killed for go
+    # back to the pool and are graded by its replacement, neither lost nor scored 0.
+    with GraderPool(num_workers=1, timeout_s=1.0, verify_fn=sleepy_verify) as p:
+        start = time.monotonic()
+        report = p.grade([r"\boxed{1}", "sleep", r"\boxed{2}", r"\boxed{3}", "sleep", r"\boxed{4}"],
+                         [1, 1, 2, 0, 1, 4])
+        assert time.monotonic() - start < HANG_S
+        assert report.scores == [1.0, 0.0, 1.0, 0.0, 0.0, 1.0]
+        assert (report.timeouts, report.errors, report.timed_out) == (2, 0, [1, 4])
+        assert all(age >= 1.0 for age in report.killed_after_s)
+
+
+def test_items_queued_behind_a_crash_are_graded_again():
+    with GraderPool(num_workers=1, timeout_s=DEADLINE_S, verify_fn=crashing_verify) as p:
+        report = p.grade([r"\boxed{1}", "crash", r"\boxed{2}", r"\boxed{3}"], [1, 1, 2, 3])
+        assert report.scores == [1.0, 0.0, 1.0, 1.0]
+        assert (report.timeouts, report.errors, report.failed) == (0, 1, [1])
+
+
+def test_many_items_and_long_responses_grade_as_in_process():
+    # Every item answered once and in its place, whichever worker took it; responses far above the bytes a
+    # worker may hold (PIPELINE_BYTES) go one at a time.
+    rng = random.Random(0)
+    responses = [f"{'x' * rng.choice([10, 100, 40_000])} so \\boxed{{{rng.randint(0, 9)}}}" for _ in range(120)]
+    references = [rng.randint(0, 9) for _ in responses]
+    with GraderPool(num_workers=2, timeout_s=30.0) as p:
+        report = p.grade(responses, references)
+    assert report.scores == [verify_in_process(r, g) for r, g in zip(responses, references)]
+    assert 0 < sum(report.scores) < len(responses) and report.errors == report.timeouts == 0
+
+
 def test_worker_crash_and_exception_are_counted():
     with GraderPool(num_workers=2, timeout_s=DEADLINE_S, verify_fn=crashing_verify) as p:
         pids = set(p.worker_pids())
