@@ -111,6 +111,11 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
 
 
+def checkpoint_step(folder: Path) -> int:
+    """The step of a checkpoint folder, from its name (step-000010 -> 10)."""
+    return int(Path(folder).name[len(_PREFIX):])
+
+
 def trainer_state_file(folder: Path, rank: int) -> Path:
     return Path(folder) / f"trainer_state-rank{rank}.pt"
 
@@ -121,9 +126,9 @@ def read_meta(folder: Path) -> dict:
     return json.loads((Path(folder) / "meta.json").read_text())
 
 
-def save_checkpoint(trainer, run_dir: Path, keep: int = 1) -> Path:
-    """Writes the trainer's complete state atomically, then deletes all but the newest `keep` checkpoints.
-    Under torchrun every rank calls it: each writes its own trainer state and learner shards."""
+def save_checkpoint(trainer, run_dir: Path, keep: int = 1, keep_steps: tuple[int, ...] = ()) -> Path:
+    """Writes the trainer's complete state atomically, then deletes all but the newest `keep` checkpoints and
+    those of `keep_steps`. Under torchrun every rank calls it: each writes its own trainer state and learner shards."""
     import json
 
     final = checkpoint_dir(run_dir, trainer.step)
@@ -136,7 +141,8 @@ def save_checkpoint(trainer, run_dir: Path, keep: int = 1) -> Path:
     if dist.is_main():
         _fsync_dir(final.parent)
         for old in list_checkpoints(run_dir)[:-keep]:  # only once the new one is complete
-            shutil.rmtree(old)
+            if checkpoint_step(old) not in keep_steps:
+                shutil.rmtree(old)
     dist.barrier()
     return final
 

@@ -249,6 +249,15 @@ class TrainConfig:
     """Checkpoint every this many steps (and always at the end); 0: only at the end."""
     keep_checkpoints: int = 1
     """Complete checkpoints kept; an older one is deleted only after a newer one is fully written."""
+    checkpoint_steps: tuple[int, ...] = ()
+    """Also checkpoint at these steps, and keep those checkpoints besides the newest --keep-checkpoints,
+    to --fork-from them later."""
+    fork_from: Path | None = None
+    """Start from another run's checkpoint (RUN/checkpoints/step-NNNNNN): its state, and its metrics through that step,
+    become this run's; training goes on from there with this config.
+    The configs may differ anywhere but where the saved state's shape depends on them: platform, algo, model, data,
+    batch and group size, processes.
+    The new run's config.json and summary.json name the checkpoint it was forked from."""
     resume: Literal["auto", "never"] = "auto"
     """auto: rerunning with the same --run-dir resumes from its newest checkpoint.
     never: always start fresh, in a new directory (RUN_DIR-2, ...) if RUN_DIR is not empty; nothing is overwritten."""
@@ -310,6 +319,7 @@ class TrainConfig:
         require(self.grader_workers >= 1, "grader_workers", "must be >= 1")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         require(self.keep_checkpoints >= 1, "keep_checkpoints", "must be >= 1")
+        require(all(k >= 1 for k in self.checkpoint_steps), "checkpoint_steps", "steps must be >= 1")
         require(self.max_consecutive_skips >= 1, "max_consecutive_skips", "must be >= 1")
         for sink in self.loggers:  # fail at parse time, not after the run directory was made
             require(importlib.util.find_spec(sink) is not None, "loggers",

@@ -11,11 +11,15 @@ and writes what is listed here (checkpoints are written by all ranks together):
     RUN_DIR/accuracy.png    held-out accuracy against rollouts
     RUN_DIR/summary.json    accuracy before/after, rollouts, steps, wall time
     RUN_DIR/checkpoints/    the newest complete checkpoint(s): the same command resumes from it
+
+A run may start from another run's checkpoint (--fork-from): it loads that state, copies the other run's metrics
+through that step, and trains on with its own config.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import os
 import signal
@@ -34,6 +38,7 @@ from tqdm import tqdm
 from remix import distributed as dist
 from remix.checkpoint import (
     checkpoint_dir,
+    checkpoint_step,
     export_policy,
     list_checkpoints,
     load_checkpoint,
@@ -47,7 +52,7 @@ from remix.plots import plot_accuracy_vs_rollouts
 from remix.prompts import encode_prompt
 from remix.rewards import GraderPool
 from remix.tracking import MetricsLog, eval_curve, read_metrics
-from remix.trainer import EncodedProblem, Trainer
+from remix.trainer import EVAL_PROMPTS_PER_CALL, EncodedProblem, Trainer
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
@@ -169,7 +174,8 @@ def finish_step_on_signal() -> Iterator[list[int]]:
 
 # Config fields that may change when a run is resumed; any other difference is a conflict.
 RESUMABLE_CHANGES = {
-    "steps", "eval_every", "eval_at_rollouts", "loggers", "checkpoint_every", "keep_checkpoints", "resume",
+    "steps", "eval_every", "eval_at_rollouts", "loggers", "checkpoint_every", "keep_checkpoints", "checkpoint_steps",
+    "resume",
     "max_consecutive_skips",
     "grader_workers", "grader_timeout_s", "run_dir", "model.cache_dir",
 }
@@ -191,9 +197,10 @@ def config_json(cfg: TrainConfig) -> dict[str, Any]:
     return json.loads(json.dumps(asdict(cfg), default=str))
 
 
-def provenance(run_dir: Path, saved: dict[str, Any] | None = None) -> dict[str, Any]:
+def provenance(run_dir: Path, saved: dict[str, Any] | None = None, fork: Path | None = None) -> dict[str, Any]:
     """Where and with what a run was made: config.json's "provenance" (not part of the config: never a
-    conflict on resume). A resumed run keeps its start and adds the time of each resume."""
+    conflict on resume). A resumed run keeps its start and adds the time of each resume; a forked run names
+    the checkpoint it started from (and that run's commit)."""
     import platform as host
     from importlib import metadata
 
@@ -207,6 +214,11 @@ def provenance(run_dir: Path, saved: dict[str, Any] | None = None) -> dict[str, 
     except metadata.PackageNotFoundError:
         remix_version = "not installed"
     before = (saved or {}).get("provenance", {})
+    forked_from = before.get("forked_from")
+    if fork is not None:
+        base = json.loads((fork.parent.parent / "config.json").read_text()).get("provenance", {})
+        forked_from = {"checkpoint": str(fork.absolute()), "step": checkpoint_step(fork),
+                       "git_commit": base.get("git_commit")}
     return {
         "run_dir": str(run_dir.absolute()),
         "started": before.get("started", now),
@@ -216,6 +228,7 @@ def provenance(run_dir: Path, saved: dict[str, Any] | None = None) -> dict[str, 
         "processes": dist.world_size(),
         "versions": {"python": host.python_version(), "torch": torch.__version__,
                      "transformers": transformers.__version__, "remix": remix_version},
+        **({"forked_from": forked_from} if forked_from else {}),
     }
 
 
@@ -229,11 +242,11 @@ def _git(root: Path, *args: str) -> str | None:
     return out.stdout.strip()
 
 
-def write_config(run_dir: Path, cfg: TrainConfig, saved: dict[str, Any] | None) -> None:
+def write_config(run_dir: Path, cfg: TrainConfig, saved: dict[str, Any] | None, fork: Path | None = None) -> None:
     """RUN_DIR/config.json: the config (with the --steps of the latest invocation) and its provenance."""
     path = run_dir / "config.json"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({**config_json(cfg), "provenance": provenance(run_dir, saved)}, indent=2) + "\n")
+    tmp.write_text(json.dumps({**config_json(cfg), "provenance": provenance(run_dir, saved, fork)}, indent=2) + "\n")
     os.replace(tmp, path)
 
 
@@ -272,8 +285,61 @@ def check_writable(run_dir: Path) -> None:
         raise RunError(f"--run-dir {run_dir}: cannot write in {existing} ({e.strerror})") from None
 
 
-def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
-    """(run directory, checkpoint to resume from or None), following --resume. Rank 0 only."""
+# What the shape of a run's saved state depends on: a fork must agree with the run it is forked from here.
+FORK_MUST_MATCH = ("platform", "algo", "model.", "data.", "batch_size", "rollout.group_size")
+
+
+def _uses_precedent(c: dict[str, Any]) -> bool:  # TrainConfig.uses_precedent on a config.json
+    return c["variant"] == "remix" and c["remix.kl_convex"] and c["objective.kl_coef"] > 0
+
+
+def check_fork(cfg: TrainConfig, run_dir: Path) -> Path:
+    """The checkpoint of --fork-from, checked: a complete checkpoint this job can load, of a run whose saved state
+    has the shape this config needs, with its metrics through that step. Rank 0, before anything is written."""
+    folder = Path(cfg.fork_from)
+    base_dir = folder.parent.parent
+    if not (folder / "meta.json").is_file():
+        raise RunError(f"--fork-from {folder}: not a complete checkpoint (RUN/checkpoints/step-NNNNNN with meta.json)")
+    if not (base_dir / "config.json").is_file() or not (base_dir / "metrics.jsonl").is_file():
+        raise RunError(f"--fork-from {folder}: {base_dir} has no config.json and metrics.jsonl; fork from a "
+                       "checkpoint inside its run directory")
+    if base_dir.absolute() == run_dir.absolute():
+        raise RunError(f"--fork-from {folder}: that is a checkpoint of --run-dir itself; fork into another directory")
+    problem = why_not_resumable(folder)
+    if problem is not None:
+        raise RunError(f"--fork-from: {problem}")
+    base = flatten_config({k: v for k, v in json.loads((base_dir / "config.json").read_text()).items()
+                           if k != "provenance"})
+    new = flatten_config(config_json(cfg))
+    differ = sorted(k for k in base.keys() | new.keys() if k.startswith(FORK_MUST_MATCH) and base.get(k) != new.get(k))
+    if differ:
+        raise RunError(f"--fork-from {folder}: the saved state does not fit this config ("
+                       + ", ".join(f"{k}: {base.get(k)!r} there, {new.get(k)!r} here" for k in differ) + ")")
+    if _uses_precedent(new) and not _uses_precedent(base):
+        raise RunError(f"--fork-from {folder}: this config uses KL-Convex's precedent policy and that run kept none "
+                       "(it ran without KL-Convex or with --objective.kl-coef 0)")
+    step = checkpoint_step(folder)
+    if step >= cfg.steps:
+        raise RunError(f"--fork-from {folder}: the checkpoint is at step {step}, not before --steps {cfg.steps}")
+    logged = {r.get("step") for r in read_metrics(base_dir / "metrics.jsonl")}
+    if not set(range(step + 1)) <= logged:
+        raise RunError(f"--fork-from {folder}: {base_dir / 'metrics.jsonl'} lacks steps up to {step}")
+    return folder
+
+
+def copy_forked_metrics(fork: Path, run_dir: Path) -> None:
+    """The forked run's metrics through the checkpoint's step become the first records of this run's."""
+    step = checkpoint_step(fork)
+    records = [r for r in read_metrics(fork.parent.parent / "metrics.jsonl") if r.get("step", 0) <= step]
+    path = run_dir / "metrics.jsonl"
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    os.replace(tmp, path)
+
+
+def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None, Path | None]:
+    """(run directory, checkpoint to resume from or None, checkpoint to fork from or None), following --resume
+    and --fork-from (a fork that has written a checkpoint of its own resumes from it). Rank 0 only."""
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else default_run_dir(cfg)
     check_writable(run_dir)
     if cfg.resume == "auto" and run_dir.is_dir():
@@ -285,13 +351,13 @@ def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None]:
                 raise RunError(f"{problem}; or start a new run with --resume never or another --run-dir")
             saved = json.loads((run_dir / "config.json").read_text())
             check_resumable(saved, cfg, run_dir)
-            return run_dir, checkpoints[-1]
+            return run_dir, checkpoints[-1], None
     new_dir = fresh_run_dir(run_dir)
     if new_dir != run_dir:
         check_writable(new_dir)  # RUN_DIR-2 is made beside RUN_DIR: its parent must take it
         why = "--resume never" if cfg.resume == "never" else "it has no checkpoint to resume from"
         print(f"{run_dir} is not empty and {why}: starting fresh in {new_dir}", flush=True)
-    return new_dir, None
+    return new_dir, None, (check_fork(cfg, new_dir) if cfg.fork_from is not None else None)
 
 
 def _truncate_metrics(path: Path, step: int) -> list[dict[str, Any]]:
@@ -345,7 +411,7 @@ def _train(cfg: TrainConfig, signals: list[int]) -> dict[str, Any]:
     wall_start = time.time()
     quiet_transformers()
     main = dist.is_main()
-    run_dir, resume_from = dist.on_main(lambda: choose_run_dir(cfg), errors=(RunError,))
+    run_dir, resume_from, fork = dist.on_main(lambda: choose_run_dir(cfg), errors=(RunError,))
     torch.manual_seed(cfg.seed)
     with GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rule=cfg.grading) as grader:
         trainer = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
@@ -354,28 +420,32 @@ def _train(cfg: TrainConfig, signals: list[int]) -> dict[str, Any]:
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
             saved = json.loads((run_dir / "config.json").read_text()) if resume_from is not None else None
-            write_config(run_dir, cfg, saved)
+            write_config(run_dir, cfg, saved, fork)
         processes = f" on {dist.world_size()} processes" if dist.world_size() > 1 else ""
         say(f"run {run_dir}: {cfg.algo} {cfg.variant} on {cfg.data.task} ({len(trainer.train.problems)} train / "
             f"{len(trainer.heldout)} held-out problems), model {cfg.model.name}, {cfg.steps} steps of "
             f"{cfg.batch_size} responses{processes}")
         before: dict[str, Any] = {}
-        if resume_from is not None:
-            load_checkpoint(trainer, resume_from)
+        start_from = resume_from or fork
+        if start_from is not None:
+            load_checkpoint(trainer, start_from)
             if main:
+                if fork is not None:
+                    copy_forked_metrics(fork, run_dir)
                 records = _truncate_metrics(run_dir / "metrics.jsonl", trainer.step)
                 before = next(r for r in records if r["step"] == 0)
-            say(f"resumed from {resume_from} (step {trainer.step}, {trainer.rollouts} rollouts)")
-        log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=resume_from is not None) \
+            say(f"{'resumed' if fork is None else 'forked'} from {start_from} (step {trainer.step}, "
+                f"{trainer.rollouts} rollouts)")
+        log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=start_from is not None) \
             if main else _NoLog()
-        if resume_from is None:
-            before = {"step": 0, "rollouts": 0, **trainer.evaluate(), "time/unix": round(time.time(), 3)}
+        if start_from is None:
+            before = {"step": 0, "rollouts": 0, **initial_evaluation(cfg, trainer), "time/unix": round(time.time(), 3)}
             log.log(before)
             say(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}")
         last_saved = trainer.step if resume_from is not None else None
         if signalled():  # during the first evaluation: keep it, so that the same command goes on from here
             if last_saved != trainer.step:
-                save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
+                save_checkpoint(trainer, run_dir, cfg.keep_checkpoints, cfg.checkpoint_steps)
             log.close()
             raise Interrupted(signum(), trainer.step)
         # disable=None: a bar on a terminal, none in logs and pipes (the per-step lines are the record there)
@@ -395,8 +465,9 @@ def _train(cfg: TrainConfig, signals: list[int]) -> dict[str, Any]:
                     bar.write(step_line(metrics, cfg.steps), file=sys.stdout)
                     sys.stdout.flush()  # one line per step even when stdout is a file or a pipe
                 halt = trainer.consecutive_skips >= cfg.max_consecutive_skips  # the same on every rank
-                if halt or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0):
-                    save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
+                if halt or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0) \
+                        or k in cfg.checkpoint_steps:
+                    save_checkpoint(trainer, run_dir, cfg.keep_checkpoints, cfg.checkpoint_steps)
                     last_saved = k
                 if halt:
                     log.close()
@@ -406,15 +477,57 @@ def _train(cfg: TrainConfig, signals: list[int]) -> dict[str, Any]:
                         f"{k} is checkpointed in {checkpoint_dir(run_dir, k)}; the same command resumes from there.")
                 if k < cfg.steps and signalled():  # checked after any save: a signal during it counts too
                     if last_saved != k:
-                        save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
+                        save_checkpoint(trainer, run_dir, cfg.keep_checkpoints, cfg.checkpoint_steps)
                     log.close()
                     raise Interrupted(signum(), k)
         if last_saved != trainer.step:  # e.g. resumed a finished run with the same --steps
-            save_checkpoint(trainer, run_dir, cfg.keep_checkpoints)
+            save_checkpoint(trainer, run_dir, cfg.keep_checkpoints, cfg.checkpoint_steps)
     log.close()
     summary = dist.on_main(lambda: _finish(cfg, run_dir, trainer, before, resume_from, wall_start))
     dist.barrier()
     return summary
+
+
+def forked_from_step(run_dir: Path) -> int | None:
+    fork = json.loads((run_dir / "config.json").read_text())["provenance"].get("forked_from")
+    return None if fork is None else fork["step"]
+
+
+# Opt-in (the efficiency study turns it on in its worker processes, which start many runs from one base model):
+# greedy evaluation of the same weights on the same prompts with the same settings gives the same result, so a
+# process evaluates step 0 once. Only in one process on the CPU, where greedy decoding is deterministic; a result
+# with grader timeouts (which depend on the machine's load) is not kept.
+REUSE_INITIAL_EVALUATION = False
+_initial_evaluations: dict[str, dict[str, float]] = {}
+
+
+def evaluation_key(cfg: TrainConfig, trainer: Trainer) -> str:
+    """What a greedy evaluation's result depends on: the policy's weights, the prompts and their answers, the
+    engine and grading settings."""
+    h = hashlib.sha256()
+    for name, t in trainer.learner.policy_weights():
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
+    for split in (trainer.heldout, trainer.validation):
+        h.update(json.dumps([[e.prompt_ids, e.problem.answer] for e in split]).encode())
+    settings = {"platform": cfg.platform, "dtype": cfg.model.dtype, "rollout": asdict(cfg.rollout),
+                "grading": cfg.grading, "grader_timeout_s": cfg.grader_timeout_s, "per_call": EVAL_PROMPTS_PER_CALL}
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def initial_evaluation(cfg: TrainConfig, trainer: Trainer) -> dict[str, float]:
+    """trainer.evaluate() before training; with REUSE_INITIAL_EVALUATION, computed once per process and key."""
+    if not (REUSE_INITIAL_EVALUATION and cfg.platform == "cpu" and dist.world_size() == 1):
+        return trainer.evaluate()
+    key = evaluation_key(cfg, trainer)
+    if key not in _initial_evaluations:
+        result = trainer.evaluate()
+        if any(v for k, v in result.items() if k.endswith("/timeouts")):
+            return result
+        _initial_evaluations[key] = result
+    return dict(_initial_evaluations[key])
 
 
 def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str, Any], resume_from: Path | None,
@@ -430,7 +543,8 @@ def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str,
         "rollouts": trainer.rollouts,
         "steps": trainer.step,
         "wall_seconds": round(time.time() - wall_start, 1),
-        "resumed_from_step": None if resume_from is None else int(resume_from.name.split("-")[-1]),
+        "resumed_from_step": None if resume_from is None else checkpoint_step(resume_from),
+        "forked_from_step": forked_from_step(run_dir),
         "skipped_updates": sum(r.get("skipped/grad_norm", 0) for r in records),
         "algo": cfg.algo,
         "variant": cfg.variant,

@@ -53,6 +53,7 @@ CASES: dict[str, list[str]] = {
     "grader_workers": ["--grader-workers", "0"],
     "checkpoint_every": ["--checkpoint-every", "-1"],
     "keep_checkpoints": ["--keep-checkpoints", "0"],
+    "checkpoint_steps": ["--checkpoint-steps", "0"],
     "max_consecutive_skips": ["--max-consecutive-skips", "0"],
     "grader_timeout_s": ["--grader-timeout-s", "0"],
     "loggers": ["--loggers", "wandb"],
