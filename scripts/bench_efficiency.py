@@ -25,6 +25,11 @@ each point is evaluated at the first step that reaches it, within one step of ro
 interpolates linearly between evaluations (scripts/efficiency_analysis.py). Seeds are paired: seed s of
 every method has the same initial data order and sampling seed.
 
+Ablations are forked (--no-fork-ablations: not): each starts from a checkpoint of the configuration it computes
+the same as for the most steps, at the last such step (same_through: lam(t) from step 20 from ReMix-GRPO at step 20,
+no KL-Convex from it at 50, no reincarnation at 49; its metrics through that step are the base run's), which the
+base run keeps (--checkpoint-steps). Each worker process evaluates the base model's step 0 once for all its runs.
+
 Runs go to --runs-dir/<configuration>-lr<lr>-seed<s>/. A finished run is reused only when its config.json
 matches the config the study would run now (else the study stops and names the differing fields; nothing
 is overwritten); an interrupted run resumes from its newest checkpoint. The report is OUT/efficiency.md
@@ -42,7 +47,7 @@ import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -55,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import efficiency_analysis as ea  # noqa: E402
 
+from remix.checkpoint import checkpoint_dir  # noqa: E402
 from remix.config import TrainConfig  # noqa: E402
 from remix.tracking import eval_curve, read_metrics  # noqa: E402
 
@@ -157,6 +163,9 @@ class BenchConfig:
     """Sampled (temperature 1) repeat evaluations of one checkpoint for the evaluation-noise measurement."""
     workers: int = 2
     """Runs at a time (each uses one CPU thread)."""
+    fork_ablations: bool = True
+    """Start each ablation from a checkpoint of the run it shares the most steps with, at the last step through
+    which the two compute the same (see same_through); False: every run from step 0 (the same results, slower)."""
     report_only: bool = False
     """Write the report from the finished runs; run nothing."""
     runs_dir: Path = Path("runs/bench-efficiency")
@@ -204,7 +213,26 @@ def slug(name: str) -> str:
     return s.strip("-")
 
 
+def run_dir_of(cfg: BenchConfig, spec: RunSpec) -> Path:
+    return cfg.runs_dir / f"{slug(spec.name)}-lr{spec.lr:g}-seed{spec.seed}"
+
+
 def train_config(cfg: BenchConfig, spec: RunSpec) -> TrainConfig:
+    """The run of `spec`: the study's settings, the configuration's changes, and where forks are used, the
+    checkpoint it starts from (--fork-from) or the steps at which others start from it (--checkpoint-steps)."""
+    tc = plain_config(cfg, spec)
+    if not cfg.fork_ablations:
+        return tc
+    table = forks(cfg)
+    keep = tuple(sorted({step for base, step in table.values() if base == spec.name}))
+    fork = None
+    if spec.name in table:
+        base, step = table[spec.name]
+        fork = checkpoint_dir(run_dir_of(cfg, RunSpec(base, spec.lr, spec.seed)), step)
+    return dataclasses.replace(tc, checkpoint_steps=keep, fork_from=fork)
+
+
+def plain_config(cfg: BenchConfig, spec: RunSpec) -> TrainConfig:
     algo, variant, remix, objective = method_table(cfg)[spec.name]
     base = cfg.train
     if spec.seed not in cfg.seeds[:cfg.sweep_seeds]:
@@ -216,13 +244,72 @@ def train_config(cfg: BenchConfig, spec: RunSpec) -> TrainConfig:
         optim=dataclasses.replace(base.optim, lr=spec.lr),
         remix=dataclasses.replace(base.remix, **remix) if remix else base.remix,
         objective=dataclasses.replace(base.objective, **objective) if objective else base.objective,
-        run_dir=cfg.runs_dir / f"{slug(spec.name)}-lr{spec.lr:g}-seed{spec.seed}",
+        run_dir=run_dir_of(cfg, spec),
     )
 
 
-# Config fields that say where or how a run was executed, not what it computes.
+# Config fields that say where or how a run was executed, not what it computes (a fork computes what the same
+# run from step 0 computes: the study forks only where same_through says so).
 NOT_THE_EXPERIMENT = {"run_dir", "model.cache_dir", "provenance", "grader_workers", "loggers", "resume",
-                      "checkpoint_every", "keep_checkpoints"}
+                      "checkpoint_every", "keep_checkpoints", "checkpoint_steps", "fork_from"}
+
+# The fields of lam(t), KL-Convex's weight schedule.
+LAMBDA_FIELDS = {"remix.kl_convex", "remix.lambda_start", "remix.lambda_every", "remix.lambda_decay",
+                 "remix.lambda_floor", "remix.restart_lambda_clock"}
+
+
+def same_through(a: TrainConfig, b: TrainConfig) -> int:
+    """The last step through which runs a and b compute the same (0: they differ from their first step).
+
+    Only ReMix runs that differ in lam(t)'s fields and in the reincarnation step T count: step t's loss uses lam(t)
+    alone (at lam = 1 the precedent policy takes no part, remix.trainer), and reincarnation happens at the end of
+    step T (so a run's checkpoint at T is already reincarnated: they are the same through T - 1). Any other
+    difference (lr, m, beta, the variant, ...) changes the first step."""
+    from remix.runner import config_json, flatten_config
+
+    fa, fb = flatten_config(config_json(a)), flatten_config(config_json(b))
+    differ = {k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)} - NOT_THE_EXPERIMENT
+    if a.variant != "remix" or b.variant != "remix" or not differ <= LAMBDA_FIELDS | {"remix.reincarnation_step"}:
+        return 0
+    last = min(a.steps, b.steps)
+    if "remix.reincarnation_step" in differ:
+        last = min(last, min(t for t in (a.reincarnation_step(), b.reincarnation_step()) if t is not None) - 1)
+
+    def reincarnated_at(c: TrainConfig, t: int) -> int | None:  # as the trainer holds it during step t
+        T = c.reincarnation_step()
+        return T if T is not None and t > T else None
+
+    for t in range(1, last + 1):
+        if a.kl_lambda(t, reincarnated_at(a, t)) != b.kl_lambda(t, reincarnated_at(b, t)):
+            return t - 1
+    return last
+
+
+_forks: dict[str, dict[str, tuple[str, int]]] = {}
+
+
+def forks(cfg: BenchConfig) -> dict[str, tuple[str, int]]:
+    """ablation -> (the configuration it starts from, step): of the configurations that run before it and are not
+    forks themselves, the one it computes the same as for the most steps (the earliest on a tie), where that is at
+    least one step and fewer than --steps, and the saved state has what the ablation needs (KL-Convex's precedent
+    policy)."""
+    key = repr(cfg)
+    if key not in _forks:
+        table, names = {}, list(method_table(cfg))
+        for i, name in enumerate(names):
+            if name in METHODS:
+                continue
+            mine = plain_config(cfg, RunSpec(name, cfg.lrs[0], cfg.seeds[0]))
+            best = (0, "")
+            for base in names[:i]:
+                theirs = plain_config(cfg, RunSpec(base, cfg.lrs[0], cfg.seeds[0]))
+                if base in table or (mine.uses_precedent() and not theirs.uses_precedent()):
+                    continue
+                best = max(best, (same_through(theirs, mine), base), key=lambda x: x[0])
+            if 1 <= best[0] < cfg.steps:  # at --steps it would have nothing of its own to compute
+                table[name] = (best[1], best[0])
+        _forks[key] = table
+    return _forks[key]
 
 
 class StudyError(ValueError):
@@ -248,8 +335,12 @@ def finished(cfg: BenchConfig, tc: TrainConfig) -> bool:
 def _init_worker() -> None:
     import torch
 
+    from remix import runner
+
     torch.set_num_threads(1)
     os.environ["TQDM_DISABLE"] = "1"
+    # every run starts from the same base model: each process evaluates its step 0 once (runner.initial_evaluation)
+    runner.REUSE_INITIAL_EVALUATION = True
 
 
 def _execute(tc: TrainConfig) -> dict[str, Any]:
@@ -276,7 +367,9 @@ def worker_pool(cfg: BenchConfig) -> ProcessPoolExecutor:
 
 def run_specs(cfg: BenchConfig, pool: ProcessPoolExecutor, phases: list[tuple[str, list[RunSpec]]]) -> None:
     """Runs the unfinished runs of every phase, in order, in one queue of --workers at a time (so that no
-    worker waits for the end of a phase another needs nothing of), with a progress line per run."""
+    worker waits for the end of a phase another needs nothing of), with a progress line per run. A fork waits
+    until the run it starts from is finished; one whose checkpoint is missing (a base run made without
+    --checkpoint-steps) runs from step 0."""
     todo, queued = [], set()
     for what, specs in phases:
         fresh = []
@@ -290,15 +383,35 @@ def run_specs(cfg: BenchConfig, pool: ProcessPoolExecutor, phases: list[tuple[st
         todo += fresh
     if not todo:
         return
-    start, done = time.time(), 0
-    futures = {pool.submit(_execute, tc): spec for spec, tc in todo}
-    for fut in as_completed(futures):
-        spec, s = futures[fut], fut.result()
-        done += 1
-        eta = (time.time() - start) / done * (len(todo) - done)
-        print(f"  [{done}/{len(todo)}] {spec.name} lr {spec.lr:g} seed {spec.seed}: held-out "
-              f"{s['heldout_accuracy_before']:.3f} -> {s['heldout_accuracy_after']:.3f} with {s['rollouts']} "
-              f"rollouts in {s['this_call_seconds']:.0f}s; about {eta / 60:.0f} min left", flush=True)
+    start, done, total = time.time(), 0, len(todo)
+    running: dict[Any, tuple[RunSpec, TrainConfig]] = {}
+    waiting_on = {Path(tc.run_dir) for _, tc in todo}  # unfinished: a fork of one of these waits
+    while todo or running:
+        i = 0
+        while len(running) < cfg.workers and i < len(todo):
+            spec, tc = todo[i]
+            base = None if tc.fork_from is None else Path(tc.fork_from).parent.parent
+            if base is not None and base in waiting_on:
+                i += 1
+                continue
+            todo.pop(i)
+            if base is not None and not Path(tc.fork_from).is_dir():
+                if not (base / "summary.json").is_file():
+                    raise StudyError(f"{tc.run_dir}: starts from {base}, which is neither finished nor queued")
+                print(f"  {spec.name} lr {spec.lr:g} seed {spec.seed}: {tc.fork_from} is not there (that run kept no "
+                      "checkpoint at this step): run from step 0", flush=True)
+                tc = dataclasses.replace(tc, fork_from=None)
+            running[pool.submit(_execute, tc)] = (spec, tc)
+        finished_now, _ = wait(running, return_when=FIRST_COMPLETED)
+        for fut in finished_now:
+            (spec, tc), s = running.pop(fut), fut.result()
+            waiting_on.discard(Path(tc.run_dir))
+            done += 1
+            eta = (time.time() - start) / done * (total - done)
+            forked = f" (forked at step {s['forked_from_step']})" if s.get("forked_from_step") else ""
+            print(f"  [{done}/{total}] {spec.name} lr {spec.lr:g} seed {spec.seed}: held-out "
+                  f"{s['heldout_accuracy_before']:.3f} -> {s['heldout_accuracy_after']:.3f} with {s['rollouts']} "
+                  f"rollouts in {s['this_call_seconds']:.0f}s{forked}; about {eta / 60:.0f} min left", flush=True)
 
 
 # --- reading runs ------------------------------------------------------------------------------------
@@ -368,6 +481,9 @@ def _plan(cfg: BenchConfig, pool: ProcessPoolExecutor | None) -> dict[str, Any]:
     # The KL-Convex pair first (the ablation the earlier study could not run), then m = 1, then no reincarnation.
     abl = [RunSpec(n, best["ReMix-GRPO"], s) for n in ablations(cfg) for s in cfg.seeds] if "grpo" in cfg.methods \
         else []
+    if pool is not None and cfg.fork_ablations and forks(cfg):
+        print("forks (an ablation starts from a checkpoint of the run it computes the same as through that step): "
+              + "; ".join(f"{n} from {b} at step {k}" for n, (b, k) in forks(cfg).items()), flush=True)
     if pool is not None:  # all three need only the chosen lrs: one queue
         run_specs(cfg, pool, [("2. best against best", main), ("3. same lr", same), ("4. ablations", abl)])
     else:

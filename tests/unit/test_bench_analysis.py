@@ -267,3 +267,65 @@ def test_report_only_without_runs_says_so_with_status_2(tmp_path):
                           "--runs-dir", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "runs of the lr sweep are not finished" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_ablations_fork_where_the_configs_compute_the_same(bench, tmp_path):
+    """Each ablation starts from the configuration it shares the most steps with: lam(t) from step 20 is 1
+    through step 20; without KL-Convex lam is 1 always, as the paper's schedule through step 50; without
+    reincarnation the same through step T - 1 = 49 (reincarnation ends step 50). m = 1 differs from step 1."""
+    cfg = bench.BenchConfig(runs_dir=tmp_path)
+    kl = bench.kl_schedule_name(cfg)
+    assert bench.forks(cfg) == {kl: ("ReMix-GRPO", 20), bench.NO_KL_CONVEX: ("ReMix-GRPO", 50),
+                                bench.NO_KL_CONVEX + bench.beta_suffix(cfg): (kl + bench.beta_suffix(cfg), 20),
+                                bench.NO_REINCARNATION: ("ReMix-GRPO", 49)}
+    base = bench.train_config(cfg, bench.RunSpec("ReMix-GRPO", 1e-5, 3))
+    fork = bench.train_config(cfg, bench.RunSpec(bench.NO_REINCARNATION, 1e-5, 3))
+    assert base.checkpoint_steps == (20, 49, 50) and base.fork_from is None
+    assert fork.fork_from == Path(base.run_dir) / "checkpoints" / "step-000049"
+    plain = [bench.plain_config(cfg, bench.RunSpec(n, 1e-5, 0)) for n in ("ReMix-GRPO", bench.NO_UTD, "GRPO")]
+    assert bench.same_through(plain[0], plain[1]) == 0 and bench.same_through(plain[0], plain[2]) == 0
+    # a different lr is a different run from step 1
+    other_lr = bench.plain_config(cfg, bench.RunSpec(bench.NO_REINCARNATION, 2e-5, 0))
+    assert bench.same_through(plain[0], other_lr) == 0
+    assert bench.train_config(bench.BenchConfig(runs_dir=tmp_path, fork_ablations=False),
+                              bench.RunSpec(bench.NO_REINCARNATION, 1e-5, 3)).fork_from is None
+
+
+def test_a_fork_waits_for_the_run_it_starts_from(bench, tmp_path, capsys):
+    from concurrent.futures import Future
+
+    order = []
+
+    class FinishingPool:  # runs "finish" when handed over; a fork handed over before its base would be a bug
+        def submit(self, fn, tc):
+            if tc.fork_from is not None:
+                assert (Path(tc.fork_from).parent.parent / "summary.json").is_file(), "fork before its base"
+            order.append(Path(tc.run_dir).name)
+            Path(tc.run_dir).mkdir(parents=True, exist_ok=True)
+            (Path(tc.run_dir) / "summary.json").write_text(json.dumps({"steps": tc.steps}))
+            if tc.checkpoint_steps:
+                for step in tc.checkpoint_steps:
+                    (Path(tc.run_dir) / "checkpoints" / f"step-{step:06d}").mkdir(parents=True)
+            done = Future()
+            done.set_result({"heldout_accuracy_before": 0.2, "heldout_accuracy_after": 0.3, "rollouts": 40,
+                             "this_call_seconds": 1.0, "forked_from_step": None})
+            return done
+
+    cfg = bench.BenchConfig(runs_dir=tmp_path, workers=2, ablations=("reincarnation",))
+    fork, base = bench.RunSpec(bench.NO_REINCARNATION, 1e-5, 0), bench.RunSpec("ReMix-GRPO", 1e-5, 0)
+    other = bench.RunSpec("GRPO", 1e-5, 0)
+    assert bench.forks(cfg) == {bench.NO_REINCARNATION: ("ReMix-GRPO", 49)}
+    # with 49 steps or fewer the two compute the same throughout: nothing to fork
+    assert bench.forks(bench.BenchConfig(runs_dir=tmp_path, steps=49, ablations=("reincarnation",))) == {}
+    bench.run_specs(cfg, FinishingPool(), [("one", [fork, base, other])])
+    assert order == ["remix-grpo-lr1e-05-seed0", "grpo-lr1e-05-seed0", "remix-grpo-w-o-reincarnation-lr1e-05-seed0"]
+    # a base made without the checkpoint: the fork runs from step 0, and says so
+    order.clear()
+    lone = bench.RunSpec(bench.NO_REINCARNATION, 1e-5, 1)
+    (tmp_path / "remix-grpo-lr1e-05-seed1").mkdir()
+    (tmp_path / "remix-grpo-lr1e-05-seed1" / "summary.json").write_text("{}")
+    bench.run_specs(cfg, FinishingPool(), [("two", [lone])])
+    assert order == ["remix-grpo-w-o-reincarnation-lr1e-05-seed1"]
+    assert "kept no checkpoint at this step): run from step 0" in capsys.readouterr().out
+    with pytest.raises(bench.StudyError, match="neither finished nor queued"):
+        bench.run_specs(cfg, FinishingPool(), [("three", [bench.RunSpec(bench.NO_REINCARNATION, 1e-5, 2)])])
