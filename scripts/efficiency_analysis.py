@@ -7,6 +7,7 @@ compared at the same rollout counts rather than at whichever evaluation each hap
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import random
 import statistics
@@ -114,3 +115,13 @@ def config_differences(saved: dict[str, Any], wanted: dict[str, Any], ignore: se
 def binomial_se(p: float, n: int) -> float:
     """Standard error of an accuracy p measured on n problems (the held-out split's own sampling noise)."""
     return math.sqrt(p * (1 - p) / n)
+
+
+def span_seconds(provenances: Sequence[dict[str, Any]], walls: Sequence[float]) -> float:
+    """From the first run's start to the last run's end, from each run's provenance and wall time (which is its last
+    invocation's: a resumed run ends at its last resume plus that; a study interrupted between sessions shows the
+    gap)."""
+    starts = [dt.datetime.fromisoformat(p["started"]).timestamp() for p in provenances]
+    ends = [dt.datetime.fromisoformat((p.get("resumed") or [p["started"]])[-1]).timestamp() + w
+            for p, w in zip(provenances, walls)]
+    return max(ends) - min(starts)

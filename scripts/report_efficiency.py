@@ -158,6 +158,8 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
     for run in runs.values():
         result["runs"].append({k: v for k, v in run.items() if k != "diagnostics"})
     wall_total = sum(r["wall_seconds"] for r in runs.values())
+    span = ea.span_seconds([r["provenance"] for r in runs.values()], [r["wall_seconds"] for r in runs.values()])
+    n_forked = sum("forked_from" in r["provenance"] for r in runs.values())
     commits = sorted({r["provenance"].get("git_commit") or "none" for r in runs.values()})
     versions = sorted({tuple(sorted(r["provenance"]["versions"].items())) for r in runs.values()})
 
@@ -320,9 +322,10 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
     head = [
         "# Rollout efficiency: ReMix against tuned on-policy baselines",
         "",
-        f"Measured {dt.date.today().isoformat()} on {machine_description()} (CPU platform): {len(runs)} runs, "
-        f"{wall_total / 3600:.1f} hours of run time in all, two runs at a time with one CPU thread each, so about "
-        f"{wall_total / 7200:.1f} hours elapsed (a resumed run counts its last invocation only).",
+        f"Measured {dt.date.today().isoformat()} on {machine_description()} (CPU platform): {len(runs)} runs "
+        f"({n_forked} of them forked from a checkpoint of another), {wall_total / 3600:.2f} hours of run time in all "
+        "(a resumed run counts its last invocation, a forked run its steps after the fork), two runs at a time with "
+        f"one CPU thread each; {span / 3600:.2f} hours from the first run's start to the last run's end.",
         "",
         "Command (the same command reuses finished runs whose config matches and resumes interrupted ones):",
         "",

@@ -220,7 +220,8 @@ def _fake_run(bench, cfg, spec, speed: float) -> dict:
                             "loss/policy": [-0.01] * cfg.steps,
                             "reincarnated": [k == 50 for k in range(1, cfg.steps + 1)],
                             "kl_lambda": [1.0 if k <= 20 else 0.5 for k in range(1, cfg.steps + 1)]},
-            "provenance": {"git_commit": "abc", "versions": {"torch": "2.13.0"}}, "config": {}}
+            "provenance": {"git_commit": "abc", "versions": {"torch": "2.13.0"}, "resumed": [],
+                           "started": f"2026-12-04T08:{spec.seed:02d}:00"}, "config": {}}
 
 
 def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
@@ -251,6 +252,8 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
         assert med == pytest.approx(2.0, rel=0.1) and lo > 1
     text = (out / "efficiency.md").read_text()
     assert "fewer rollouts than GRPO" in text and (out / "efficiency.png").stat().st_size > 0
+    # seeds start a minute apart, each run takes 100 s: 3 min + 100 s from the first start to the last end
+    assert "0.08 hours from the first run's start to the last run's end" in text
     # every ablation pair is reported, the KL pair at both KL coefficients, with where each part starts to act
     for removed, full in bench.ablation_pairs(cfg):
         assert f"ablation: {removed} vs {full}" in data["comparisons"]

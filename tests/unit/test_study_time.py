@@ -1,8 +1,9 @@
-"""scripts/study_time.py: which sample runs computed what the study's runs did, and the projection of the
-study's time from their wall-time ratios."""
+"""scripts/study_time.py: which runs of a study run again computed what the earlier study's runs did, and the
+two studies' times side by side (run time, the measured span)."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import sys
@@ -23,66 +24,52 @@ def st():
     return module
 
 
-def _run(root: Path, name: str, wall: float, reward: float = 0.5, lr: float = 1e-5, unix: float = 0.0) -> None:
-    d = root / name
-    d.mkdir(parents=True)
-    (d / "config.json").write_text(json.dumps({"run_dir": str(d), "optim": {"lr": lr}, "seed": 0}))
-    rows = [{"step": 0, "heldout/accuracy": 0.25, "time/unix": unix},
-            {"step": 1, "reward/mean": reward, "time/learn": wall / 10, "time/unix": unix + 1}]
-    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (d / "summary.json").write_text(json.dumps({"wall_seconds": wall}))
+def _run(name: str, wall: float, started: str, tokens: int = 100, **provenance) -> dict:
+    return {"run_dir": f"runs/bench-efficiency/{name}", "config": {"run_dir": name, "optim": {"lr": 1e-5}},
+            "heldout": [[0, 0.25], [40, 0.5]], "validation": [], "wall_seconds": wall,
+            "cost": {"rollouts": [0, 40], "learner_tokens": [0, tokens], "learn": [0.0, wall / 2]},
+            "provenance": {"started": started, "resumed": [], "git_commit": "abc1234", **provenance}}
 
 
-def test_identical_runs_and_the_projection(st, tmp_path):
-    study, sample = tmp_path / "study", tmp_path / "sample"
-    for seed in range(3):  # configuration a: 3 seeds of 100 s; b: 2 seeds of 200 s
-        _run(study, f"a-lr1e-05-seed{seed}", 100.0)
-    for seed in range(2):
-        _run(study, f"b-lr1e-05-seed{seed}", 200.0)
-    _run(study, "c-lr1e-05-seed0", 50.0)  # no sample run: not projected
-    _run(sample, "a-lr1e-05-seed0", 80.0, unix=1e9)  # other timings only: the same computation
-    _run(sample, "b-lr1e-05-seed0", 100.0, reward=0.75)  # one step's metrics differ
-    st.main(st.StudyTimeConfig(study=study, sample=sample, out=tmp_path / "out"))
-    data = json.loads((tmp_path / "out" / "study_time.json").read_text())
-    runs = {r["run"]: r for r in data["runs"]}
-    assert runs["a-lr1e-05-seed0"]["metrics"] == {} and not runs["a-lr1e-05-seed0"]["config_differences"]
-    assert runs["b-lr1e-05-seed0"]["metrics"] == {"reward/mean": {"steps": 1, "max_absolute": 0.25,
-                                                                  "max_relative": pytest.approx(1 / 3)}}
-    assert data["same_computation"] == 1
-    assert data["study_run_seconds"] == pytest.approx(700.0)
-    assert data["projected_run_seconds"] == pytest.approx(3 * 100 * 0.8 + 2 * 200 * 0.5)
-    assert data["uncovered"] == ["c-lr1e-05"]
-    text = (tmp_path / "out" / "study_time.md").read_text()
-    assert "1 of 2 computed what the study's run did" in text and "projected" in text
+def _write(path: Path, runs: list[dict]) -> Path:
+    path.write_text(json.dumps({"runs": runs}))
+    return path
 
 
-def test_a_config_difference_is_reported(st, tmp_path):
-    _run(tmp_path / "study", "a-lr1e-05-seed0", 100.0)
-    _run(tmp_path / "sample", "a-lr1e-05-seed0", 100.0, lr=2e-5)
-    st.main(st.StudyTimeConfig(study=tmp_path / "study", sample=tmp_path / "sample", out=tmp_path / "out"))
-    run = json.loads((tmp_path / "out" / "study_time.json").read_text())["runs"][0]
-    assert run["config_differences"] == ["optim.lr: 1e-05 -> 2e-05"] and run["metrics"] == {}
+def test_same_computations_and_times_side_by_side(st, tmp_path):
+    before = [_run("a-lr1e-05-seed0", 100.0, "2026-12-03T08:00:00"), _run("a-lr1e-05-seed1", 100.0,
+                                                                           "2026-12-03T08:00:00"),
+              _run("b-lr1e-05-seed0", 200.0, "2026-12-03T08:02:00")]
+    after = copy.deepcopy(before)
+    for r in after:
+        r["wall_seconds"] /= 2
+        r["provenance"]["started"] = r["provenance"]["started"].replace("12-03", "12-04")
+    after[0]["config"]["run_dir"] = "elsewhere"  # where it ran is not the experiment
+    after[1]["cost"]["learner_tokens"] = [0, 101]  # its responses had other lengths: another computation
+    after[2]["provenance"]["forked_from"] = {"step": 1}
+    after[2]["provenance"]["resumed"] = ["2026-12-04T08:05:00"]  # its last invocation started then, 100 s long
+    out = tmp_path / "out"
+    st.main(st.StudyTimeConfig(before=_write(tmp_path / "b.json", before), after=_write(tmp_path / "a.json", after),
+                               out=out))
+    data = json.loads((out / "study_time.json").read_text())
+    rows = {r["run"]: r for r in data["runs"]}
+    assert data["same_computation"] == 2 and data["compared"] == 3
+    assert rows["a-lr1e-05-seed1"]["first_difference"] == "learner_tokens at step 1"
+    assert rows["b-lr1e-05-seed0"]["forked"] and not rows["a-lr1e-05-seed0"]["forked"]
+    assert data["run_seconds_before"] == pytest.approx(400.0) and data["run_seconds_after"] == pytest.approx(200.0)
+    assert data["span_seconds_after"] == pytest.approx(5 * 60 + 100)  # 08:00:00 to 08:05:00 + 100 s
+    text = (out / "study_time.md").read_text()
+    assert "**2 computed what the earlier study's run did**" in text
+    assert "| a-lr1e-05 | 2 | 1 | 0 | 3.3 | 1.7 | 0.50x |" in text
+    assert "- a-lr1e-05-seed1: learner_tokens at step 1" in text
 
 
-def test_the_engines_rounding_is_told_apart(st, tmp_path):
-    """sampler/logp_abs_diff may differ (the engine's batching), any other metric makes the runs different."""
-    for root, x in (("study", 1e-7), ("sample", 1.1e-7)):
-        _run(tmp_path / root, "a-lr1e-05-seed0", 100.0)
-        path = tmp_path / root / "a-lr1e-05-seed0" / "metrics.jsonl"
-        rows = [json.loads(line) for line in path.read_text().splitlines()]
-        rows[1]["sampler/logp_abs_diff"] = x
-        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    st.main(st.StudyTimeConfig(study=tmp_path / "study", sample=tmp_path / "sample", out=tmp_path / "out"))
-    data = json.loads((tmp_path / "out" / "study_time.json").read_text())
-    assert data["same_computation"] == 1
-    assert data["runs"][0]["metrics"]["sampler/logp_abs_diff"]["max_absolute"] == pytest.approx(1e-8)
-
-
-def test_no_common_runs_is_one_line_and_exit_2(st, tmp_path, capsys):
-    _run(tmp_path / "study", "a-lr1e-05-seed0", 100.0)
-    (tmp_path / "sample").mkdir()
+def test_missing_or_unrelated_files_are_one_line_with_status_2(st, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        st.main(st.StudyTimeConfig(study=tmp_path / "study", sample=tmp_path / "sample", out=tmp_path / "out"))
-    assert e.value.code == 2
-    assert "--sample" in capsys.readouterr().err
-    assert not (tmp_path / "out").exists()
+        st.main(st.StudyTimeConfig(before=tmp_path / "nope.json", after=tmp_path / "nope.json", out=tmp_path))
+    assert e.value.code == 2 and "--before" in capsys.readouterr().err
+    a = _write(tmp_path / "a.json", [_run("a-lr1e-05-seed0", 1.0, "2026-12-03T08:00:00")])
+    b = _write(tmp_path / "b.json", [_run("b-lr1e-05-seed0", 1.0, "2026-12-03T08:00:00")])
+    with pytest.raises(SystemExit) as e:
+        st.main(st.StudyTimeConfig(before=a, after=b, out=tmp_path))
+    assert e.value.code == 2 and "has no run that" in capsys.readouterr().err
