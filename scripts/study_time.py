@@ -1,8 +1,8 @@
 """The efficiency study run again end to end: did it compute what the earlier study did, and how long did it take?
 
-    git show d95fc35:docs/benchmarks/efficiency.json > /tmp/efficiency-before.json   # the earlier study's record
-    python scripts/bench_efficiency.py                                               # the study, now
-    python scripts/study_time.py --before /tmp/efficiency-before.json --after docs/benchmarks/efficiency.json
+    git show e4fc407:docs/benchmarks/efficiency.json > runs/efficiency-before.json  # the 2026-12-03 study's record
+    python scripts/bench_efficiency.py                                              # the study, now
+    python scripts/study_time.py  # --before runs/efficiency-before.json --after docs/benchmarks/efficiency.json
 
 Both files are a study's efficiency.json (every run's config, provenance, held-out and validation curves and
 per-step costs). For every run of --after that --before also has (by run name), it checks that the two computed
