@@ -26,6 +26,23 @@ def seed_runs(cfg, runs: dict, name: str, lr: float) -> list[dict]:
     return [runs[(name, lr, s)] for s in cfg.seeds]  # runs are keyed by (name, lr, seed)
 
 
+def ablation_wall_time_note(ablation_runs: list[dict]) -> str:
+    """What the wall-time ratio of a row reached before the removed part acts means: it depends on whether the
+    ablations were forked (their metrics through the fork step are the base run's) or run from step 0."""
+    forked = sum("forked_from" in r["provenance"] for r in ablation_runs)
+    from_zero = ("the wall-time ratio of such a row is the machine's own drift between two sets of runs of the "
+                 "same computation, made at different times: read the other wall-time ratios against it.")
+    if not forked:
+        return "Run from step 0, " + from_zero
+    note = (f"{forked} of the {len(ablation_runs)} ablation runs were forked from a checkpoint of the run they "
+            "compute the same as, at the last step they do (bench_efficiency.py's `same_through`): through that "
+            "step their metrics, wall time included, are that run's, so such a row's wall-time ratio reads 1.00x "
+            "by construction too (past it, a forked run's time is that run's up to the fork plus its own after it)")
+    if forked < len(ablation_runs):
+        return note + ". Of an ablation run from step 0, " + from_zero
+    return note + "."
+
+
 def cost_to(run: dict, rollouts: float | None) -> dict[str, float | None]:
     """Wall time (by phase and in all) and learner tokens a run spent to reach `rollouts`."""
     c = run["cost"]
@@ -266,10 +283,9 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
                      "rollouts over the full method's (> 1: removing the part costs rollouts). Until the removed "
                      "part first acts, an ablation's run is the same computation as the full method's (same seeds, "
                      "same data), so a target reached before then reads 1.00x by construction: "
-                     f"{ablation_onsets(cfg, base, lam_name, lam_runs)}. The "
-                     "wall-time ratio of such a row is the "
-                     "machine's own drift between two sets of runs of the same computation, made at different "
-                     "times: read the other wall-time ratios against it.", ""]
+                     f"{ablation_onsets(cfg, base, lam_name, lam_runs)}. "
+                     + ablation_wall_time_note([r for n in ablation_names for r in seed_runs(cfg, runs, n, lr)]),
+                     ""]
         if lam_name in ablation_names:
             sections += [
                 f"With the paper's lam(t) (1 through step {t.remix.lambda_start}) and reincarnation at T = "

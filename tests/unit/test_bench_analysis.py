@@ -261,6 +261,19 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
         in data["comparisons"]
     assert "KL-Convex (under 'ReMix-GRPO, lam(t) from step 20') from step 21" in text
     assert "reincarnation from step 51" in text and "the KL term beta x kl/ref is 1.0e-05" in text
+    assert "Run from step 0, the wall-time ratio of such a row is the machine's own drift" in text
+
+
+def test_the_ablations_wall_time_note_says_whether_rows_before_the_fork_are_copied():
+    """A forked ablation's metrics through the fork are its base run's: its wall-time ratio there is 1.00x by
+    construction, not the machine's drift, which only runs from step 0 measure."""
+    note = _load("report_efficiency").ablation_wall_time_note
+    forked = {"provenance": {"forked_from": {"step": 20}}}
+    from_zero = {"provenance": {}}
+    assert "machine's own drift" in note([from_zero] * 3) and "forked" not in note([from_zero] * 3)
+    assert "1.00x by construction too" in note([forked] * 2) and "drift" not in note([forked] * 2)
+    mixed = note([forked, from_zero, from_zero])
+    assert mixed.startswith("1 of the 3 ablation runs were forked") and "machine's own drift" in mixed
 
 
 def test_report_only_without_runs_says_so_with_status_2(tmp_path):
