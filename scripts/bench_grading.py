@@ -12,7 +12,9 @@ The batches are the study's: 1,024 arith held-out problems (an evaluation) and 4
 synthetic responses in the shape tiny-arith writes ("... = \\boxed{N}", the right N for --correct of them, a
 nearby wrong one for the rest), one grader worker as in the study. Each setting grades a fresh pool's first
 batch (its caches cold), then a second batch of other responses to the same problems (warm, as every
-evaluation after a run's first), --repeats times, interleaved; medians and min-max. All settings must give the
+evaluation after a run's first), then a step's batch of a third draw, --repeats times, interleaved; medians and
+min-max. The box cache is keyed by a box's text: arith's answers are small integers that recur across responses,
+so it hits often here; a task whose answers rarely repeat gains less from it. All settings must give the
 same scores, equal to `verify_in_process` item for item. Writes OUT/grading.md and OUT/grading.json.
 """
 
@@ -93,8 +95,9 @@ def main(cfg: GradingBenchConfig) -> None:
     _, heldout, _ = load_task("arith", None, cfg.problems, (1, 2, 3))
     refs = [p.answer for p in heldout]
     first, second = responses(heldout, cfg.correct, 0), responses(heldout, cfg.correct, 1)
+    step = responses(heldout[:cfg.step_items], cfg.correct, 2)  # a third draw: not texts graded already
     batches = {"evaluation, cold": (first, refs), "evaluation, warm": (second, refs),
-               "training step, warm": (first[:cfg.step_items], refs[:cfg.step_items])}
+               "training step, warm": (step, refs[:cfg.step_items])}
     # the scores every setting must give
     expected = [[rewards.verify_in_process(t, r) for t, r in zip(texts, rs)] for texts, rs in batches.values()]
     times = {name: {b: [] for b in batches} for name in SETTINGS}
@@ -117,7 +120,9 @@ def main(cfg: GradingBenchConfig) -> None:
              f"Command: `python scripts/bench_grading.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`. "
              f"One grader worker; {cfg.problems} arith held-out problems (an evaluation of the study) and the first "
              f"{cfg.step_items} (a training step); synthetic tiny-arith-shaped responses, {cfg.correct:.0%} right. "
-             "Cold: a fresh pool's first batch; warm: a second batch of other responses to the same problems. "
+             "Cold: a fresh pool's first batch; warm: then a second batch of other responses to the same problems, "
+             "and a step's batch of a third draw. The box cache is keyed by a box's text, and arith's answers (small "
+             "integers) recur, so it hits often here; a task whose answers rarely repeat gains less. "
              f"Median [min-max] of {cfg.repeats} interleaved repeats. Every setting gave the same scores as "
              "`verify_in_process`, item for item.", "",
              "| setting | " + " | ".join(batches) + " |", "|---|" + "---|" * len(batches)]
