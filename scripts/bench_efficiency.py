@@ -1,7 +1,7 @@
 """The rollout-efficiency study: ReMix against tuned on-policy baselines, over paired seeds, with ablations.
 
-    python scripts/bench_efficiency.py                # the whole study on tiny-arith (2.5 hours as run on 2 cores;
-                                                      # about 2 hours projected since, see study_time.md)
+    python scripts/bench_efficiency.py                # the whole study on tiny-arith (1.44 hours on 2 cores,
+                                                      # 2026-12-04; see study_time.md)
     python scripts/bench_efficiency.py --report-only  # the report from the finished runs in --runs-dir
     python scripts/bench_efficiency.py --seeds 0 --sweep-seeds 1 --runs-dir runs/bench-efficiency-sample \
         --out runs/bench-efficiency-sample/report     # seed 0 of every configuration (22 runs, 25 minutes)
@@ -124,9 +124,8 @@ def ablation_pairs(cfg: BenchConfig) -> list[tuple[str, str]]:
 
 def study_train_config() -> TrainConfig:
     """The shared training settings: tiny-arith at a batch that keeps p = 0.4 exact in whole groups
-    (0.4 x 40 = 16 = 2 groups of 8). Each run takes 1.5-2 minutes on one core; the whole study (140 runs, two
-    at a time) took about 2.5 hours on 2 cores (2026-12-03), and is projected at about 2 hours with the faster
-    greedy evaluation (docs/benchmarks/study_time.md: a sample of it run again, not the whole study)."""
+    (0.4 x 40 = 16 = 2 groups of 8). Each run takes 1-2 minutes on one core; the whole study (140 runs, two
+    at a time, 40 of them forked) took 1.44 hours on 2 cores (2026-12-04, docs/benchmarks/study_time.md)."""
     t = TrainConfig(batch_size=40, mini_batch_size=20, micro_batch_size=20, checkpoint_every=20, eval_every=0,
                     grader_workers=1)
     return dataclasses.replace(t, data=dataclasses.replace(t.data, heldout_size=1024, validation_size=256))
