@@ -238,6 +238,19 @@ class GraderPool:
     def worker_pids(self) -> list[int]:
         return [w.proc.pid for w in self._workers]
 
+    def wait_ready(self) -> None:
+        """Blocks until every worker has said it is ready (one killed while starting is replaced; one that
+        does not start within the start-up bound raises). `grade` does not need it: it hands items to the
+        workers that are ready; a caller that wants every worker in use from the first item calls it first."""
+        report, pending = GradeReport(scores=[]), deque()
+        while not all(w.ready for w in self._workers):
+            starting = [w for w in self._workers if not w.ready]
+            wait([x for w in starting for x in (w.conn, w.proc.sentinel)], timeout=1.0)
+            now = time.monotonic()
+            for i, w in enumerate(self._workers):
+                if not w.ready:
+                    self._collect(i, w, now, self.timeout_s, report, [], pending, [])
+
     def _replace(self, i: int) -> None:
         self._workers[i].kill()
         self._workers[i] = _Worker(self._ctx, self._verify_fn)

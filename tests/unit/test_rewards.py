@@ -243,7 +243,9 @@ def test_worker_crash_and_exception_are_counted():
 def test_worker_killed_mid_run_and_while_idle():
     # A deadline far beyond the hang bound: finishing within the bound means the deaths were noticed.
     with GraderPool(num_workers=2, timeout_s=120.0, verify_fn=sleepy_verify) as p:
-        p.grade([r"\boxed{0}"] * 2, [0] * 2)  # both workers up
+        # Both workers ready before the batch, so that each holds one "sleep" when it is killed (a worker still
+        # starting gets nothing, and the other would queue both sleeps and the third item).
+        p.wait_ready()
         victims = p.worker_pids()
         killer = threading.Timer(0.5, lambda: [os.kill(pid, signal.SIGKILL) for pid in victims])
         killer.start()
@@ -265,6 +267,15 @@ def test_worker_killed_while_starting_is_replaced():
         for pid in p.worker_pids():  # at once: before either could say it is ready
             os.kill(pid, signal.SIGKILL)
         assert p.grade([r"\boxed{1}", r"\boxed{2}", r"\boxed{3}"], [1, 2, 4]).scores == [1.0, 1.0, 0.0]
+
+
+def test_wait_ready_returns_with_every_worker_ready_even_after_kills_while_starting():
+    with GraderPool(num_workers=2, timeout_s=DEADLINE_S) as p:
+        for pid in p.worker_pids():
+            os.kill(pid, signal.SIGKILL)
+        p.wait_ready()
+        assert all(w.ready for w in p._workers)
+        assert p.grade([r"\boxed{1}", r"\boxed{2}"], [1, 3]).scores == [1.0, 0.0]
 
 
 def _refuse_to_start():
