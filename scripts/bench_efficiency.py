@@ -264,7 +264,7 @@ def same_through(a: TrainConfig, b: TrainConfig) -> int:
     alone (at lam = 1 the precedent policy takes no part, remix.trainer), and reincarnation happens at the end of
     step T (so a run's checkpoint at T is already reincarnated: they are the same through T - 1). Any other
     difference (lr, m, beta, the variant, ...) changes the first step."""
-    from remix.runner import config_json, flatten_config
+    from remix.run_dir import config_json, flatten_config
 
     fa, fb = flatten_config(config_json(a)), flatten_config(config_json(b))
     differ = {k for k in fa.keys() | fb.keys() if fa.get(k) != fb.get(k)} - NOT_THE_EXPERIMENT
@@ -317,7 +317,7 @@ class StudyError(ValueError):
 
 def finished(cfg: BenchConfig, tc: TrainConfig) -> bool:
     """Whether tc's run is finished with the same config; raises StudyError on a finished mismatch."""
-    from remix.runner import config_json
+    from remix.run_dir import config_json
 
     run_dir = Path(tc.run_dir)
     summary = run_dir / "summary.json"

@@ -105,7 +105,7 @@ def choose_best(scores: dict[float, Sequence[float]]) -> float:
 def config_differences(saved: dict[str, Any], wanted: dict[str, Any], ignore: set[str]) -> list[str]:
     """The flattened config keys on which a finished run's config.json differs from the config the study
     would run now ("key: saved -> wanted"), leaving out `ignore` (where a run was written, its provenance)."""
-    from remix.runner import flatten_config  # the flattening that resuming a run compares configs with
+    from remix.run_dir import flatten_config  # the flattening that resuming a run compares configs with
 
     a, b = flatten_config(saved), flatten_config(wanted)
     return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(a.keys() | b.keys())

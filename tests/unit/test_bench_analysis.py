@@ -144,7 +144,7 @@ def test_study_configs_differ_only_where_they_should(bench):
 
 
 def test_a_finished_run_is_reused_only_with_the_same_config(bench, tmp_path):
-    from remix.runner import config_json
+    from remix.run_dir import config_json
 
     cfg = bench.BenchConfig(runs_dir=tmp_path, steps=5)
     tc = bench.train_config(cfg, bench.RunSpec("GRPO", 1e-5, 0))
@@ -165,7 +165,7 @@ def test_a_finished_run_is_reused_only_with_the_same_config(bench, tmp_path):
 def test_phases_share_one_queue_without_repeats_or_finished_runs(bench, tmp_path, capsys):
     from concurrent.futures import Future
 
-    from remix.runner import config_json
+    from remix.run_dir import config_json
 
     class RecordingPool:  # what run_specs hands the worker processes, in order
         def __init__(self):
