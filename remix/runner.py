@@ -114,7 +114,7 @@ def build_trainer(cfg: TrainConfig, grader) -> Trainer:
     # Rank 0 builds a built-in model into the cache; the other ranks then load that folder.
     model_dir = dist.on_main(lambda: resolve_model(cfg.model.name, cfg.model.cache_dir), errors=(ModelNotFound,))
     rollout = platform.make_rollout(model_dir, seed=cfg.seed + dist.rank(), dtype=cfg.model.dtype,
-                                     options=cfg.rollout)
+                                     options=cfg.rollout, prompt_tokens=cfg.data.max_prompt_tokens)
     learner = platform.make_learner(model_dir, cfg)
     tokenizer = rollout.tokenizer
     train = encode_problems(tokenizer, train_problems, cfg.data.max_prompt_tokens, "training set")

@@ -14,6 +14,8 @@ engine; it never holds a second copy of the log-prob, loss, critic, reference/pr
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
 from platforms.backend.learner import TorchLearner
@@ -29,22 +31,28 @@ def plan_for(cfg: TrainConfig, device: torch.device) -> ParallelPlan:
                         activation_checkpointing=cfg.model.activation_checkpointing)
 
 
-def decode_plan_for(options: RolloutConfig, device: torch.device, mark_step=None) -> DecodePlan:
+def decode_plan_for(options: RolloutConfig, device: torch.device, mark_step=None,
+                    prompt_tokens: int | None = None) -> DecodePlan:
     """The torch engine's decode layout: --rollout.kv-cache, where auto means static on an accelerator and
     dynamic on the CPU. On CUDA the static step is compiled (CUDA graphs); XLA traces it itself (`mark_step`).
     Off the CPU the device is asked whether every row has finished only every 8 tokens (one sync per token
-    would stall the GPU's queue)."""
+    would stall the GPU's queue). `prompt_tokens` (--data.max-prompt-tokens: no prompt is longer) fixes the
+    static cache's length for the run: its prompt bucket plus --rollout.max-new-tokens."""
     static = options.kv_cache == "static" or (options.kv_cache == "auto" and device.type != "cpu")
     if not static:
         return DecodePlan()
-    return DecodePlan(static_cache=True, compile=device.type == "cuda", sync_every=1 if device.type == "cpu" else 8,
+    plan = DecodePlan(static_cache=True, compile=device.type == "cuda", sync_every=1 if device.type == "cpu" else 8,
                       mark_step=mark_step)
+    if prompt_tokens:
+        bucket = -(-prompt_tokens // plan.prompt_multiple) * plan.prompt_multiple
+        plan = replace(plan, cache_tokens=bucket + options.max_new_tokens)
+    return plan
 
 
 def torch_rollout(model_dir, device: torch.device, platform: str, seed: int, dtype: str,
-                  options: RolloutConfig | None, mark_step=None) -> TorchRollout:
+                  options: RolloutConfig | None, mark_step=None, prompt_tokens: int | None = None) -> TorchRollout:
     """The backend's rollout as a platform configures it."""
-    plan = decode_plan_for(options or RolloutConfig(), device, mark_step)
+    plan = decode_plan_for(options or RolloutConfig(), device, mark_step, prompt_tokens)
     return TorchRollout(model_dir, seed=seed, dtype=DTYPES[dtype], device=device, platform=platform, decode=plan)
 
 

@@ -10,15 +10,29 @@ Two layouts of the same loop (`DecodePlan`):
 - dynamic (the CPU default): the KV cache grows by one token per step, rows that finished leave the batch
   (once an eighth of it has), the loop stops as soon as every row has finished. Shapes change every step,
   which costs nothing in eager mode on a CPU. Small models decode in wider batches (`_rows_per_batch`).
-- static (CUDA, XLA): a preallocated KV cache of fixed size (transformers' `StaticCache`), prompts
-  left-padded to a multiple of `prompt_multiple` and the batch padded to a power of two, so that a
-  decode step has one shape per (batch bucket, length bucket): it can be `torch.compile`d once (on CUDA
-  with CUDA graphs, mode "reduce-overhead") or traced once per bucket by XLA. Tokens are kept in a list
-  of per-step tensors (no in-place writes at a varying index), and whether every row has finished is
-  read from the device only every `sync_every` steps. Pad rows are sampled with the real ones (at u = 0,
-  finished from the start) and dropped at the end; a batch's uniforms are drawn at once for its real rows,
-  so the generator draws exactly what the dynamic layout draws: on the CPU both give the same tokens and
-  log-probs (tests/unit/test_static_decode.py).
+- static (CUDA, XLA): a preallocated KV cache (transformers' `StaticCache`) of one length for the whole
+  run (`cache_tokens`: the longest prompt bucket plus --rollout.max-new-tokens, set by the platform from
+  the config; a call that needs more grows it, and it never shrinks), prompts left-padded to a multiple of
+  `prompt_multiple`, the batch padded to one of three row buckets (`batch_bucket`). A decode step then has
+  one shape per row bucket: at most three graphs per run, well under torch.compile's recompile limit (8),
+  past which it would decode eagerly. It is `torch.compile`d (on CUDA with CUDA graphs, mode
+  "reduce-overhead") or traced once per bucket by XLA, and attends grouped-query heads without expanding
+  the cache (platforms/backend/attention.py). Tokens are kept in a list of per-step tensors (no in-place
+  writes at a varying index), and whether every row has finished is read from the device only every
+  `sync_every` steps. Pad rows are sampled with the real ones (at u = 0, finished from the start) and
+  dropped at the end; a batch's uniforms are drawn at once for its real rows, so the generator draws exactly
+  what the dynamic layout draws: on the CPU both give the same tokens and log-probs
+  (tests/unit/test_static_decode.py).
+
+Sampling draws its uniforms from one host generator on every device, so a run samples the same numbers on the
+CPU, on any GPU model (CUDA's generator output depends on the number of SMs) and on XLA, and a checkpoint's
+generator state resumes anywhere. They go to the device once per batch ([rows, max_new_tokens] floats).
+
+Memory between generations (`release_memory`, called while the learner works): the dynamic layout holds
+nothing. The static caches are freed, except under CUDA graphs (compiled decode on CUDA): a recorded graph
+reads its cache at fixed addresses, and a new allocation would be recorded again on every step. There the
+caches stay (one per row bucket in use, at most 1 + 1/4 + 1/16 of the largest); SGLang's engine, which
+releases its KV cache by remapping memory under the same addresses, is the choice where that memory counts.
 """
 
 from __future__ import annotations
@@ -31,6 +45,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StaticCache
 
+from platforms.backend.attention import use_grouped_decode_attention
 from platforms.backend.parallel import to_device_keeping_ties
 from remix.batching import positions_of
 from remix.interfaces import Generation, Rollout, SamplingParams
@@ -61,7 +76,9 @@ class DecodePlan:
 
     static_cache: bool = False
     compile: bool = False  # torch.compile the one-token decode step (static layout only)
+    compile_backend: str | Callable = "inductor"  # torch.compile's backend (tests count graphs with their own)
     prompt_multiple: int = 64  # static: prompts are left-padded to a multiple of this many tokens
+    cache_tokens: int = 0  # static: the KV cache's length for the run (0: the first call's need, grown as needed)
     sync_every: int = 1  # static: read "has every row finished?" from the device every this many tokens
     mark_step: Callable[[], None] | None = None  # XLA: cut the lazy graph after the prefill and each step
     compact_finished: bool = True  # dynamic: rows that finished leave the batch (once an eighth of it has)
@@ -71,8 +88,8 @@ class DecodePlan:
     def __post_init__(self) -> None:
         if self.compile and not self.static_cache:
             raise ValueError("DecodePlan: compile=True needs static_cache=True (one shape per bucket)")
-        if self.prompt_multiple < 1 or self.sync_every < 1:
-            raise ValueError("DecodePlan: prompt_multiple and sync_every must be >= 1")
+        if self.prompt_multiple < 1 or self.sync_every < 1 or self.cache_tokens < 0:
+            raise ValueError("DecodePlan: prompt_multiple and sync_every must be >= 1, cache_tokens >= 0")
 
 
 def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
@@ -88,8 +105,13 @@ def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
 
 
 def batch_bucket(n: int, max_batch: int) -> int:
-    """The static layout's batch size for n prompts: the next power of two, at most max_batch."""
-    return min(1 << max(n - 1, 0).bit_length(), max_batch) if n <= max_batch else n
+    """The static layout's batch size for n rows: the smallest of max_batch / 16, max_batch / 4 and max_batch
+    that holds them. Three buckets, not a power of two each: every bucket is one more compiled graph (and one
+    more cache), and torch.compile gives up after 8 per function. A batch of a sixteenth or a quarter pads at
+    most 4x its rows; a decode step's time is mostly the weights' reads, which do not grow with rows."""
+    if n > max_batch:
+        return n
+    return next(b for b in (max(max_batch // 16, 1), max(max_batch // 4, 1), max_batch) if b >= n)
 
 
 def new_static_cache(model, rows: int, length: int) -> StaticCache:
@@ -161,17 +183,23 @@ class TorchRollout(Rollout):
         self.model.requires_grad_(False)
         self.stop_ids = stop_token_ids(self.model.generation_config, self.tokenizer)
         self.pad_id = pad_token_id(self.tokenizer, self.stop_ids)
-        # XLA devices have no torch.Generator: there the uniforms come from the host (see _uniforms)
-        self.generator = torch.Generator(device="cpu" if self.device.type == "xla" else self.device).manual_seed(seed)
+        # the host's generator on every device (module docstring): the same samples on any hardware
+        self.generator = torch.Generator(device="cpu").manual_seed(seed)
         self.max_batch = max_batch
+        if self.decode.static_cache:  # one query token per step: keep grouped-query heads grouped (attention.py)
+            use_grouped_decode_attention(self.model)
         # transformers 5 renamed `past_key_values` to `cache`; accept both generations of the API.
         params = inspect.signature(self.model.forward).parameters
         self._cache_kwarg = "cache" if "cache" in params else "past_key_values"
         # transformers 4 writes a StaticCache at explicit cache positions; 5 keeps the count in the cache
         self._takes_cache_position = "cache_position" in params
-        self._static: tuple[tuple[int, int], StaticCache] | None = None  # the one static cache kept, by shape
-        mode = "reduce-overhead" if self.device.type == "cuda" else None  # CUDA graphs where there are any
-        self._step = torch.compile(self._forward_last, dynamic=False, mode=mode) if self.decode.compile \
+        self._caches: dict[int, StaticCache] = {}  # static layout: one cache per row bucket, all of one length
+        self._cache_tokens = self.decode.cache_tokens
+        # CUDA graphs where there are any (with the inductor backend; tests count graphs with lighter backends)
+        self._cuda_graphs = self.decode.compile and self.device.type == "cuda" and \
+            self.decode.compile_backend == "inductor"
+        self._step = torch.compile(self._forward_last, dynamic=False, backend=self.decode.compile_backend,
+                                   mode="reduce-overhead" if self._cuda_graphs else None) if self.decode.compile \
             else self._forward_last
 
     @torch.no_grad()
@@ -191,6 +219,13 @@ class TorchRollout(Rollout):
             raise KeyError(f"load_weights: {len(missing)} weights never arrived, e.g. {sorted(missing)[:3]}")
         if self.decode.mark_step:  # XLA: run the copies now, not as part of the next generation's first graph
             self.decode.mark_step()
+
+    def release_memory(self) -> None:
+        """Frees the static KV caches while the learner works (module docstring), unless CUDA graphs hold them."""
+        if self._caches and not self._cuda_graphs:
+            self._caches.clear()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {"generator": self.generator.get_state()}
@@ -244,13 +279,14 @@ class TorchRollout(Rollout):
         for step in range(new):
             logits = self.model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
                                 logits_to_keep=1, **{self._cache_kwarg: cache}).logits[:, -1]
-            u = None if uniforms is None else uniforms[live.to(uniforms.device), step].to(self.device)
+            u = None if uniforms is None else uniforms[live.to(uniforms.device), step].to(self.device)  # no-ops off XLA
             token, logp = sample_next(logits, params, u)
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             tokens[live, step], logps[live, step] = token, logp
             steps = step + 1
             done = done | torch.isin(token, stop)
-            if bool(done.all()) or step + 1 == new:
+            finished = int(done.sum())  # the one read from the device per token (end of loop, compaction)
+            if finished == len(live) or step + 1 == new:
                 break
             # Rows that finished keep decoding pads whose outputs are discarded, until an eighth of the rows
             # still decoding have finished: then they leave the batch and its cache (a copy of the cache, which
@@ -258,7 +294,7 @@ class TorchRollout(Rollout):
             # up to the last bits of a matrix product over fewer rows (tests/unit/test_static_decode.py).
             mask = torch.cat([mask, torch.ones((len(live), 1), dtype=mask.dtype, device=self.device)], dim=1)
             step_ids, step_pos = token[:, None], step_pos[:, -1:] + 1
-            if self.decode.compact_finished and int(done.sum()) * 8 >= len(live):
+            if self.decode.compact_finished and finished * 8 >= len(live):
                 keep = (~done).nonzero().squeeze(1)
                 cache.batch_select_indices(keep)
                 live, mask, done = live[keep], mask[keep], done[keep]
@@ -266,14 +302,18 @@ class TorchRollout(Rollout):
         tokens, logps = tokens[:, :steps].cpu(), logps[:, :steps].cpu()
         return [self._to_generation(tokens[i], logps[i]) for i in range(n)]
 
-    def _uniforms(self, n: int, params: SamplingParams) -> torch.Tensor | None:
-        """[n, max_new_tokens] uniforms for a batch, drawn at once, so that the generator's stream does not depend
-        on how many steps the loop ran (the static layout notices finished rows only every sync_every steps).
-        They stay on the generator's device; each step takes its column there (on XLA, the host: a column
-        sliced on the device would be a constant of the step's graph, one graph per step)."""
+    def _uniforms(self, n: int, params: SamplingParams, pad_rows: int = 0) -> torch.Tensor | None:
+        """[n + pad_rows, max_new_tokens] uniforms for a batch, drawn on the host at once for its n real rows (pad
+        rows get zeros), so that the generator's stream does not depend on how many steps the loop ran (the
+        static layout notices finished rows only every sync_every steps) nor on the device. They go to the
+        device in one copy, where each step takes its column; on XLA they stay on the host and each step sends
+        its column (a column sliced on the device would be a constant of the step's graph, one graph per step)."""
         if params.temperature == 0:
             return None
-        return torch.rand((n, params.max_new_tokens), generator=self.generator, device=self.generator.device)
+        u = torch.rand((n, params.max_new_tokens), generator=self.generator)
+        if pad_rows:
+            u = torch.cat([u, torch.zeros((pad_rows, params.max_new_tokens))])
+        return u if self.device.type == "xla" else u.to(self.device)
 
     def _forward_last(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                       cache_position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
@@ -282,15 +322,19 @@ class TorchRollout(Rollout):
         return self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                           logits_to_keep=1, **{self._cache_kwarg: cache}, **extra).logits[:, -1].float()
 
-    def _static_cache(self, rows: int, length: int) -> StaticCache:
-        """The preallocated cache for this shape, emptied. Only one is kept: at 1.5B parameters a
-        64 x 4096-token cache alone is several GB."""
-        if self._static is None or self._static[0] != (rows, length):
-            self._static = None  # free the old one before allocating the new one
-            self._static = ((rows, length), new_static_cache(self.model, rows, length))
+    def _static_cache(self, rows: int, needed: int) -> StaticCache:
+        """The preallocated cache of `rows` rows, emptied. Every cache has the run's one length (module docstring):
+        a call needing more than it replaces them all by longer ones (rounded up to a power of two where the
+        platform set no length), so lengths only grow."""
+        if needed > self._cache_tokens:
+            self._caches.clear()  # free the old ones before allocating longer ones
+            self._cache_tokens = needed if self.decode.cache_tokens else 1 << (needed - 1).bit_length()
+        cache = self._caches.get(rows)
+        if cache is None:
+            cache = self._caches[rows] = new_static_cache(self.model, rows, self._cache_tokens)
         else:
-            self._static[1].reset()
-        return self._static[1]
+            cache.reset()
+        return cache
 
     @torch.no_grad()
     def _generate_static(self, prompts: list[list[int]], params: SamplingParams) -> list[Generation]:
@@ -302,10 +346,11 @@ class TorchRollout(Rollout):
         # n), at u = 0 and finished from the start, and dropped on the host at the end.
         ids, mask = left_pad(prompts + [[self.pad_id]] * (rows - n), self.pad_id, width)
         new = params.max_new_tokens
-        # The decode slots are all visible in the 2-D mask: causality hides the ones not yet written.
-        full_mask = torch.cat([mask, torch.ones((rows, new), dtype=mask.dtype)], dim=1).to(dev)
-        ids, positions = ids.to(dev), positions_of(mask).to(dev)
         cache = self._static_cache(rows, width + new)
+        # Every slot after the prompt is visible in the 2-D mask: causality hides the ones not yet written, and
+        # the mask has the cache's length, whatever this call's prompt width (one decode graph per row bucket).
+        full_mask = torch.cat([mask, torch.ones((rows, self._cache_tokens - width), dtype=mask.dtype)], dim=1).to(dev)
+        ids, positions = ids.to(dev), positions_of(mask).to(dev)
         logits = self._forward_last(ids, full_mask, positions, torch.arange(width, device=dev), cache)  # prefill
         if plan.mark_step:
             plan.mark_step()
@@ -313,9 +358,7 @@ class TorchRollout(Rollout):
         done = (torch.arange(rows) >= n).to(dev)
         step_pos, cache_position = positions[:, -1:], torch.tensor([width], device=dev)
         tokens, logps = [], []
-        uniforms = self._uniforms(n, params)
-        if uniforms is not None:  # the pad rows' uniforms are zeros: the generator draws for the n real rows only
-            uniforms = torch.cat([uniforms, torch.zeros((rows - n, new), device=uniforms.device)])
+        uniforms = self._uniforms(n, params, pad_rows=rows - n)  # drawn for the n real rows only
         for j in range(new):
             token, logp = sample_next(logits, params, None if uniforms is None else uniforms[:, j].to(dev))
             token = torch.where(done, torch.full_like(token, self.pad_id), token)

@@ -18,9 +18,10 @@ DEVICE = torch.device("cpu")
 
 
 def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32",
-                 options: RolloutConfig | None = None) -> TorchRollout:
-    """The backend's rollout on the host (dynamic KV cache unless --rollout.kv-cache static)."""
-    return torch_rollout(model_dir, DEVICE, NAME, seed, dtype, options)
+                 options: RolloutConfig | None = None, prompt_tokens: int | None = None) -> TorchRollout:
+    """The backend's rollout on the host (dynamic KV cache unless --rollout.kv-cache static). `prompt_tokens`:
+    the longest prompt it will be given, where known (sizes a static KV cache once)."""
+    return torch_rollout(model_dir, DEVICE, NAME, seed, dtype, options, prompt_tokens=prompt_tokens)
 
 
 def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:

@@ -61,7 +61,7 @@ def rollout_engine(requested: str, sglang_importable: bool | None = None) -> str
 
 
 def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32",
-                 options: RolloutConfig | None = None) -> Rollout:
+                 options: RolloutConfig | None = None, prompt_tokens: int | None = None) -> Rollout:
     options = options or RolloutConfig()
     if rollout_engine(options.engine) == "sglang":
         from platforms.cuda.sglang_rollout import SGLangRollout
@@ -69,7 +69,7 @@ def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32"
         return SGLangRollout(model_dir, seed=seed, dtype=dtype, gpu=dist.local_rank(),
                              mem_fraction=options.sglang_mem_fraction, bucket_mb=options.weight_sync_bucket_mb,
                              deterministic=options.sglang_deterministic)
-    return torch_rollout(model_dir, device(), NAME, seed, dtype, options)
+    return torch_rollout(model_dir, device(), NAME, seed, dtype, options, prompt_tokens=prompt_tokens)
 
 
 def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:

@@ -109,8 +109,8 @@ def mesh():
 
 
 def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32",
-                 options: RolloutConfig | None = None):
-    return torch_rollout(model_dir, device(), NAME, seed, dtype, options, mark_step=sync)
+                 options: RolloutConfig | None = None, prompt_tokens: int | None = None):
+    return torch_rollout(model_dir, device(), NAME, seed, dtype, options, mark_step=sync, prompt_tokens=prompt_tokens)
 
 
 def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:

@@ -56,6 +56,21 @@ def test_greedy_static_compiled_decode_equals_the_cpu_reference(cuda, tiny_model
         torch.testing.assert_close(torch.tensor(g.logprobs), torch.tensor(c.logprobs), atol=1e-3, rtol=0)
 
 
+def test_sampled_decode_on_the_gpu_draws_the_cpu_reference_tokens(cuda, tiny_model_dir):
+    """Sampling draws its uniforms from the host generator on every device: with the same seed, the GPU's compiled
+    static decode samples what the CPU's dynamic decode samples (log-probs to float rounding), and the two
+    generators end in the same state (a checkpoint resumes on any device)."""
+    on_gpu = cuda.make_rollout(tiny_model_dir, seed=4, options=RolloutConfig(engine="torch"))
+    on_cpu = get_platform("cpu").make_rollout(tiny_model_dir, seed=4)
+    params = SamplingParams(temperature=1.0, max_new_tokens=10, n=3)
+    prompts = _prompts(on_cpu.tokenizer)
+    for gpu, cpu in zip(on_gpu.generate(prompts, params), on_cpu.generate(prompts, params)):
+        for g, c in zip(gpu, cpu):
+            assert g.token_ids == c.token_ids
+            torch.testing.assert_close(torch.tensor(g.logprobs), torch.tensor(c.logprobs), atol=1e-3, rtol=0)
+    assert torch.equal(on_gpu.generator.get_state(), on_cpu.generator.get_state())
+
+
 @pytest.mark.parametrize("temperature", [1.0, 0.6])
 def test_sampled_engine_logprobs_match_the_gpu_learner(cuda, tiny_model_dir, temperature):
     cfg = small_config()

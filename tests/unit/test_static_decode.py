@@ -29,6 +29,29 @@ def sharp_model_dir(tiny_model_dir, tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def gqa_model_dir(tiny_model_dir, tmp_path_factory):
+    """A small random Qwen2 with grouped-query attention (4 query heads share 2 key/value heads, as Qwen2.5's 12
+    share 2), weights scaled up like sharp_model_dir's, with the tiny model's tokenizer."""
+    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, bos_token_id=None)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(config)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.mul_(8.0)
+    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id)
+    out = tmp_path_factory.mktemp("models") / "gqa-sharp"
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
 def _prompts(rollout, n=3):
     tok = rollout.tokenizer
     texts = ["What is 1 + 2?", "7 * 8 =", "Hi", "Compute 12 - 5, then add 3.", "9"]
@@ -53,13 +76,16 @@ def _assert_same(a, b, atol=1e-5):
     DecodePlan(static_cache=True, prompt_multiple=1),
     DecodePlan(static_cache=True, prompt_multiple=64),  # every prompt gets more left padding
     DecodePlan(static_cache=True, prompt_multiple=16, sync_every=4),
-], ids=["exact-width", "bucket-64", "bucket-16-sync-4"])
+    DecodePlan(static_cache=True, prompt_multiple=16, cache_tokens=200),  # the cache far longer than needed
+], ids=["exact-width", "bucket-64", "bucket-16-sync-4", "cache-200"])
 @pytest.mark.parametrize("temperature", [1.0, 0.0])
-def test_static_cache_gives_the_dynamic_tokens_and_logprobs(sharp_model_dir, plan, temperature):
+@pytest.mark.parametrize("model", ["sharp", "gqa"])
+def test_static_cache_gives_the_dynamic_tokens_and_logprobs(sharp_model_dir, gqa_model_dir, model, plan, temperature):
+    model_dir = {"sharp": sharp_model_dir, "gqa": gqa_model_dir}[model]
     params = SamplingParams(temperature=temperature, max_new_tokens=9, n=2)
-    dynamic = TorchRollout(sharp_model_dir, seed=11)
-    static = TorchRollout(sharp_model_dir, seed=11, decode=plan)
-    prompts = _prompts(dynamic)  # 3 prompts x 2 = 6 rows: padded to a batch of 8 in the static layout
+    dynamic = TorchRollout(model_dir, seed=11)
+    static = TorchRollout(model_dir, seed=11, decode=plan)
+    prompts = _prompts(dynamic)  # 3 prompts x 2 = 6 rows: padded to a batch of 16 in the static layout
     want, got = _generate_twice(dynamic, prompts, params), _generate_twice(static, prompts, params)
     _assert_same(want, got)
     # the generator drew exactly the same numbers, also where the static loop ran past the last stop (sync_every)
@@ -67,8 +93,10 @@ def test_static_cache_gives_the_dynamic_tokens_and_logprobs(sharp_model_dir, pla
 
 
 def test_static_cache_stops_early_and_at_the_limit(sharp_model_dir):
-    """Rows that stop keep their stop token; the cache is reused for the same shape and replaced for another."""
-    static = TorchRollout(sharp_model_dir, seed=0, decode=DecodePlan(static_cache=True, prompt_multiple=8))
+    """Rows that stop keep their stop token; a row bucket's cache is reused, another bucket gets one of the same
+    length, and a call that needs a longer cache replaces them all."""
+    static = TorchRollout(sharp_model_dir, seed=0, decode=DecodePlan(static_cache=True, prompt_multiple=8,
+                                                                    cache_tokens=64))
     dynamic = TorchRollout(sharp_model_dir, seed=0)
     stop = min(static.stop_ids)
     for rollout in (static, dynamic):
@@ -76,13 +104,91 @@ def test_static_cache_stops_early_and_at_the_limit(sharp_model_dir):
     params = SamplingParams(temperature=1.0, max_new_tokens=12, n=4)
     prompts = _prompts(static, 2)
     _assert_same(_generate_twice(dynamic, prompts, params), _generate_twice(static, prompts, params))
-    shape = static._static[0]
-    static.generate(_prompts(static, 5), params)  # 20 rows -> a batch of 32, another cache
-    assert static._static[0] != shape
+    first = static._caches[16]  # 2 prompts x 4 = 8 rows: the bucket of 16
+    length = static._cache_tokens
+    static.generate(_prompts(static, 5), params)  # 20 rows -> the bucket of 64, a second cache, same length
+    assert sorted(static._caches) == [16, 64] and static._caches[16] is first and static._cache_tokens == length
+    static.generate(_prompts(static, 2), SamplingParams(temperature=1.0, max_new_tokens=200, n=4))
+    assert static._cache_tokens > length and list(static._caches) == [16] and static._caches[16] is not first
+
+
+def test_release_memory_frees_the_static_caches_and_decoding_goes_on(sharp_model_dir):
+    static = TorchRollout(sharp_model_dir, seed=0, decode=DecodePlan(static_cache=True, prompt_multiple=8))
+    params = SamplingParams(temperature=0.0, max_new_tokens=5)
+    want = static.generate(_prompts(static), params)
+    static.release_memory()
+    assert static._caches == {}
+    assert static.generate(_prompts(static), params) == want
 
 
 def test_batch_buckets():
-    assert [batch_bucket(n, 64) for n in (1, 2, 3, 5, 33, 64)] == [1, 2, 4, 8, 64, 64]
+    assert [batch_bucket(n, 64) for n in (1, 2, 4, 5, 16, 17, 33, 64)] == [4, 4, 4, 16, 16, 64, 64, 64]
+    assert [batch_bucket(n, 1) for n in (1,)] == [1]
+
+
+class GraphRecorder:
+    """A torch.compile backend that keeps every graph dynamo hands it (and runs it eagerly)."""
+
+    def __init__(self):
+        self.graphs = []
+
+    def __call__(self, gm, example_inputs):
+        self.graphs.append(gm)
+        return gm.forward
+
+
+def test_one_compiled_decode_graph_per_row_bucket_whatever_the_prompts(sharp_model_dir):
+    """Prompts of many lengths and batches of many sizes compile one decode graph per row bucket used (the cache
+    has one length for the run). Before: one per (power-of-two batch, prompt bucket + new tokens), past
+    torch.compile's recompile limit of 8 within a few evaluation and training calls."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    recorder = GraphRecorder()
+    plan = DecodePlan(static_cache=True, compile=True, compile_backend=recorder, prompt_multiple=4, cache_tokens=48)
+    rollout = TorchRollout(sharp_model_dir, seed=0, decode=plan)
+    tok = rollout.tokenizer
+    texts = ["1", "What is 1 + 2?", "Compute 12 - 5, then add 3 and 4 and 5 and 6."]
+    for n in (1, 3, 6, 20):  # rows: buckets 4, 4, 16, 64
+        for t in texts:  # prompt buckets of 4 tokens: several widths
+            rollout.generate([tok(t)["input_ids"]] * n, SamplingParams(temperature=1.0, max_new_tokens=6))
+    assert len({len(tok(t)["input_ids"]) // 4 for t in texts}) == 3  # three prompt buckets really were used
+    assert len(recorder.graphs) == 3  # one per row bucket (4, 16, 64)
+    torch._dynamo.reset()
+
+
+def test_compiled_grouped_query_decode_never_expands_the_kv_cache(gqa_model_dir):
+    """The compiled decode step of a grouped-query model attends the cached keys and values with their own
+    (2) heads: no tensor in the traced graph has the shape of the cache expanded to the 4 query heads, which
+    transformers' SDPA path builds in every layer under torch.compile (repeat_kv) when a mask is given."""
+    import torch._dynamo
+
+    def expanded_kv_nodes(plan_kwargs) -> int:
+        torch._dynamo.reset()
+        recorder = GraphRecorder()
+        rollout = TorchRollout(gqa_model_dir, seed=0, decode=DecodePlan(
+            static_cache=True, compile=True, compile_backend=recorder, prompt_multiple=8, cache_tokens=32,
+            **plan_kwargs))
+        rollout.generate(_prompts(rollout, 2), SamplingParams(temperature=1.0, max_new_tokens=4))
+        (graph,) = recorder.graphs
+        cfg = rollout.model.config
+        head_dim = cfg.hidden_size // cfg.num_attention_heads
+        expanded = (4, cfg.num_attention_heads, 32, head_dim)  # [rows, query heads, cache slots, head dim]
+        shapes = [tuple(n.meta["example_value"].shape) for n in graph.graph.nodes
+                  if isinstance(n.meta.get("example_value"), torch.Tensor)]
+        torch._dynamo.reset()
+        return sum(shape == expanded for shape in shapes)
+
+    assert expanded_kv_nodes({}) == 0
+    from platforms.backend import rollout as rollout_module
+
+    # the same count with transformers' own SDPA attention finds the expansion: keys and values in each layer
+    original = rollout_module.use_grouped_decode_attention
+    rollout_module.use_grouped_decode_attention = lambda model: False
+    try:
+        assert expanded_kv_nodes({}) >= 2 * 2
+    finally:
+        rollout_module.use_grouped_decode_attention = original
 
 
 def test_compile_needs_the_static_layout():
@@ -91,12 +197,14 @@ def test_compile_needs_the_static_layout():
 
 
 @pytest.mark.slow
-def test_compiled_static_decode_matches_eager(sharp_model_dir):
+@pytest.mark.parametrize("model", ["sharp", "gqa"])
+def test_compiled_static_decode_matches_eager(sharp_model_dir, gqa_model_dir, model):
     """torch.compile of the decode step (what CUDA uses, there with CUDA graphs) changes nothing."""
+    model_dir = {"sharp": sharp_model_dir, "gqa": gqa_model_dir}[model]
     params = SamplingParams(temperature=1.0, max_new_tokens=6, n=2)
-    eager = TorchRollout(sharp_model_dir, seed=5, decode=DecodePlan(static_cache=True, prompt_multiple=16))
-    compiled = TorchRollout(sharp_model_dir, seed=5, decode=DecodePlan(static_cache=True, compile=True,
-                                                                      prompt_multiple=16))
+    eager = TorchRollout(model_dir, seed=5, decode=DecodePlan(static_cache=True, prompt_multiple=16))
+    compiled = TorchRollout(model_dir, seed=5, decode=DecodePlan(static_cache=True, compile=True,
+                                                                prompt_multiple=16))
     prompts = _prompts(eager)
     _assert_same(_generate_twice(eager, prompts, params), _generate_twice(compiled, prompts, params), atol=1e-4)
 
