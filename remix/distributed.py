@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -24,12 +25,23 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+# How long a collective waits for the other ranks before the job fails. Rank 0 alone does slow work between
+# collectives: building or converting a built-in model, writing a checkpoint's HF folder (minutes at 7B over a
+# network file system). torch's default (10 minutes for NCCL) would kill such a job; torchtitan sets its own too.
+COLLECTIVE_TIMEOUT = timedelta(minutes=30)
+
+
 def init(backend: str) -> None:
-    """Joins the torchrun job's process group (`backend`: gloo on the CPU, nccl on CUDA); no-op alone."""
+    """Joins the torchrun job's process group (`backend`: gloo on the CPU, nccl on CUDA); no-op alone.
+    NCCL: each rank is bound to cuda:LOCAL_RANK before any collective (not all on cuda:0), and the group is told
+    its device (`device_id`), so NCCL sets up its communicator eagerly for that GPU, as torchtitan does."""
     if launched_world_size() > 1 and not dist.is_initialized():
-        if backend == "nccl":  # before any collective: each rank on its own GPU, not all on cuda:0
-            torch.cuda.set_device(local_rank())
-        dist.init_process_group(backend)
+        options = {"timeout": COLLECTIVE_TIMEOUT}
+        if backend == "nccl":
+            device = torch.device("cuda", local_rank())
+            torch.cuda.set_device(device)
+            options["device_id"] = device
+        dist.init_process_group(backend, **options)
 
 
 def shutdown() -> None:

@@ -59,6 +59,12 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
+def adamw_implementation(device: torch.device) -> dict[str, bool]:
+    """AdamW's kernels: fused on CUDA (one kernel over all parameters, no full-size temporaries; torchtitan's
+    default), torch's default (foreach) elsewhere, which keeps the CPU reference's numbers as they were."""
+    return {"fused": True} if device.type == "cuda" else {}
+
+
 def _tied_aliases(module: nn.Module) -> dict[str, str]:
     """Parameter names that are another name of an earlier parameter (e.g. a tied LM head), to the first name."""
     first: dict[int, str] = {}
@@ -88,11 +94,12 @@ class TorchLearner(Learner):
         # The anchors are copies of the base model made before the plan is applied (sharded like the policy).
         reference = copy.deepcopy(lm)
         precedent = copy.deepcopy(lm) if cfg.uses_precedent() else None  # a full copy: only where it is used
-        static = plan.static_shapes
-        self.policy = plan.prepare(TokenLogprobs(lm, static), trainable=True)
-        self.reference = plan.prepare(TokenLogprobs(reference, static), trainable=False)
+        static, head = plan.static_shapes, plan.head_dtype
+        self.policy = plan.prepare(TokenLogprobs(lm, static, head), trainable=True)
+        self.reference = plan.prepare(TokenLogprobs(reference, static, head), trainable=False)
         self.reference_is_base = True  # until reincarnation; a checkpoint then stores the reference weights
-        self.precedent = None if precedent is None else plan.prepare(TokenLogprobs(precedent, static), trainable=False)
+        self.precedent = None if precedent is None else plan.prepare(TokenLogprobs(precedent, static, head),
+                                                                     trainable=False)
         self.optimizer = self._new_optimizer(self.policy, cfg.optim.lr)
         # XLA traces the objective into the step's graph instead of torch.compiling it (platforms/xla says why)
         self.objective = cfg.objective if plan.compile_objective else replace(cfg.objective, compile=False)
@@ -104,7 +111,8 @@ class TorchLearner(Learner):
 
     def _new_optimizer(self, module: nn.Module, lr: float) -> torch.optim.Optimizer:
         o = self.cfg.optim
-        return torch.optim.AdamW(module.parameters(), lr=lr, betas=o.betas, weight_decay=o.weight_decay)
+        return torch.optim.AdamW(module.parameters(), lr=lr, betas=o.betas, weight_decay=o.weight_decay,
+                                 **adamw_implementation(self.plan.device))
 
     # --- Learner interface -------------------------------------------------------------------
     @torch.no_grad()
@@ -123,15 +131,20 @@ class TorchLearner(Learner):
         return self._on_host(batch, self.critic)
 
     def _on_host(self, batch: TokenBatch, forward: Callable[[TokenBatch], torch.Tensor]) -> torch.Tensor:
-        """forward's [B, T] result on the host. With static shapes (XLA), in chunks of --micro-batch-size rows
-        padded to the length buckets, cropped on the host: one graph per bucket, whatever the batch."""
-        with self.plan.autocast():
+        """forward's [B, T] result on the host, computed --micro-batch-size rows at a time on every device: a
+        pass holds the activations of a micro-batch, not of the step's whole batch (at 1.5B, 64 rows of 4,608
+        tokens would be tens of GB). Rows are independent, so the result does not depend on the chunking. With
+        static shapes (XLA) each chunk has exactly that many rows and is padded to the length buckets, cropped
+        on the host: one graph per bucket, whatever the batch."""
+        rows = self.cfg.micro_batch_size
+        with self.plan.autocast(), self.plan.float32_matmuls():
             if not self.plan.static_shapes:
-                return forward(self.plan.place(batch)).cpu()
+                return torch.cat([forward(self.plan.place(batch.select(idx))).cpu()
+                                  for idx in torch.arange(len(batch)).split(rows)])
             T = batch.response_mask.shape[1]
             padded = pad_to_multiple(batch, self.plan.length_multiple)
             return torch.cat([forward(self.plan.place(chunk)).cpu()[:real, :T]  # .cpu() runs the graph
-                              for chunk, real in row_chunks(padded, self.cfg.micro_batch_size)])
+                              for chunk, real in row_chunks(padded, rows)])
 
     def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
         """One AdamW step over the mini-batch `batch` (this rank's share of it), and one for the PPO critic.
@@ -182,10 +195,11 @@ class TorchLearner(Learner):
         finite = torch.ones((), dtype=torch.bool, device=batch.input_ids.device)
         for idx in torch.arange(len(batch)).split(self.cfg.micro_batch_size):
             micro = batch.select(idx.to(batch.input_ids.device))
-            with self.plan.autocast():
-                loss, metrics = loss_fn(micro)
-            finite = finite & torch.isfinite(loss.detach()).all()
-            (loss * scale if scale != 1.0 else loss).backward()
+            with self.plan.float32_matmuls():
+                with self.plan.autocast():
+                    loss, metrics = loss_fn(micro)
+                finite = finite & torch.isfinite(loss.detach()).all()
+                (loss * scale if scale != 1.0 else loss).backward()
             share = micro.response_mask.sum().float() / max(global_tokens, 1.0)
             for k, v in metrics.items():  # loss parts are already global partial sums; the rest token means
                 part = v.detach().float() * (1.0 if k.startswith("loss/") else share)
@@ -200,10 +214,11 @@ class TorchLearner(Learner):
         summed = dist.sum_floats({**dict(zip(names, host[:-2])), "nonfinite_ranks": host[-2]})
         norm = host[-1]
         skipped = summed.pop("nonfinite_ranks") > 0 or not math.isfinite(norm)
-        if skipped:
-            optimizer.zero_grad(set_to_none=True)
-        else:
+        if not skipped:
             optimizer.step()
+        # Gradients are freed now, not at the next update: between updates the learner's log-prob passes and
+        # the rollout engine have that memory (a float32 copy of the model) to themselves.
+        optimizer.zero_grad(set_to_none=True)
         self.plan.sync()
         summed.update({name: norm, f"skipped/{name}": float(skipped)})
         return summed

@@ -8,9 +8,14 @@ the values). The plan is fixed at construction time:
 - `compute_dtype`: float32, or bfloat16 for a learner that computes in bf16 while its master weights and
   AdamW state stay float32. Sharded, FSDP2's `MixedPrecisionPolicy(param_dtype=bf16, reduce_dtype=fp32)`
   casts the gathered parameters (so all-gathers move bf16) and reduces gradients in float32. Unsharded,
-  autocast does the casting per op (matmuls in bf16; norms, softmax and losses in float32); the weights
-  are float32 either way. The LM head, log-probs, entropies and losses are float32 in both
-  (platforms/backend/logprobs.py turns autocast off there and upcasts the head's weight).
+  autocast does the casting per op (matmuls in bf16; norms, softmax and losses in float32); the trained
+  weights are float32 either way. Log-probs, entropies and losses are float32 in both; in a bf16 plan the
+  LM head multiplies bf16-rounded states and weights in float32 (TF32 on CUDA, exact for such inputs), in a
+  float32 plan exact float32 (platforms/backend/logprobs.py).
+  Frozen models (reference, precedent) hold each weight in the dtype it is computed in, so they cost half
+  the memory in bf16 plans and compute exactly what float32 copies would: sharded, every weight in bf16
+  (FSDP2 would cast each gathered weight to bf16 anyway); unsharded, the linear layers of the transformer
+  blocks (autocast casts exactly those to bf16), with embeddings, norms and the head kept float32.
 - `sharded`: FSDP2 (`fully_shard`) over all processes of the job, one unit per transformer block plus the
   root; used whenever the job has more than one process.
 - `activation_checkpointing`: each transformer block's activations are recomputed in the backward pass
@@ -68,10 +73,12 @@ class ParallelPlan:
 
     def prepare(self, module: nn.Module, trainable: bool) -> nn.Module:
         """Applies the plan to a freshly built float32 module: activation checkpointing (trainable modules
-        only), FSDP2 sharding, placement. Dropout stays off (eval mode) throughout: the old, proximal and
-        current log-probs must be comparable."""
+        only), frozen weights in the compute dtype, FSDP2 sharding, placement. Dropout stays off (eval mode)
+        throughout: the old, proximal and current log-probs must be comparable."""
         module.eval().requires_grad_(trainable)
         blocks = transformer_blocks(module)
+        if not trainable and self.compute_dtype != torch.float32:
+            store_frozen_in_compute_dtype(module, blocks, self.compute_dtype, self.sharded)
         if self.activation_checkpointing and trainable:
             for block in blocks:
                 _recompute_in_backward(block)
@@ -98,12 +105,61 @@ class ParallelPlan:
                     xs.mark_sharding(p, self.spmd_mesh, spec)
         return module
 
+    @property
+    def head_dtype(self) -> torch.dtype | None:
+        """bf16 plans: the dtype the LM head's inputs are rounded to before its float32 product (None: exact)."""
+        return None if self.compute_dtype == torch.float32 else self.compute_dtype
+
+    def float32_matmuls(self) -> contextlib.AbstractContextManager:
+        """The context forward *and backward* passes run in: in a bf16 plan on CUDA, float32 matrix products
+        (the LM head's) may use TF32 tensor cores; torch leaves TF32 off by default, which makes the head, a
+        [tokens, hidden] x [hidden, 151,936] product at Qwen's vocabulary, run at a fraction of bf16 speed. Its
+        forward inputs are bf16-rounded there, which TF32 represents exactly; float32 plans stay exact."""
+        if self.device.type != "cuda" or self.compute_dtype == torch.float32:
+            return contextlib.nullcontext()
+        return allow_tf32()
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context forward passes run in: bf16 autocast for an unsharded bf16 learner, else nothing
         (float32, or FSDP2 already hands the blocks bf16 parameters)."""
         if self.compute_dtype == torch.float32 or self.sharded:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
+
+
+@contextlib.contextmanager
+def allow_tf32():
+    """CUDA float32 matmuls in TF32 inside (a process-wide flag, read when each product is launched, also by the
+    autograd thread that runs the backward pass); the previous setting after."""
+    matmul = torch.backends.cuda.matmul
+    new_api = hasattr(matmul, "fp32_precision")  # torch >= 2.9; mixing it with allow_tf32 raises there
+    before = matmul.fp32_precision if new_api else matmul.allow_tf32
+    if new_api:
+        matmul.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        if new_api:
+            matmul.fp32_precision = before
+        else:
+            matmul.allow_tf32 = before
+
+
+def store_frozen_in_compute_dtype(module: nn.Module, blocks: list[nn.Module], dtype: torch.dtype,
+                                  sharded: bool) -> None:
+    """A frozen model's weights in `dtype` wherever that changes no result (see the module docstring): all of
+    them under FSDP2's bf16 mixed precision; else the nn.Linear layers of the blocks, which autocast runs in
+    `dtype` whatever their storage."""
+    if sharded:
+        for p in module.parameters():  # parameters only: buffers such as RoPE's inv_freq keep their float32
+            p.data = p.data.to(dtype)
+        return
+    for block in blocks:
+        for sub in block.modules():
+            if isinstance(sub, nn.Linear):
+                sub.to(dtype)
 
 
 def to_device_keeping_ties(module: nn.Module, device: torch.device) -> nn.Module:

@@ -71,6 +71,15 @@ def test_bf16_update_on_two_ranks_agrees_with_float32(tiny_model_dir, two_rank_u
                              load_file(Path(tiny_model_dir) / "model.safetensors"))
 
 
+def test_bf16_frozen_copies_on_two_ranks_are_bf16_and_exact(two_rank_updates):
+    """Under FSDP2 bf16 the reference and precedent are stored in bf16 (half the bytes of the float32 policy)
+    and compute exactly what the policy computes from the same weights: FSDP2 casts every gathered weight to
+    bf16 anyway."""
+    from tests.unit.test_precision import assert_frozen_copies_exact
+
+    assert_frozen_copies_exact(two_rank_updates["frozen", "bfloat16"], all_bf16=True)
+
+
 def _train(run_dir: Path, model_dir, steps: int, timeout: float = 300) -> subprocess.CompletedProcess:
     flags = small_cli_flags(model_dir, run_dir, steps)
     return _check(subprocess.run(torchrun(str(ROOT / "scripts" / "run.py"), *flags), cwd=ROOT, env=_env(),

@@ -22,8 +22,8 @@ def nan_logprobs_on(calls: set[int], monkeypatch) -> list[int]:
     """Makes the learner's differentiable log-probs NaN on the given (1-based) training forward passes."""
     real, seen = backend_logprobs.token_logprobs, []
 
-    def patched(model, batch, temperature, chunk_tokens, with_grad, static_shapes=False):
-        logp, entropy = real(model, batch, temperature, chunk_tokens, with_grad, static_shapes)
+    def patched(model, batch, temperature, chunk_tokens, with_grad, *rest):
+        logp, entropy = real(model, batch, temperature, chunk_tokens, with_grad, *rest)
         if with_grad:
             seen.append(1)
             if len(seen) in calls:

@@ -72,11 +72,42 @@ def updated_weights(model_dir, loss_agg: str, dtype: str = "float32",
     return out
 
 
+def frozen_copies_in_bf16(model_dir) -> dict[str, torch.Tensor]:
+    """A bf16 learner's frozen copies (stored in bf16) against its policy (float32 master weights): the largest
+    log-prob differences at the start (reference and precedent are the base model), after an update and a
+    precedent snapshot, and after reincarnation; and the bytes the frozen copies hold on this rank."""
+    cfg = small_config(model_dir, mini_batch_size=B, micro_batch_size=2)
+    cfg = replace(cfg, objective=replace(cfg.objective, kl_coef=0.1), model=replace(cfg.model, dtype="bfloat16"))
+    learner = make_learner(model_dir, cfg)
+    batch = fixed_batch(learner.policy.lm.config.vocab_size)
+
+    def gap(policy: str) -> torch.Tensor:
+        return (learner.logprobs(batch, policy) - learner.logprobs(batch)).abs().max()
+
+    out = {"start/reference": gap("reference"), "start/precedent": gap("precedent")}
+    share = B // dist.world_size()
+    learner.update(with_logprob_fields(batch, learner.logprobs(batch)).select(
+        torch.arange(dist.rank() * share, (dist.rank() + 1) * share)), kl_lambda=0.7)
+    out["updated/reference"] = gap("reference")  # the policy moved away from the base model
+    learner.snapshot_precedent()
+    out["snapshot/precedent"] = gap("precedent")
+    learner.reincarnate_reference()
+    out["reincarnated/reference"] = gap("reference")
+
+    def local_bytes(module) -> int:
+        return sum((p.to_local() if hasattr(p, "to_local") else p).nbytes for p in module.parameters())
+
+    out["bytes/policy"] = torch.tensor(local_bytes(learner.policy))
+    out["bytes/reference"] = torch.tensor(local_bytes(learner.reference))
+    return out
+
+
 def main() -> None:
     model_dir, out = sys.argv[1], sys.argv[2]
     dist.init(DIST_BACKEND)
     results = {("float32", mode): updated_weights(model_dir, mode) for mode in LOSS_AGGS}
     results["bfloat16", LOSS_AGGS[0]] = updated_weights(model_dir, LOSS_AGGS[0], "bfloat16")  # FSDP2 mixed precision
+    results["frozen", "bfloat16"] = frozen_copies_in_bf16(model_dir)
     if dist.is_main():
         torch.save(results, out)
     dist.shutdown()

@@ -64,6 +64,47 @@ def test_bf16_update_agrees_with_float32(tiny_model_dir):
     assert_bf16_update_close(bf16, fp32, base)
 
 
+def assert_frozen_copies_exact(gaps: dict, all_bf16: bool) -> None:
+    """Results of tests.integration.update_worker.frozen_copies_in_bf16: the frozen copies agree exactly with the
+    policy wherever they hold its weights, and hold fewer bytes (all of them bf16 where all_bf16)."""
+    for key in ("start/reference", "start/precedent", "snapshot/precedent", "reincarnated/reference"):
+        assert float(gaps[key]) == 0.0, f"{key}: the frozen copy's log-probs differ by {float(gaps[key]):.3g}"
+    assert float(gaps["updated/reference"]) > 0  # not vacuous: the update moved the policy
+    ratio = int(gaps["bytes/reference"]) / int(gaps["bytes/policy"])
+    assert abs(ratio - 0.5) < 0.01 if all_bf16 else 0.5 < ratio < 1.0, ratio  # (FSDP2 pads uneven shards)
+
+
+def test_bf16_frozen_copies_are_smaller_and_compute_exactly_what_the_policy_computes(tiny_model_dir):
+    """Unsharded bf16 (autocast): the reference and precedent keep the blocks' linear layers in bf16, which autocast
+    computes in bf16 from float32 weights too, so they compute bit for bit what the float32 policy computes."""
+    from tests.integration.update_worker import frozen_copies_in_bf16
+
+    assert_frozen_copies_exact(frozen_copies_in_bf16(tiny_model_dir), all_bf16=False)
+
+
+def test_frozen_copies_of_a_1_5b_model_in_bf16(tmp_path):
+    """At Qwen2.5-1.5B's shape on the meta device (nothing allocated): a frozen copy holds 6.2 GB in float32; in a
+    bf16 plan 3.6 GB unsharded (the blocks' linear layers in bf16) and 3.1 GB sharded (all of it, before
+    division over the ranks)."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from platforms.backend.logprobs import TokenLogprobs
+    from scripts.gpu_check import QWEN15B
+
+    def frozen_bytes(dtype: torch.dtype, sharded: bool) -> int:
+        with torch.device("meta"):
+            model = TokenLogprobs(Qwen2ForCausalLM(Qwen2Config(**QWEN15B)))
+        if sharded:  # what prepare does before fully_shard (which needs a process group)
+            parallel.store_frozen_in_compute_dtype(model, parallel.transformer_blocks(model), dtype, sharded=True)
+        else:
+            model = parallel.ParallelPlan(torch.device("meta"), compute_dtype=dtype).prepare(model, trainable=False)
+        return sum(p.nbytes for p in model.parameters())
+
+    fp32, bf16, bf16_sharded = frozen_bytes(torch.float32, False), frozen_bytes(torch.bfloat16, False), \
+        frozen_bytes(torch.bfloat16, True)
+    assert round(fp32 / 1e9, 1) == 6.2 and round(bf16 / 1e9, 1) == 3.6 and round(bf16_sharded / 1e9, 1) == 3.1
+
+
 def test_activation_checkpointing_gives_the_same_update(tiny_model_dir, monkeypatch):
     plain = updated_weights(tiny_model_dir, LOSS_AGGS[0])
     real, calls = parallel.checkpoint, []
