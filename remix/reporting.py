@@ -25,12 +25,14 @@ def peak_rss_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def write_report(out: Path, stem: str, lines: list[str], data: Any) -> Path:
-    """Writes OUT/STEM.md (the table a reader sees) and OUT/STEM.json (the numbers, as data); prints the text."""
+def write_report(out: Path, stem: str, lines: list[str], data: Any, echo: bool = True) -> Path:
+    """Writes OUT/STEM.md (the table a reader sees) and OUT/STEM.json (the numbers, as data); prints the text
+    unless echo is False."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{stem}.json").write_text(json.dumps(data, indent=1) + "\n")
     text = "\n".join(lines).rstrip() + "\n"
     (out / f"{stem}.md").write_text(text)
-    print(text)
+    if echo:
+        print(text)
     return out / f"{stem}.md"

@@ -3,35 +3,45 @@
     python scripts/gpu_check.py --device cpu --quick --out /tmp/gpu-check     # the smoke test run here (tested)
     python3 scripts/gpu_check.py --out "$OUT"                                 # on a CUDA machine
 
-On the lent H200 (torch 2.11, transformers, safetensors there; no package registry) carry the three pure
+On the lent H100/H200 (torch 2.11, transformers 5.17, safetensors there; no package registry) carry the pure
 Python wheels the configs need, downloaded here with `bash scripts/gpu_wheels.sh`, then run
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. \
-        && REMIX_CACHE=.cache/remix python3 scripts/gpu_check.py --out "$OUT"
+        && REMIX_CACHE=.cache/remix PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py --budget-s 480 --out "$OUT"
 
 with `.whl` and `.cache/remix` (the tiny-arith model, built here once by `python scripts/gpu_check.py --prepare`)
 named in the call's carry.
 
-In order: (a) the tests marked cuda (`pytest -m cuda tests/cuda`), one row each; (b) every check builds the
-backend (platforms/backend) on --device exactly as a platform would and compares it with a reference that
-does not depend on the device: float64 log-probs over the full vocabulary on the host, the same update on
-the CPU, the float32 update, the eager objective; then ReMix-GRPO on tiny-arith for a few steps with rollout
-and learner on the device, its first update's loss against the CPU platform's on the same batch; (c) on a
-randomly initialised model of Qwen2.5-1.5B's shape in bf16 (much smaller with --quick): learner tokens/s and
-MFU at 4,096-token sequences, weight-sync time, rollout tokens/s of the torch engine at batch 64 with the
-dynamic and the static compiled KV cache side by side, peak memory. Timings use the device's own clock
-(synchronised), a median over repeats after warm-up. A part that raises is one FAIL row naming it and its
-error (traceback on stderr), and the next part runs. Prints a table, writes OUT/gpu_check.md and .json with
-each part's wall time, exits 1 if a check failed. Nothing here needs the grader (math-verify) or the network:
-the models are built on the spot or carried; the loops' rewards are exact string matches. Not measurable here:
-the SGLang engine (not installable on the lent GPU machine).
+First a preflight: every package the project imports, the features the carried wheels need of the machine's
+own packages (typeguard needs typing_extensions.Sentinel), and the project itself; a failure there is the
+report's first row and nothing else runs. Then, in order: (a) the tests marked cuda (`pytest -m cuda
+tests/cuda`), one row each; (b) every check builds the backend (platforms/backend) on --device exactly as a
+platform would and compares it with a reference that does not depend on the device: float64 log-probs over the
+full vocabulary on the host, the same update on the same batch on the CPU, the float32 update, the eager
+objective; then ReMix-GRPO on tiny-arith for a few steps with rollout and learner on the device, its first
+update's loss against the CPU platform's on the same batch; (c) on a randomly initialised model of
+Qwen2.5-1.5B's shape in bf16 (much smaller with --quick), with the configuration a run of that size would
+use (`scale_config`, tested in CI): learner tokens/s and MFU at 4,096-token sequences (the peak from the
+detected GPU), the chunked log-prob pass, weight-sync time, rollout tokens/s of the torch engine at batch 64
+with the dynamic and the static compiled KV cache side by side, resident and peak memory. Timings use the
+device's own clock (synchronised), a median over repeats after warm-up.
+
+A part that raises is one FAIL row naming it and its error (traceback on stderr), and the next part runs. The
+report (OUT/gpu-<gpu>-<date>.md and .json, with each part's wall time) is written after every part, so a call
+killed at its time limit still returns what it measured; `--budget-s` skips the parts that would start after
+it (one row each) and stops a part still running at it. `--parts` runs a subset (a rerun of what is missing).
+Exits 1 if a check failed. Nothing here needs the grader (math-verify) or the network: the models are built on
+the spot or carried; the loops' rewards are exact string matches. Not measurable here: the SGLang engine (not
+installable on the lent GPU machine).
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -48,14 +58,22 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from platforms.backend import DTYPES, ParallelPlan, TorchLearner, TorchRollout, decode_plan_for  # noqa: E402
-from platforms.backend.logprobs import head_logprobs  # noqa: E402
-from remix.batching import collate, positions_of  # noqa: E402
-from remix.config import DataConfig, ModelConfig, RolloutConfig, TrainConfig  # noqa: E402
-from remix.interfaces import Group, SamplingParams  # noqa: E402
-from remix.models import build_tiny_random_model, quiet_transformers  # noqa: E402
-from remix.objective import LossInputs, ObjectiveConfig, remix_loss  # noqa: E402
-from remix.reporting import machine_description, write_report  # noqa: E402
+from remix.reporting import machine_description, write_report  # noqa: E402  (stdlib and torch only)
+
+# The project's own imports pull in tyro, typeguard and transformers: a missing or too old package (the lent machine
+# has no registry) becomes the preflight's row in the report, not a traceback before any report exists.
+try:
+    from platforms.backend import DTYPES, ParallelPlan, TorchLearner, TorchRollout, decode_plan_for
+    from platforms.backend.logprobs import head_logprobs
+    from remix.batching import collate, positions_of
+    from remix.config import DataConfig, ModelConfig, RolloutConfig, TrainConfig
+    from remix.interfaces import Group, SamplingParams, TokenBatch
+    from remix.models import build_tiny_random_model, quiet_transformers
+    from remix.objective import LossInputs, ObjectiveConfig, remix_loss
+except Exception as e:  # noqa: BLE001 -- any import failure is reported by preflight(), then the script stops
+    PROJECT_IMPORT_ERROR: Exception | None = e
+else:
+    PROJECT_IMPORT_ERROR = None
 
 
 class Checks:
@@ -103,9 +121,13 @@ def learner_on(device: torch.device, model_dir: Path, cfg: TrainConfig) -> Torch
     return TorchLearner(model_dir, cfg, plan, platform=device.type)
 
 
+PROMPTS = ("What is 1 + 2?", "7 * 8 =", "Hi", "Compute 12 - 5, then add 3.")  # several lengths: left padding
+
+
 def sampled_batch(rollout: TorchRollout, n: int, tokens: int):
     tok = rollout.tokenizer
-    prompts = [tok(f"What is {i} + {i + 1}?")["input_ids"] for i in range(4)]
+    prompts = [tok(t)["input_ids"] for t in PROMPTS]
+    assert len({len(p) for p in prompts}) > 1, "the prompts must differ in length to exercise left padding"
     gens = rollout.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=tokens, n=n, seed=3))
     groups = [Group(prompt_ids=p, responses=[g.token_ids for g in gs], rewards=[float(i % 2) for i in range(len(gs))],
                     version=1, engine_logp=[torch.tensor(g.logprobs) for g in gs]) for p, gs in zip(prompts, gens)]
@@ -139,16 +161,22 @@ def check_logprobs(c: Checks, device, model_dir: Path) -> None:
           0.0, "1 if two greedy generations of the same prompt differ")
 
 
-def one_update(device, model_dir: Path, dtype: str = "float32", activation_checkpointing: bool = False):
-    cfg = config(model_dir, dtype, activation_checkpointing)
-    learner = learner_on(device, model_dir, cfg)
-    rollout = TorchRollout(model_dir, seed=2, device=device, platform=device.type)
+def update_batch(model_dir: Path):
+    """One batch for every update of check_precision, sampled on the host (the same tokens whatever the device),
+    with log-prob fields around the float32 policy's own log-probs."""
+    rollout = TorchRollout(model_dir, seed=2)
     batch, _ = sampled_batch(rollout, n=2, tokens=8)
-    base = learner_on(device, model_dir, config(model_dir)).logprobs(batch)
+    base = learner_on(torch.device("cpu"), model_dir, config(model_dir)).logprobs(batch)
     g = torch.Generator().manual_seed(0)
     batch.fields.update(behav_logp=base + 0.3 * torch.randn(base.shape, generator=g), prox_logp=base.clone(),
                         ref_logp=base - 0.1, prev_logp=base + 0.1,
                         advantages=torch.randn(len(batch), 1, generator=g).expand_as(base).clone())
+    return batch
+
+
+def one_update(device, model_dir: Path, batch, dtype: str = "float32", activation_checkpointing: bool = False):
+    """Metrics, weight change and parameter dtypes of one update of the initial model on `batch`."""
+    learner = learner_on(device, model_dir, config(model_dir, dtype, activation_checkpointing))
     before = {k: v.detach().float().cpu().clone() for k, v in learner.policy_weights()}
     metrics = learner.update(batch, kl_lambda=0.7)
     after = {k: v.detach().float().cpu().clone() for k, v in learner.policy_weights()}
@@ -157,19 +185,22 @@ def one_update(device, model_dir: Path, dtype: str = "float32", activation_check
 
 
 def check_precision(c: Checks, device, model_dir: Path) -> None:
-    fp32, d32, _ = one_update(device, model_dir)
-    host, _, _ = one_update(torch.device("cpu"), model_dir)
+    batch = update_batch(model_dir)
+    fp32, d32, _ = one_update(device, model_dir, batch)
+    host, h32, _ = one_update(torch.device("cpu"), model_dir, batch)
     for key in ("loss/policy", "grad_norm"):
         c.add(f"float32 update on the device vs the CPU: {key}", abs(fp32[key] - host[key]) / max(abs(host[key]), 1e-8),
               1e-4, "relative difference, same batch and weights")
-    bf16, d16, dtypes = one_update(device, model_dir, "bfloat16")
+    c.add("float32 update on the device vs the CPU: direction", float(F.cosine_similarity(d32, h32, dim=0)), 0.999,
+          "cosine between the two weight updates", higher_is_better=True)
+    bf16, d16, dtypes = one_update(device, model_dir, batch, "bfloat16")
     c.add("bf16 vs float32 update: loss", abs(bf16["loss/policy"] - fp32["loss/policy"]) / max(abs(fp32["loss/policy"]),
           1e-8), 1e-2, "relative difference of the policy loss")
     c.add("bf16 vs float32 update: direction", float(F.cosine_similarity(d16, d32, dim=0)), 0.99,
           "cosine between the two weight updates", higher_is_better=True)
     c.add("bf16 master weights stay float32", float(any(t != torch.float32 for t in dtypes.values())), 0.0,
           "1 if any learner parameter is not float32")
-    _, dac, _ = one_update(device, model_dir, activation_checkpointing=True)
+    _, dac, _ = one_update(device, model_dir, batch, activation_checkpointing=True)
     c.add("activation checkpointing, same update", float((dac - d32).abs().max()), 1e-6,
           "max |difference| of the weight update with and without recomputation")
 
@@ -203,7 +234,9 @@ def check_objective(c: Checks, device, quick: bool) -> None:
 
 
 def check_chunked_head(c: Checks, device, quick: bool) -> None:
-    """Peak memory of chunked log-probs against the naive [N, V] computation (Qwen2.5's vocabulary)."""
+    """Peak memory of chunked log-probs against the naive [N, V] computation (Qwen2.5's vocabulary), forward and
+    backward. Gradients are returned (torch.autograd.grad), not accumulated into .grad, so both sides count
+    theirs alike from the same starting memory."""
     N, H, V = (64, 32, 1000) if quick else (2048, 896, 151_936)
     g = torch.Generator().manual_seed(0)
     states = torch.randn(N, H, generator=g).to(device).requires_grad_(True)
@@ -212,23 +245,24 @@ def check_chunked_head(c: Checks, device, quick: bool) -> None:
 
     def chunked():
         logp, _ = head_logprobs(states, targets, head, 1.0, 1024 if not quick else 16, with_grad=True)
-        logp.sum().backward()
+        torch.autograd.grad(logp.sum(), [states, head.weight])
 
     def naive():
         logp = torch.log_softmax(head(states).float(), -1).gather(-1, targets[:, None])
-        logp.sum().backward()
+        torch.autograd.grad(logp.sum(), [states, head.weight])
 
     for name, fn in (("chunked", chunked), ("naive", naive)):
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats(device)
-            start = torch.cuda.memory_allocated(device)
         times = timed(fn, device, 3 if quick else 10, warmup=1)
         c.time(f"head log-probs {name} N={N} V={V}", times, "seconds, median (min-max)")
         if device.type == "cuda":
+            torch.cuda.empty_cache()
+            start = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            fn()
             peak = (torch.cuda.max_memory_allocated(device) - start) / 2**20
             c.rows.append({"check": f"head log-probs {name}: peak memory", "value": peak, "passed": True,
-                           "what": "MiB above the inputs", "timing": True, "min": peak, "max": peak})
+                           "what": "MiB above the inputs (one call, gradients included)", "timing": True,
+                           "min": peak, "max": peak})
 
 
 def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
@@ -251,7 +285,7 @@ def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
     cfg = replace(config(model_dir), steps=4, eval_every=0, batch_size=32, mini_batch_size=16, micro_batch_size=8,
                   rollout=RolloutConfig(max_new_tokens=16, group_size=4), objective=ObjectiveConfig(compile=True))
     rollout = TorchRollout(model_dir, seed=0, device=device, platform=device.type,
-                           decode=decode_plan_for(cfg.rollout, device))
+                           decode=decode_plan_for(cfg.rollout, device, prompt_tokens=cfg.data.max_prompt_tokens))
     learner = learner_on(device, model_dir, cfg)
     first: list = []
     update = learner.update
@@ -275,6 +309,8 @@ def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
         c.add(f"loop ({name}) first update on the device vs the CPU platform: {key}",
               abs(on_device[key] - on_cpu[key]) / max(abs(on_cpu[key]), 1e-8), 1e-3,
               "relative difference, the same batch and initial weights")
+    c.add(f"loop ({name}): engine vs learner log-probs", max(s["sampler/logp_abs_diff"] for s in steps), 1e-3,
+          "mean |difference| per token of a step's fresh samples, largest step (sampler/logp_abs_diff)")
     if not quick:
         c.add(f"loop ({name}): rewards seen", float(sum(s["reward/mean"] for s in steps) > 0), 1.0,
               "1 if any sampled response was graded correct (tiny-arith solves some of level 1)", higher_is_better=True)
@@ -289,7 +325,42 @@ QWEN15B = dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, n
                rope_theta=1_000_000.0, rms_norm_eps=1e-6)
 QUICK_SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                    intermediate_size=128, vocab_size=1000, max_position_embeddings=1024, tie_word_embeddings=True)
-DENSE_BF16_PEAK = {"H200": 989e12, "H100": 989e12, "A100": 312e12}  # vendors' datasheets, dense (no sparsity)
+# Dense bf16 tensor-core peaks from NVIDIA's datasheets (no sparsity), by the name torch reports; most specific first:
+# "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H200".
+DENSE_BF16_PEAK = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def peak_flops(device_name: str) -> float | None:
+    """The dense bf16 peak of the GPU named `device_name`, or None for one not in DENSE_BF16_PEAK."""
+    return next((v for k, v in DENSE_BF16_PEAK.items() if k in device_name), None)
+
+
+def scale_sizes(quick: bool) -> dict[str, int]:
+    """Part (c)'s sizes: sequence, prompt, micro-batch rows, rollout batch, new tokens decoded."""
+    if quick:
+        return dict(seq=128, prompt=16, micro=2, rollout_batch=4, new_tokens=16)
+    return dict(seq=4096, prompt=512, micro=2, rollout_batch=64, new_tokens=256)
+
+
+def scale_config(model_dir: Path, quick: bool) -> TrainConfig:
+    """The learner's configuration in part (c), as a run of this size would have it: bf16, activation
+    checkpointing, one mini-batch of 4 micro-batches, responses up to the sequence length, ReMix's defaults
+    (tests/unit/test_gpu_check_configs.py builds it, so a size the config refuses fails in CI, not on the GPU)."""
+    z = scale_sizes(quick)
+    batch = 4 * z["micro"]
+    return replace(config(model_dir, "bfloat16", activation_checkpointing=True), batch_size=batch,
+                   mini_batch_size=batch, micro_batch_size=z["micro"], logprob_chunk_tokens=1024,
+                   data=DataConfig(heldout_size=8, max_prompt_tokens=z["prompt"]),
+                   rollout=RolloutConfig(max_new_tokens=z["seq"] - z["prompt"], group_size=2))
+
+
+def configurations(model_dir: Path, quick: bool) -> dict[str, TrainConfig]:
+    """Every TrainConfig the checks build (before any model is loaded), by the part that uses it."""
+    loop = replace(config(model_dir), steps=4, eval_every=0, batch_size=32, mini_batch_size=16, micro_batch_size=8,
+                   rollout=RolloutConfig(max_new_tokens=16, group_size=4), objective=ObjectiveConfig(compile=True))
+    return {"(b) float32": config(model_dir), "(b) bf16": config(model_dir, "bfloat16"),
+            "(b) activation checkpointing": config(model_dir, activation_checkpointing=True),
+            "(b) tiny-arith loop": loop, "(c) at scale": scale_config(model_dir, quick)}
 
 
 def random_model(path: Path, shape: dict, tokenizer_from: Path) -> tuple[Path, int]:
@@ -306,25 +377,31 @@ def random_model(path: Path, shape: dict, tokenizer_from: Path) -> tuple[Path, i
     return path, sum(p.numel() for p in model.parameters())
 
 
+def gib_allocated(device) -> float:
+    return torch.cuda.memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
+
+
 def check_scale(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> None:
-    """Learner tokens/s and MFU, rollout tokens/s, weight sync and peak memory at 1.5B / 4096 tokens in bf16.
+    """Learner tokens/s and MFU, the chunked log-prob pass, weight sync, rollout tokens/s, resident and peak memory
+    at 1.5B / 4096 tokens in bf16.
 
     FLOPs of one update (forward + backward), PaLM's estimate: 6 x parameters x tokens plus the attention
     term 12 x layers x hidden x sequence x tokens. Recomputation (activation checkpointing) is not counted.
     """
-    shape = QUICK_SHAPE if quick else QWEN15B
-    seq, prompt, micro, rollout_batch, new_tokens = (128, 16, 2, 4, 16) if quick else (4096, 512, 1, 64, 256)
+    shape, z = (QUICK_SHAPE if quick else QWEN15B), scale_sizes(quick)
+    seq, prompt, micro, rollout_batch, new_tokens = z["seq"], z["prompt"], z["micro"], z["rollout_batch"], \
+        z["new_tokens"]
     model_dir, params = random_model(tmp / "shape", shape, tiny_dir)
-    cfg = config(model_dir, "bfloat16", activation_checkpointing=True)
-    cfg = replace(cfg, batch_size=4 * micro, mini_batch_size=4 * micro, micro_batch_size=micro,
-                  logprob_chunk_tokens=1024, rollout=RolloutConfig(max_new_tokens=seq - prompt, group_size=2))
+    cfg = scale_config(model_dir, quick)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     learner = learner_on(device, model_dir, cfg)
+    cuda = device.type == "cuda"
+    if cuda:
+        c.time("learner resident after construction", [gib_allocated(device)],
+               "GiB allocated: float32 policy, bf16 frozen reference and precedent")
     g = torch.Generator().manual_seed(0)
-    B, T = 4 * micro, seq - prompt
-    from remix.interfaces import TokenBatch
-
+    B, T = cfg.batch_size, seq - prompt
     ids = torch.randint(3, shape["vocab_size"], (B, seq), generator=g)
     batch = TokenBatch(ids, torch.ones(B, seq, dtype=torch.long), torch.ones(B, T, dtype=torch.bool), prompt)
     base = -10 + torch.rand(B, T, generator=g)
@@ -335,16 +412,22 @@ def check_scale(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> No
     flops = 6 * params * tokens + 12 * shape["num_hidden_layers"] * shape["hidden_size"] * seq * tokens
     c.time(f"learner update, {params / 1e9:.3g}B params, {B} x {seq} tokens, bf16", seconds, "seconds, median")
     c.time("learner tokens/s", [tokens / s for s in seconds], "tokens per second (forward + backward)")
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else ""
-    peak = next((v for k, v in DENSE_BF16_PEAK.items() if k in name), None)
+    name = torch.cuda.get_device_name(device) if cuda else ""
+    peak = peak_flops(name)
     if peak is not None:
-        c.time("learner MFU", [flops / s / peak for s in seconds], f"model FLOPs / s over {peak:.3g} dense bf16")
+        c.time("learner MFU", [flops / s / peak for s in seconds], f"model FLOPs / s over {peak:.3g} dense bf16 "
+               f"({name})")
+    if cuda:
+        c.time("learner resident between updates", [gib_allocated(device)],
+               "GiB allocated: the above plus AdamW state (gradients are freed after each step)")
+    logp_s = timed(lambda: learner.logprobs(batch, "reference"), device, 2 if quick else 3, warmup=1)
+    c.time(f"log-prob pass (reference), {B} x {seq} tokens, {micro} rows at a time", logp_s, "seconds, median")
     prompts = [ids[i % B, :prompt].tolist() for i in range(rollout_batch)]
     params_ = SamplingParams(temperature=1.0, max_new_tokens=new_tokens)
-    # as the platforms build them
-    layouts = {"dynamic KV cache": decode_plan_for(RolloutConfig(kv_cache="dynamic"), device),
-               "static KV cache" + (", compiled decode" if device.type == "cuda" else ""):
-               decode_plan_for(RolloutConfig(kv_cache="static"), device)}
+    # as the platforms build them, for a run of this size (the static cache holds prompt + seq - prompt slots)
+    layouts = {"dynamic KV cache": decode_plan_for(replace(cfg.rollout, kv_cache="dynamic"), device),
+               f"static KV cache of {seq} slots" + (", compiled decode" if cuda else ""):
+               decode_plan_for(replace(cfg.rollout, kv_cache="static"), device, prompt_tokens=prompt)}
     for i, (layout, plan) in enumerate(layouts.items()):  # side by side, one engine at a time on the device
         rollout = TorchRollout(model_dir, seed=0, dtype=torch.bfloat16, device=device, platform=device.type,
                                decode=plan)
@@ -362,9 +445,9 @@ def check_scale(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> No
         c.time(f"rollout tokens/s (torch engine, {layout}, batch {rollout_batch}, {new_tokens} new tokens)",
                [rollout_batch * new_tokens / s for s in gen_s], "generated tokens per second")
         del rollout
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.empty_cache()
-    if device.type == "cuda":
+    if cuda:
         c.time("peak GPU memory (learner + rollout)", [torch.cuda.max_memory_allocated(device) / 2**30],
                "GiB allocated at the peak")
 
@@ -404,10 +487,102 @@ def prepare() -> int:
 
 
 def report_name(device: torch.device) -> str:
-    """gpu-<gpu>-<date>, e.g. gpu-h200-2026-12-02 (gpu-cpu-... for the smoke test)."""
+    """gpu-<gpu>-<date>, e.g. gpu-h200-2026-12-02 or gpu-h100-pcie-... (gpu-cpu-... for the smoke test)."""
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     slug = next((k.lower() for k in DENSE_BF16_PEAK if k in gpu), gpu.lower().replace("nvidia", "").strip())
     return f"gpu-{'-'.join(slug.split())}-{dt.date.today().isoformat()}"
+
+
+# Packages the project imports on the GPU machine, and what the carried wheels need of them (tyro 1.0 imports
+# typing_extensions.TypeForm, typeguard 4.6 typing_extensions.Sentinel: typing_extensions >= 4.14).
+PREFLIGHT = {"transformers": (), "safetensors": (), "tokenizers": (), "tyro": (), "typeguard": (),
+             "docstring_parser": (), "typing_extensions": ("Sentinel", "TypeForm")}
+
+
+def preflight(c: Checks) -> bool:
+    """One row per package (its version, or why it cannot be used) and one for the project's own imports."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    ok = True
+    for module, needs in PREFLIGHT.items():
+        try:
+            loaded = importlib.import_module(module)
+            missing = [n for n in needs if not hasattr(loaded, n)]
+            try:
+                found = version(module.replace("_", "-"))
+            except PackageNotFoundError:
+                found = getattr(loaded, "__version__", "?")
+            what = f"{module} {found}" + (f": lacks {', '.join(missing)} (carry it: scripts/gpu_wheels.sh)"
+                                          if missing else "")
+        except Exception as e:  # noqa: BLE001 -- reported as the row; the checks do not start
+            missing, what = [module], f"{module}: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        ok &= not missing
+        c.add(f"preflight: {module}", float(bool(missing)), 0.0, what)
+    error = PROJECT_IMPORT_ERROR
+    c.add("preflight: the project imports", float(error is not None), 0.0,
+          "ok" if error is None else f"{type(error).__name__}: {str(error).splitlines()[0][:200]}")
+    return ok and error is None
+
+
+def report_lines(c: Checks, device, command: str, walls: dict[str, float], state: str) -> list[str]:
+    lines = [f"# The backend on `{device}`", "", f"Command: `{command}`  ", f"Date: {dt.date.today().isoformat()}  ",
+             f"Machine: {machine_description()}  ", f"State: {state}  ",
+             "Wall time per part: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items()) +
+             f" ({sum(walls.values()):.0f} s in all)", "",
+             "| check | value | bound | result | what |", "|---|---|---|---|---|"]
+    for r in c.rows:
+        if r.get("not_run"):
+            lines.append(f"| {r['check']} | | | not run | {r['what']} |")
+        elif r.get("timing"):
+            spread = f"{r['value']:.4g} ({r['min']:.4g}-{r['max']:.4g})"
+            lines.append(f"| {r['check']} | {spread} | | measured | {r['what']} |")
+        else:
+            verdict = "pass" if r["passed"] else "**FAIL**"
+            lines.append(f"| {r['check']} | {r['value']:.3g} | {r['bound']} {r['limit']:g} | {verdict} | {r['what']} |")
+    return lines
+
+
+class BudgetSpent(Exception):
+    """--budget-s ran out while a part was running."""
+
+
+PARTS = ("tests", "logprobs", "precision", "objective", "head", "loop", "scale")
+
+
+def run_parts(c: Checks, parts: dict[str, object], budget_s: float | None, report) -> dict[str, float]:
+    """Runs each part (name -> callable), reporting after each one. A part that raises is a FAIL row; with a
+    budget, a part still running when it is spent is stopped (a row says so) and later parts are not started."""
+    walls: dict[str, float] = {}
+    started = time.monotonic()
+
+    def spent(signum, frame):
+        raise BudgetSpent(f"the budget of {budget_s:g} s was spent")
+
+    if budget_s is not None:
+        signal.signal(signal.SIGALRM, spent)
+        signal.setitimer(signal.ITIMER_REAL, budget_s)
+    try:
+        for part, check in parts.items():
+            if budget_s is not None and time.monotonic() - started >= budget_s:
+                c.rows.append({"check": part, "passed": True, "not_run": True,
+                               "what": f"skipped: the budget of {budget_s:g} s was spent"})
+                continue
+            start = time.perf_counter()
+            try:
+                check()
+            except BudgetSpent as e:
+                c.rows.append({"check": f"{part}: stopped", "passed": True, "not_run": True, "what": str(e)})
+            except Exception as e:  # noqa: BLE001 -- one part's failure is reported as a row; the others still run
+                traceback.print_exc()
+                first_line = str(e).splitlines()[0][:300] if str(e) else ""
+                c.add(f"{part}: raised", 1.0, 0.0, f"{type(e).__name__}: {first_line}")
+            walls[part] = time.perf_counter() - start
+            print(f"{part}: {walls[part]:.1f}s", file=sys.stderr, flush=True)
+            report(walls, f"after {part}")
+    finally:
+        if budget_s is not None:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+    return walls
 
 
 def main() -> int:
@@ -416,53 +591,52 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="small sizes: the smoke test on a CPU")
     ap.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks", help="where the .md/.json go")
     ap.add_argument("--prepare", action="store_true", help="build what the GPU call carries, here, and stop")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="stop a part running at this many seconds and start no other (a row says which)")
+    ap.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     args = ap.parse_args()
     if args.prepare:
         return prepare()
+    chosen = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = sorted(set(chosen) - set(PARTS))
+    if unknown or not chosen:
+        print(f"error: --parts: unknown part(s) {', '.join(unknown) or '(none given)'}; choose from "
+              f"{', '.join(PARTS)}", file=sys.stderr)
+        return 2
+    if args.budget_s is not None and args.budget_s <= 0:
+        print("error: --budget-s: must be > 0", file=sys.stderr)
+        return 2
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"error: --device {args.device}: no CUDA device here", file=sys.stderr)
         return 2
+    command = "python scripts/gpu_check.py " + " ".join(sys.argv[1:])
+    c = Checks()
+
+    def report(walls: dict[str, float], state: str, echo: bool = False) -> None:
+        write_report(args.out, report_name(device), report_lines(c, device, command, walls, state),
+                     {"command": command, "device": str(device), "machine": machine_description(), "state": state,
+                      "wall_s": walls, "rows": c.rows}, echo=echo)
+
+    if not preflight(c):
+        report({}, "stopped at the preflight", echo=True)
+        return 1
     torch.manual_seed(0)
     quiet_transformers()
-    c = Checks()
-    walls: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = build_tiny_random_model(Path(tmp) / "tiny", seed=0)
         parts = {
-            "(a) cuda tests": lambda: check_cuda_tests(c, device, Path(tmp)),
-            "(b) log-probs": lambda: check_logprobs(c, device, model_dir),
-            "(b) precision": lambda: check_precision(c, device, model_dir),
-            "(b) objective": lambda: check_objective(c, device, args.quick),
-            "(b) chunked head": lambda: check_chunked_head(c, device, args.quick),
-            "(b) tiny-arith loop": lambda: check_loop(c, device, model_dir, args.quick),
-            "(c) at scale": lambda: check_scale(c, device, model_dir, args.quick, Path(tmp)),
+            "(a) cuda tests": ("tests", lambda: check_cuda_tests(c, device, Path(tmp))),
+            "(b) log-probs": ("logprobs", lambda: check_logprobs(c, device, model_dir)),
+            "(b) precision": ("precision", lambda: check_precision(c, device, model_dir)),
+            "(b) objective": ("objective", lambda: check_objective(c, device, args.quick)),
+            "(b) chunked head": ("head", lambda: check_chunked_head(c, device, args.quick)),
+            "(b) tiny-arith loop": ("loop", lambda: check_loop(c, device, model_dir, args.quick)),
+            "(c) at scale": ("scale", lambda: check_scale(c, device, model_dir, args.quick, Path(tmp))),
         }
-        for part, check in parts.items():
-            start = time.perf_counter()
-            try:
-                check()
-            except Exception as e:  # noqa: BLE001 -- one part's failure is reported as a row; the others still run
-                traceback.print_exc()
-                first_line = str(e).splitlines()[0][:300] if str(e) else ""
-                c.add(f"{part}: raised", 1.0, 0.0, f"{type(e).__name__}: {first_line}")
-            walls[part] = time.perf_counter() - start
-            print(f"{part}: {walls[part]:.1f}s", file=sys.stderr, flush=True)
-    command = "python scripts/gpu_check.py " + " ".join(sys.argv[1:])
-    lines = [f"# The backend on `{device}`", "", f"Command: `{command}`  ", f"Date: {dt.date.today().isoformat()}  ",
-             f"Machine: {machine_description()}  ",
-             "Wall time per part: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items()) +
-             f" ({sum(walls.values()):.0f} s in all)", "",
-             "| check | value | bound | result | what |", "|---|---|---|---|---|"]
-    for r in c.rows:
-        if r.get("timing"):
-            spread = f"{r['value']:.4g} ({r['min']:.4g}-{r['max']:.4g})"
-            lines.append(f"| {r['check']} | {spread} | | measured | {r['what']} |")
-        else:
-            verdict = "pass" if r["passed"] else "**FAIL**"
-            lines.append(f"| {r['check']} | {r['value']:.3g} | {r['bound']} {r['limit']:g} | {verdict} | {r['what']} |")
-    write_report(args.out, report_name(device), lines, {"command": command, "device": str(device), "machine":
-                                                         machine_description(), "wall_s": walls, "rows": c.rows})
+        walls = run_parts(c, {name: fn for name, (key, fn) in parts.items() if key in chosen}, args.budget_s, report)
+    not_run = sum(bool(r.get("not_run")) for r in c.rows)
+    report(walls, "finished" + (f"; {not_run} part(s) not run (--budget-s)" if not_run else ""), echo=True)
     return 0 if all(r["passed"] for r in c.rows) else 1
 
 
