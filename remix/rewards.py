@@ -261,6 +261,7 @@ class GraderPool:
         if not self._workers:
             raise RuntimeError("GraderPool is closed")
         deadline = self.timeout_s if timeout_s is None else timeout_s
+        self._replace_dead_idle_workers()
         report = GradeReport(scores=[0.0] * len(responses))
         pending, remaining = deque(range(len(responses))), len(responses)
         sizes = [len(r.encode("utf-8", "surrogatepass")) + 256 for r in responses]  # 256: index, reference, pickle
@@ -279,6 +280,15 @@ class GraderPool:
                     self._replace(i)
             raise
         return report
+
+    def _replace_dead_idle_workers(self) -> None:
+        """Workers that died between batches (killed by an operator, or by SGLang's engine shutdown, which kills
+        every child process of the trainer) are replaced before they are handed an item they would never grade."""
+        for i, w in enumerate(self._workers):
+            if not w.inflight and not w.proc.is_alive():
+                logger.warning("grader worker %d died between batches (exit code %s); started another", w.proc.pid,
+                               w.proc.exitcode)
+                self._replace(i)
 
     def _hand_out(self, pending: deque[int], responses, references, sizes) -> None:
         """Round-robin, one item per ready worker per pass, until every worker is full or nothing is left."""
