@@ -91,6 +91,7 @@ class RolloutConfig:
     """G: responses per prompt (GRPO group; PPO also samples G per prompt)."""
     engine: Literal["auto", "torch", "sglang"] = "auto"
     """Rollout engine of --platform cuda. sglang: SGLang's offline engine on the learner's GPU (the cuda extra).
+    It always samples with bf16 weights: its attention kernels take no float32.
     torch: the backend's own decode loop. auto: sglang where it can be imported, else torch (with a notice).
     The cpu and xla platforms always use torch."""
     kv_cache: Literal["auto", "static", "dynamic"] = "auto"
@@ -101,6 +102,10 @@ class RolloutConfig:
     sglang_mem_fraction: float = 0.5
     """sglang: share of the GPU's memory the engine reserves for weights and KV cache (mem_fraction_static).
     It is released while the learner works and taken back before generation."""
+    max_sampler_gap: float = 1.0
+    """Stop the run (exit status 4) when the engine's log-probs of its own samples are further from the learner's,
+    in nats per fresh token on average, than this: the engine does not hold the learner's weights.
+    A correct engine is within a few hundredths (bf16 SGLang) or 1e-6 (the torch engine in float32); 0: never stop."""
     sglang_deterministic: bool = False
     """sglang: deterministic inference (seeded per request, batch-invariant kernels; slower).
     Without it SGLang's sampling is not reproducible: a resumed run samples other responses than the first run would."""
@@ -117,6 +122,7 @@ class RolloutConfig:
         require(self.group_size >= 1, "rollout.group_size", "must be >= 1")
         require(self.weight_sync_bucket_mb >= 1, "rollout.weight_sync_bucket_mb", "must be >= 1")
         require(0 < self.sglang_mem_fraction < 1, "rollout.sglang_mem_fraction", "must be in (0, 1)")
+        require(self.max_sampler_gap >= 0, "rollout.max_sampler_gap", "must be >= 0 (0: never stop)")
 
 
 @dataclass

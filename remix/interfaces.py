@@ -64,6 +64,11 @@ class Group:
         return len(self.responses)
 
 
+class RolloutFailed(RuntimeError):
+    """The rollout engine cannot go on: one of its processes died, or it samples from other weights than the
+    learner's. The run stops with this one line; the same command resumes from the last checkpoint."""
+
+
 def _missing(platform: str, what: str) -> NotImplementedError:
     return NotImplementedError(f"platform '{platform}' does not implement {what}")
 

@@ -22,7 +22,8 @@ denominators over all ranks) and the metrics below are summed over ranks before 
 Simplifications relative to the paper, all deliberate:
   - the precedent pi_{k-1} before step 2 is the initial model (there is no pi_0);
   - rewards are 0/1 outcome rewards placed on the last response token (no format or length terms);
-  - the engine's log-probs are only used for the sampler/learner mismatch metric (no truncated IS);
+  - the engine's log-probs are only used for the sampler/learner mismatch metric (no truncated IS), and to stop
+    the run when the engine clearly does not hold the learner's weights (--rollout.max-sampler-gap);
   - PPO advantages are not whitened across the batch;
   - historical groups are drawn uniformly over the stored policy versions (the last N policies), then
     uniformly over that version's groups;
@@ -43,7 +44,7 @@ from remix.batching import collate, pad_tokens, unpad_tokens
 from remix.buffer import HostBuffer
 from remix.config import TrainConfig
 from remix.data import Problem, ProblemSource
-from remix.interfaces import Group, Learner, Rollout, SamplingParams, TokenBatch
+from remix.interfaces import Group, Learner, Rollout, RolloutFailed, SamplingParams, TokenBatch
 from remix.reflection import count_reflecting
 
 # Prompts handed to the rollout engine per generate call in evaluation; the engine batches them as it can.
@@ -114,6 +115,7 @@ class Trainer:
         groups = historical + fresh
         batch = collate(groups, self.pad_id)
         self._fill_logprobs(batch, historical, fresh, k, need_precedent)
+        gap = self._sampler_gap(batch, h)  # before any update: a run on a broken engine trains on nothing
         self._fill_advantages(batch)
 
         # 4. m passes of mini-batch updates over the shuffled batch.
@@ -138,9 +140,25 @@ class Trainer:
         if cfg.reincarnation_step() == k:
             self._reincarnate()
         t_done = time.perf_counter()
-        return self._step_metrics(k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch, m,
+        return self._step_metrics(k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch, m, gap,
                                   {"generate": t_generated - t0, "grade": t_graded - t_generated,
                                    "learn": t_done - t_graded})
+
+    def _sampler_gap(self, batch: TokenBatch, h: int) -> float:
+        """Mean |engine - learner| log-prob per fresh token over all ranks (the learner's are pi_k's, whose samples
+        these are). Raises RolloutFailed above --rollout.max-sampler-gap: the engine samples from other weights."""
+        fresh_mask = batch.response_mask[h:]
+        diff = (batch.fields["engine_logp"] - batch.fields["behav_logp"]).abs()[h:] * fresh_mask
+        s = dist.sum_floats({"mismatch": float(diff.sum()), "fresh_tokens": float(fresh_mask.sum())})
+        gap = s["mismatch"] / max(s["fresh_tokens"], 1.0)
+        limit = self.cfg.rollout.max_sampler_gap
+        if limit > 0 and gap > limit:
+            raise RolloutFailed(
+                f"step {self.step + 1}: the rollout engine's log-probs of its own samples differ from the learner's "
+                f"by {gap:.3g} nats per token (--rollout.max-sampler-gap {limit:g}): it does not sample from the "
+                "learner's weights (a weight sync that skipped or garbled weights?); the run stops before training "
+                "on those samples")
+        return gap
 
     def _fill_logprobs(self, batch: TokenBatch, historical: list[Group], fresh: list[Group], k: int,
                        need_precedent: bool) -> None:
@@ -250,10 +268,8 @@ class Trainer:
                 f"{name}/reflection_keyword_rate": sums["reflecting"] / sums["n"]}
 
     def _step_metrics(self, k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch, passes,
-                      times) -> dict[str, Any]:
+                      sampler_gap, times) -> dict[str, Any]:
         """The step's metrics over all processes: counts and sums are added across ranks, then divided."""
-        fresh_mask = batch.response_mask[h:]
-        mismatch = (batch.fields["engine_logp"] - batch.fields["behav_logp"]).abs()[h:] * fresh_mask
         s = dist.sum_floats({
             "responses": sum(len(g) for g in fresh), "historical": h,
             "reward": sum(x for g in fresh for x in g.rewards),
@@ -261,7 +277,6 @@ class Trainer:
             "truncated": sum(f == "length" for g in fresh for f in g.finish_reasons),
             "reflecting": count_reflecting(texts), "texts": len(texts),
             "buffer": self.buffer.num_responses(), "timeouts": report.timeouts, "errors": report.errors,
-            "mismatch": float(mismatch.sum()), "fresh_tokens": float(fresh_mask.sum()),
             "learner_tokens": float(batch.response_mask.sum()) * passes,
         })
         out: dict[str, Any] = {
@@ -276,7 +291,7 @@ class Trainer:
             "buffer/responses": int(s["buffer"]), "reincarnated": self.reincarnated_at == k,
             "grader/timeouts": int(s["timeouts"]), "grader/errors": int(s["errors"]),
             # Sampler/learner mismatch on the fresh samples: engine log-probs against the learner's.
-            "sampler/logp_abs_diff": s["mismatch"] / max(s["fresh_tokens"], 1.0),
+            "sampler/logp_abs_diff": sampler_gap,
             # response tokens the optimizer trained on this step (fresh + historical, times the m passes)
             "learner/tokens": int(s["learner_tokens"]),
         }

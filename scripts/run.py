@@ -8,8 +8,9 @@ Examples:
     torchrun --nproc-per-node 2 scripts/run.py              # data-parallel on 2 processes (FSDP2)
 
 Exit status: 0 done, 2 bad input (data, model, config; nothing trained), 3 stopped after too many
-skipped updates (checkpointed), 130 / 143 stopped by Ctrl-C / SIGTERM after finishing and checkpointing
-the current step (a second Ctrl-C stops at once).
+skipped updates (checkpointed), 4 the rollout engine failed (a process of it died, or it does not sample
+from the learner's weights; the last checkpoint resumes), 130 / 143 stopped by Ctrl-C / SIGTERM after
+finishing and checkpointing the current step (a second Ctrl-C stops at once).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from platforms import PlatformUnavailable  # noqa: E402
 from remix import distributed as dist  # noqa: E402
 from remix.config import TrainConfig  # noqa: E402
 from remix.data import DataError  # noqa: E402
+from remix.interfaces import RolloutFailed  # noqa: E402
 from remix.models import ModelNotFound  # noqa: E402
 from remix.runner import Interrupted, RunError, StoppedAtOnce, TrainingHalted, run  # noqa: E402
 from remix.validation import ConfigError, deferred_validation  # noqa: E402
@@ -44,6 +46,10 @@ def main(argv: list[str] | None = None) -> None:
         if dist.local_rank() == 0:
             print(f"stopped: {e}", file=sys.stderr)
         raise SystemExit(3) from None
+    except RolloutFailed as e:
+        if dist.local_rank() == 0:
+            print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(4) from None
     except (Interrupted, StoppedAtOnce) as e:
         if dist.local_rank() == 0:
             print(str(e), file=sys.stderr)

@@ -9,31 +9,68 @@ module against that fake engine.
 
 What SGLang is asked to do, and why:
 
+- The engine samples with bf16 weights whatever --model.dtype says: its default attention kernels (FA3 on
+  Hopper, FlashInfer elsewhere) take fp16/bf16 only, and a float32 engine fails while capturing its CUDA graphs
+  at start-up. A float32 learner keeps float32; the run says so in one line.
 - `Engine.generate(input_ids=..., sampling_params=[...], return_logprob=True)`: one request per response, with
   top_k = -1 and the run's temperature and top_p (training validates top_p = 1, which the learner can
-  represent). Tokens and log-probs come from `meta_info["output_token_logprobs"]` (logprob, token id, text):
-  the log-probs of the distribution sampled from, after temperature, as long as SGLANG_RETURN_ORIGINAL_LOGPROB
-  is not set (it would return the untempered ones; refused at start).
+  represent). Tokens and log-probs come from `meta_info["output_token_logprobs"]` (logprob, token id, text),
+  checked against `output_ids`: the log-probs of the distribution sampled from, after temperature, as long
+  as SGLANG_RETURN_ORIGINAL_LOGPROB is not set (it would return the untempered ones; refused at start). A
+  request that SGLang ended on its NaN path (`matched == "NaN happened"`, where it rewrites the sampled id
+  to a stop token) is an error, not a sample.
 - Weights: the learner's stream of (name, full tensor on this GPU) is cut into buckets of about
   `bucket_mb` MiB, each flattened into one uint8 tensor (`FlattenedTensorBucket`) and handed to the engine's
   scheduler process by CUDA IPC (`MultiprocessingSerializer`, no host round trip) with
   `update_weights_from_tensor(load_format="flattened_bucket", flush_cache=False)`; after the last bucket,
   `flush_cache()` drops the prefix cache computed with the old weights.
-- Every update and flush answers whether it succeeded; a failure stops the run (RuntimeError with SGLang's
-  message) rather than sample from old or half-updated weights.
-- Memory: the engine starts with `enable_memory_saver=True`; `release_memory_occupation(tags=[kv_cache, weights])`
-  after generating frees its weights and KV cache for the learner. Before the new weights arrive, the learner's
-  cached free blocks go back to the driver (`torch.cuda.empty_cache`) and only the weights are taken back; the
-  KV cache is taken back after the sync, so the sync's peak holds no KV cache (verl's order), then flushed.
+- What a failed update really does in 0.5.20: the load runs in the scheduler process without a try, so an
+  exception there (a shape that does not fit, a bad IPC handle) kills the scheduler, which signals the trainer
+  (SIGQUIT). SGLang's own handler would then SIGKILL the trainer; ours raises `RolloutFailed` instead, so
+  the run stops with one line and resumes from its last checkpoint. A weight name the engine's model does not
+  have is skipped with a warning, leaving that weight as it was (garbage after a memory release): the trainer
+  stops the run when the engine's log-probs of its own samples are far from the learner's
+  (--rollout.max-sampler-gap). `success=False` answers (possible only on SGLang's weight-cache paths) and a
+  failed flush stop the run too.
+- Memory: the engine starts with `enable_memory_saver=True`; `release_memory_occupation(tags=[kv_cache,
+  weights, cuda_graph])` after generating frees its weights, KV cache and CUDA-graph memory for the learner.
+  Before the new weights arrive, the learner's cached free blocks go back to the driver (`torch.cuda.empty_cache`)
+  and only the weights are taken back; the KV cache and the graphs are taken back after the sync (the bucket
+  copies emptied from the cache and their IPC handles collected first), so the sync's peak holds neither
+  (verl's order), then the prefix cache is flushed.
 - Reproducibility: every request gets a `sampling_seed` drawn from this rollout's own generator (checkpointed).
   SGLang honours it only with `--rollout.sglang-deterministic` (enable_deterministic_inference); otherwise a
   resumed run samples other responses than an uninterrupted one would.
+
+What constructing SGLang's engine does to the trainer's process, and what this module does about it:
+
+- Its scheduler process joins a one-process torch.distributed group through `tcp://127.0.0.1:<port>` and
+  inherits the trainer's environment. Under torchrun that holds TORCHELASTIC_USE_AGENT_STORE=True, with which
+  torch makes every tcp:// rendezvous a client of a store nobody serves: the scheduler would wait for the
+  timeout and die. The variable is removed while the engine starts (as torch does for its own checkpoint
+  subprocess) and put back after.
+- Signals. Ctrl-C reaches every process of the terminal's process group and torchrun stops its workers with
+  SIGTERM to their process group; SGLang's scheduler dies of either, and its death ends in the trainer being
+  SIGKILLed. The engine's processes are therefore started with SIGINT and SIGTERM ignored (spawned children
+  keep an ignored signal): the trainer alone finishes its step, checkpoints and stops. SGLang's SIGQUIT
+  handler (a child failed: SIGKILL the whole tree) is replaced by ours (`custom_sigquit_handler`), and the
+  SIGTERM/SIGQUIT handlers its tokenizer manager adds to its event loop on the first request (SIGTERM would
+  only be seen during a later engine call, and then exit the process) are taken out right after that request,
+  which the constructor makes (a prefix-cache flush), and the trainer's own put back.
+- It sets the multiprocessing start method to spawn for the whole process (the grader pool has its own
+  forkserver context), sets NCCL_CUMEM_ENABLE/NCCL_NVLS_ENABLE (where unset) and CUDA_DEVICE_MAX_CONNECTIONS,
+  moves the torch.compile and Triton caches under ~/.cache/sglang when imported, and `Engine.shutdown` (also
+  run at exit) kills every child process of the trainer, the grader pool's too: the runner never calls it
+  while the grader pool is in use, and a grader worker killed mid-step is restarted (tests/integration).
+- The offline engine opens no HTTP port; the scheduler's rendezvous port is a free port SGLang picks.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,10 +79,16 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, GenerationConfig
 
 from platforms.backend.rollout import pad_token_id, stop_token_ids
-from remix.interfaces import Generation, Rollout, SamplingParams
+from remix import distributed as dist
+from remix.interfaces import Generation, Rollout, RolloutFailed, SamplingParams
 
 SGLANG_VERSION = "0.5.20"
-MEMORY_TAGS = ["kv_cache", "weights"]  # sglang.srt.constants GPU_MEMORY_TYPE_KV_CACHE, GPU_MEMORY_TYPE_WEIGHTS
+# sglang.srt.constants GPU_MEMORY_TYPE_KV_CACHE, GPU_MEMORY_TYPE_WEIGHTS, GPU_MEMORY_TYPE_CUDA_GRAPH
+MEMORY_TAGS = ["kv_cache", "weights", "cuda_graph"]
+AFTER_SYNC_TAGS = ["kv_cache", "cuda_graph"]  # taken back once the weights have arrived
+ENGINE_DTYPE = "bfloat16"  # SGLang's attention kernels take no float32 (module docstring)
+# Set by torchrun; with it, torch turns the scheduler's tcp:// rendezvous into a client of a store nobody serves.
+TORCHRUN_AGENT_STORE = "TORCHELASTIC_USE_AGENT_STORE"
 
 
 @dataclass(frozen=True)
@@ -68,6 +111,17 @@ class SGLangAPI:
         return cls(Engine, FlattenedTensorBucket, MultiprocessingSerializer, monkey_patch_torch_reductions)
 
 
+def give_back_cuda_memory() -> None:
+    """This process's cached free CUDA blocks back to the driver, and the CUDA IPC handles other processes have
+    released collected, so that SGLang's scheduler process can take that memory (as verl does before resuming)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()
+
+
 def buckets(weights: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, dtype: torch.dtype
             ) -> Iterator[list[tuple[str, torch.Tensor]]]:
     """Groups the stream into lists of about `bucket_bytes` (a tensor larger than that is a bucket of its own),
@@ -86,6 +140,28 @@ def buckets(weights: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, dtyp
         yield bucket
 
 
+@contextmanager
+def engine_process_environment() -> Iterator[None]:
+    """What SGLang's processes inherit while its engine starts: no torchrun agent-store variable, SIGINT and
+    SIGTERM ignored (a spawned child keeps an ignored signal). The trainer's environment and handlers after."""
+    saved_store = os.environ.pop(TORCHRUN_AGENT_STORE, None)
+    saved_handlers = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in saved_handlers.items():
+            signal.signal(s, h)
+        if saved_store is not None:
+            os.environ[TORCHRUN_AGENT_STORE] = saved_store
+
+
+def engine_died(signum, frame) -> None:
+    """SIGQUIT from SGLang: one of its processes failed (its scheduler sends it, and so does the engine's watchdog
+    when a child exits with an error). SGLang's own handler SIGKILLs the trainer; this raises in the trainer."""
+    raise RolloutFailed("SGLang's engine stopped: one of its processes failed (its log above says why); the run stops "
+                        "here, and the same command resumes from the last checkpoint")
+
+
 class SGLangRollout(Rollout):
     def __init__(self, model_dir: str | Path, *, seed: int = 0, dtype: str = "bfloat16", gpu: int = 0,
                  mem_fraction: float = 0.5, bucket_mb: int = 512, deterministic: bool = False,
@@ -98,7 +174,10 @@ class SGLangRollout(Rollout):
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.stop_ids = stop_token_ids(GenerationConfig.from_pretrained(model_dir), self.tokenizer)
         self.pad_id = pad_token_id(self.tokenizer, self.stop_ids)
-        self.dtype = {"bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+        if dtype != ENGINE_DTYPE and dist.is_main():
+            print(f"rollout engine: SGLang samples with {ENGINE_DTYPE} weights (its attention kernels take no "
+                  f"{dtype}); the learner computes in {dtype}", flush=True)
+        self.dtype = getattr(torch, ENGINE_DTYPE)  # of the weights sent to the engine
         self.bucket_bytes = bucket_mb * 2**20
         # A tied LM head is the embedding under a second name: SGLang's models skip it, so it is not sent
         # (at Qwen2.5-1.5B that is 467 MB of bf16 less per sync).
@@ -106,13 +185,34 @@ class SGLangRollout(Rollout):
         self.skipped_weights = {"lm_head.weight"} if tied else set()
         self.generator = torch.Generator().manual_seed(seed)  # per-request seeds; its state is checkpointed
         self.released: set[str] = set()  # memory tags released to the learner
-        self.engine = self.api.Engine(
-            model_path=str(model_dir), dtype=dtype, tp_size=1, base_gpu_id=gpu,
-            port=30000 + 10 * gpu,  # one engine per GPU of a node: keep their ports apart
-            mem_fraction_static=mem_fraction, enable_memory_saver=True, random_seed=seed,
-            skip_tokenizer_init=True,  # token ids in, token ids out: our tokenizer and chat template
-            enable_deterministic_inference=deterministic, log_level="error",
-        )
+        self._trainer_sigterm = signal.getsignal(signal.SIGTERM)  # the runner's: finish the step, checkpoint
+        with engine_process_environment():
+            self.engine = self.api.Engine(
+                model_path=str(model_dir), dtype=ENGINE_DTYPE, tp_size=1, base_gpu_id=gpu,
+                mem_fraction_static=mem_fraction, enable_memory_saver=True, random_seed=seed,
+                skip_tokenizer_init=True,  # token ids in, token ids out: our tokenizer and chat template
+                enable_deterministic_inference=deterministic, log_level="error",
+                custom_sigquit_handler=engine_died,  # not SGLang's SIGKILL of the whole process tree
+            )
+        # The first request makes SGLang's tokenizer manager add its SIGTERM/SIGQUIT handlers: make it now, and
+        # take the handlers back, so that no later engine call runs with them.
+        self._check_flushed(self.engine.flush_cache(), "after starting")
+        self._take_back_signal_handlers()
+
+    def _take_back_signal_handlers(self) -> None:
+        """Removes the handlers SGLang's event loop holds for SIGTERM and SIGQUIT; puts back the trainer's SIGTERM
+        handler and `engine_died` for SIGQUIT."""
+        loop = getattr(getattr(self.engine, "tokenizer_manager", None), "event_loop", None)
+        for sig in (signal.SIGTERM, signal.SIGQUIT):
+            if loop is not None:
+                loop.remove_signal_handler(sig)
+        signal.signal(signal.SIGTERM, self._trainer_sigterm)
+        signal.signal(signal.SIGQUIT, engine_died)
+
+    @staticmethod
+    def _check_flushed(flushed, when: str) -> None:
+        if not flushed.success:
+            raise RolloutFailed(f"SGLang could not flush its prefix cache {when}: {flushed.message}")
 
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Generation]]:
         if self.released:
@@ -134,11 +234,16 @@ class SGLangRollout(Rollout):
     @staticmethod
     def _to_generation(output: dict) -> Generation:
         meta = output["meta_info"]
-        reason = meta["finish_reason"]["type"]
-        if reason not in ("stop", "length"):
-            raise RuntimeError(f"SGLang finished a request with {meta['finish_reason']!r}")
+        finish = meta["finish_reason"]
+        if finish["type"] not in ("stop", "length") or finish.get("matched") == "NaN happened":
+            raise RolloutFailed(f"SGLang finished a request with {finish!r}: no valid sample (its NaN path rewrites "
+                                "the sampled token); the run stops rather than train on it")
         pairs = meta["output_token_logprobs"]
-        return Generation([int(t) for _, t, _ in pairs], [float(lp) for lp, _, _ in pairs], reason)
+        tokens = [int(t) for _, t, _ in pairs]
+        if tokens != list(output["output_ids"]):
+            raise RolloutFailed(f"SGLang's output_ids {list(output['output_ids'])[:8]}... differ from the token ids of "
+                                f"its log-probs {tokens[:8]}...")
+        return Generation(tokens, [float(lp) for lp, _, _ in pairs], finish["type"])
 
     @torch.no_grad()
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
@@ -152,16 +257,17 @@ class SGLangRollout(Rollout):
             ok, message = self.engine.update_weights_from_tensor(named_tensors=[serialized],
                                                                  load_format="flattened_bucket", flush_cache=False)
             if not ok:
-                raise RuntimeError(f"SGLang refused a weight update ({len(bucket)} tensors from {bucket[0][0]!r}): "
-                                   f"{message}")
-        if "kv_cache" in self.released:
-            self.engine.resume_memory_occupation(tags=["kv_cache"])
-            self.released.discard("kv_cache")
+                raise RolloutFailed(f"SGLang refused a weight update ({len(bucket)} tensors from {bucket[0][0]!r}): "
+                                    f"{message}")
+            del flat, payload, serialized  # this bucket's copy and handle: free before the next one
+        resume = [tag for tag in AFTER_SYNC_TAGS if tag in self.released]
+        if resume:
+            give_back_cuda_memory()  # the buckets' copies and their IPC handles, for the engine's KV cache
+            self.engine.resume_memory_occupation(tags=resume)
+            self.released -= set(resume)
         # The prefix cache indexes keys and values of the old weights (and, after a release, pages whose content
         # is gone): flushed once, after the last bucket and with the KV cache back.
-        flushed = self.engine.flush_cache()
-        if not flushed.success:
-            raise RuntimeError(f"SGLang could not flush its prefix cache after the weight update: {flushed.message}")
+        self._check_flushed(self.engine.flush_cache(), "after the weight update")
 
     def release_memory(self) -> None:
         if not self.released:
@@ -169,12 +275,9 @@ class SGLangRollout(Rollout):
             self.released = set(MEMORY_TAGS)
 
     def resume_memory(self) -> None:
-        """Takes the weights back (the KV cache follows in load_weights, after the sync)."""
+        """Takes the weights back (the KV cache and CUDA graphs follow in load_weights, after the sync)."""
         if "weights" in self.released:
-            import gc
-
-            gc.collect()
-            torch.cuda.empty_cache()  # the learner's cached free blocks, for the engine's process to take
+            give_back_cuda_memory()  # the learner's cached free blocks, for the engine's process to take
             self.engine.resume_memory_occupation(tags=["weights"])
             self.released.discard("weights")
 

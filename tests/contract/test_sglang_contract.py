@@ -212,3 +212,29 @@ def test_the_results_the_rollout_checks_are_what_sglang_returns(wheel):
     assert ast.unparse(fns["flush_cache"].returns) == "FlushCacheReqOutput"
     output = _fields(_tree(wheel, "sglang.srt.managers.io_struct")[1], {"FlushCacheReqOutput"})
     assert output == set(fake.FlushCacheReqOutput.__dataclass_fields__)
+
+
+def test_what_the_fake_imitates_and_the_rollout_guards_against_is_in_sglangs_source(wheel):
+    """The behaviours tests/fakes/sglang.py copies (its docstring lists them), each found in the wheel; and the
+    torch behaviour the rollout's environment guard is about, in the installed torch."""
+    engine = wheel["sglang/srt/entrypoints/engine.py"]
+    assert 'mp.set_start_method("spawn", force=True)' in engine  # the whole trainer process
+    assert "signal.signal(signal.SIGQUIT, launch_phase_sigquit_handler)" in engine
+    assert "signal.signal(signal.SIGQUIT, cfg.custom_sigquit_handler)" in engine  # the handler the rollout passes
+    assert "kill_process_tree(os.getpid(), include_parent=False" in engine  # shutdown: every child of the trainer
+    assert "self.tokenizer_manager = tokenizer_manager" in engine
+    tm = wheel["sglang/srt/managers/tokenizer_manager.py"]
+    assert "self.event_loop = loop" in tm  # where the rollout finds the loop that holds SGLang's handlers
+    assert "loop.add_signal_handler(signal.SIGTERM, signal_handler.sigterm_handler)" in tm
+    assert "self.tokenizer_manager.gracefully_exit = True" in tm
+    assert "parent_process.send_signal(signal.SIGQUIT)" in wheel["sglang/srt/managers/scheduler.py"]
+    assert "os.kill(os.getpid(), signal.SIGQUIT)" in wheel["sglang/srt/utils/watchdog.py"]
+    assert "init_method=distributed_init_method" in wheel["sglang/srt/distributed/parallel_state.py"]
+    assert 'not found in params_dict")' in wheel["sglang/srt/models/qwen2.py"]  # unknown names: warned, skipped
+    assert 'FINISH_MATCHED_STR(matched="NaN happened")' in wheel["sglang/srt/managers/schedule_batch.py"]
+    assert 'out["output_ids"]' in tm or "\"output_ids\"" in tm
+    import importlib
+
+    source = inspect.getsource(importlib.import_module("torch.distributed.rendezvous"))  # not the function
+    assert 'os.environ.get("TORCHELASTIC_USE_AGENT_STORE", None) == str(True)' in source
+    assert sglang_rollout.TORCHRUN_AGENT_STORE == fake.TORCHRUN_AGENT_STORE == "TORCHELASTIC_USE_AGENT_STORE"

@@ -31,6 +31,7 @@ CASES: dict[str, list[str]] = {
     "rollout.engine": ["--rollout.engine", "sglang"],  # on the default --platform cpu
     "rollout.weight_sync_bucket_mb": ["--rollout.weight-sync-bucket-mb", "0"],
     "rollout.sglang_mem_fraction": ["--rollout.sglang-mem-fraction", "1.5"],
+    "rollout.max_sampler_gap": ["--rollout.max-sampler-gap", "-1"],
     "eval_at_rollouts": ["--eval-at-rollouts", "-5"],
     "optim.lr": ["--optim.lr", "0"],
     "optim.critic_lr": ["--optim.critic-lr", "0"],
