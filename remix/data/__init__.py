@@ -2,6 +2,7 @@
 
 from remix.data.arith import ArithTask
 from remix.data.files import DataError, load_problem_file
-from remix.data.problems import Problem, ProblemSource, load_task
+from remix.data.problems import Problem, ProblemSource
+from remix.data.tasks import load_task
 
 __all__ = ["ArithTask", "DataError", "Problem", "ProblemSource", "load_problem_file", "load_task"]

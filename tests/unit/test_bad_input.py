@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from remix.data import DataError, load_problem_file
-from remix.data.problems import load_task
+from remix.data.tasks import load_task
 from remix.models import ModelNotFound, resolve_model
 from remix.runner import RunError, encode_problems
 from remix.data.problems import Problem

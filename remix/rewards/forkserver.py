@@ -1,4 +1,4 @@
-"""Imported only by the grader pool's fork server (remix.rewards preloads it there): it ignores SIGTERM.
+"""Imported only by the grader pool's fork server (remix.rewards.pool preloads it there): it ignores SIGTERM.
 
 A SIGTERM sent to a job's whole process group (a scheduler, `kill -TERM -PGID`, torchrun's shutdown)
 would otherwise kill the fork server, Python's default. Its death closes the pipes through which the

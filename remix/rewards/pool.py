@@ -1,41 +1,29 @@
-"""Math answer grading (the binary reward) that never hangs.
-
-`verify_in_process(response, reference, rule)` is the pure grading function: it takes the text after
-the last "</think>", extracts the last \\boxed{...} (or \\fbox{...}) and compares it with math-verify
-against the reference (a string, a number or a list of acceptable answers). What happens without a
-box is the grading rule:
-
-- "boxed" (the default, the paper's: DeepScaleR's grader): a response without a complete box after
-  the last "</think>" scores 0, so truncated and unboxed responses never count as correct;
-- "lenient": math-verify's own extraction on that text instead (e.g. the last number), which scores
-  "3 + 4 = 7, then 7 * 2 = 14" as correct against 14. Not comparable with the paper's tables.
+"""GraderPool: grading that never hangs, in long-lived worker processes with a wall-clock deadline per item.
 
 math-verify and sympy can take unbounded time (or blow the C stack) on hostile model output, and
-math-verify's own SIGALRM timeouts work only on a main thread. So grading runs in `GraderPool`: a
-few long-lived worker processes ('forkserver' context, never plain fork: the parent holds torch
-threads), each grading its items one after another, with a wall-clock deadline per item enforced by
-the parent. A worker past its deadline is SIGKILLed and replaced and the item scores 0 (counted in
-`timeouts`); a worker that dies, or an item whose grading raised, scores 0 and is counted in
-`errors`. Both are logged. A worker holds a few items at a time (`PIPELINE_ITEMS`, at most
-`PIPELINE_BYTES` of text): handing over one item per round trip left it idle for longer than a
-grade takes (1.5 ms of IPC against 0.9 ms of math-verify per short answer); the items queued behind
-one that is killed go back to the pool and are graded again by another worker.
+math-verify's own SIGALRM timeouts work only on a main thread. So grading runs in a few long-lived worker
+processes ('forkserver' context, never plain fork: the parent holds torch threads), each grading its items
+one after another, with a wall-clock deadline per item enforced by the parent. A worker past its deadline is
+SIGKILLed and replaced and the item scores 0 (counted in `timeouts`); a worker that dies, or an item whose
+grading raised, scores 0 and is counted in `errors`. Both are logged. A worker holds a few items at a time
+(`PIPELINE_ITEMS`, at most `PIPELINE_BYTES` of text), so it never waits a round trip between two items (the
+round trip takes longer than a grade of a short answer); the items queued behind one that is killed go back to
+the pool and are graded again by another worker.
 """
 
 from __future__ import annotations
 
-import atexit
 import functools
 import logging
-import math
 import multiprocessing as mp
 import os
-import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from multiprocessing.connection import wait
-from typing import Literal, Self
+from typing import Self
+
+from remix.rewards.math_reward import GRADING_RULES, GradingRule, verify_in_process
 
 logger = logging.getLogger(__name__)
 
@@ -43,101 +31,9 @@ _START_TIMEOUT_S = 120.0
 _MAX_START_FAILURES = 3
 # Items handed to one worker before its first answer comes back. The bytes bound keeps what is in flight
 # below a pipe's buffer (16 KiB on macOS, 64 KiB on Linux): the parent must never block in a send, where it
-# could not enforce a deadline. One item is always allowed, whatever its size (as before pipelining).
+# could not enforce a deadline. One item is always allowed, whatever its size.
 PIPELINE_ITEMS = 8
 PIPELINE_BYTES = 16 * 1024
-# A bare number in e-notation ("4.5e33", as in several Minerva answers): math-verify reads the "e"
-# as Euler's number, so it is rewritten as "4.5 \times 10^{33}" on both sides before parsing.
-_E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([-+]?\d+)(?![\w.])")
-GradingRule = Literal["boxed", "lenient"]
-GRADING_RULES: tuple[GradingRule, ...] = ("boxed", "lenient")
-_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|\\.|[{}]", re.DOTALL)
-
-
-def extract_answer(response: str) -> str | None:
-    """The content of the last complete \\boxed{...}/\\fbox{...} after the last "</think>".
-
-    Braces are matched (escaped \\{ and \\} do not count); of nested boxes the outer one wins, and an
-    unclosed box is ignored. None when there is no complete box.
-    """
-    _, sep, tail = response.rpartition("</think>")
-    text = tail if sep else response
-    stack: list[int] = []  # for each open brace: content start of a box, or -1 for a plain brace
-    last = None
-    for m in _TOKENS.finditer(text):
-        tok = m.group()
-        if tok == "{":
-            stack.append(-1)
-        elif tok == "}":
-            if stack and (start := stack.pop()) >= 0:
-                last = text[start : m.start()]  # boxes close in order, so the latest close is last
-        elif len(tok) > 2:  # "\boxed{" or "\fbox{" (escapes such as "\{" are two characters)
-            stack.append(m.end())
-    return last
-
-
-def _sci(text: str) -> str:
-    return _E_NOTATION.sub(r"\1 \\times 10^{\2}", text)
-
-
-def _reference_texts(reference) -> list[str]:
-    if isinstance(reference, (list, tuple)):
-        return [t for r in reference for t in _reference_texts(r)]
-    if isinstance(reference, bool):
-        raise TypeError("a reference answer cannot be a bool")
-    if isinstance(reference, float):
-        if not math.isfinite(reference):
-            raise ValueError(f"non-finite reference {reference!r}")
-        return [str(int(reference)) if reference.is_integer() else repr(reference)]
-    if isinstance(reference, (int, str)):
-        return [str(reference).strip()]
-    raise TypeError(f"unsupported reference type {type(reference).__name__}")
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_gold(text: str):
-    from math_verify import parse
-
-    text = _sci(text)
-    delimited = "\\boxed" in text or re.search(r"(?<!\\)\$", text)  # "\$" is a dollar sign, not math
-    wrapped = text if delimited else f"${text}$"
-    return parse(wrapped, parsing_timeout=None)
-
-
-@functools.lru_cache(maxsize=4096)
-def _parse_boxed(content: str):
-    """A prediction's box, parsed. Cached: answers repeat (a group's samples, one policy's greedy answers at
-    consecutive evaluations), and parsing is nearly all of a grade's time (about 2 ms of latex2sympy)."""
-    from math_verify import parse
-
-    return parse("\\boxed{" + _sci(content) + "}", parsing_timeout=None)
-
-
-def verify_in_process(response: str, reference, rule: GradingRule = "boxed") -> float:
-    """1.0 if the response's final answer matches the reference (any of a list), else 0.0.
-    `rule` says what a response without a box gets (see the module docstring).
-
-    No timeout of its own (math-verify's are disabled, they need SIGALRM on the main thread): run
-    it through `GraderPool`/`grade` unless the input is trusted.
-    """
-    from math_verify import parse, verify
-
-    golds = [g for g in map(_parse_gold, _reference_texts(reference)) if g]
-    if not golds:
-        return 0.0
-    if rule not in GRADING_RULES:
-        raise ValueError(f"unknown grading rule {rule!r}; choose one of {GRADING_RULES}")
-    boxed = extract_answer(response)
-    if boxed is not None:
-        pred = _parse_boxed(boxed)
-    elif rule == "boxed":
-        return 0.0
-    else:
-        _, sep, tail = response.rpartition("</think>")
-        pred = parse(_sci(tail if sep else response), parsing_timeout=None)
-    if not pred:
-        return 0.0
-    return 1.0 if any(verify(g, pred, timeout_seconds=None) for g in golds) else 0.0
 
 
 def _worker_main(conn, verify_fn) -> None:
@@ -230,8 +126,8 @@ class GraderPool:
         self.pid = os.getpid()
         self._ctx = mp.get_context("forkserver")
         # Import math-verify/sympy once in the fork server, so a replacement worker starts in ms; the fork
-        # server also ignores SIGTERM (remix/grader_forkserver.py says why).
-        self._ctx.set_forkserver_preload(["__main__", __name__, "remix.grader_forkserver"])
+        # server also ignores SIGTERM (remix/rewards/forkserver.py says why).
+        self._ctx.set_forkserver_preload(["__main__", __name__, "remix.rewards.forkserver"])
         self._workers = [_Worker(self._ctx, verify_fn) for _ in range(num_workers)]
         self._start_failures = 0  # workers in a row that exited on their own before saying ready
 
@@ -323,12 +219,26 @@ class GraderPool:
             pending.appendleft(index)
 
     def _collect(self, i: int, w: _Worker, now: float, deadline: float, report, responses, pending, sizes) -> int:
-        """Handles one worker's news; returns how many items it finished."""
+        """Handles one worker's news: its answers, else its death, its start-up timeout or its item's deadline.
+        Returns how many items it finished."""
+        done = self._read_answers(w, report, sizes)
+        if done:
+            return done
+        if not w.proc.is_alive():
+            return self._on_death(i, w, report, pending, sizes)
+        if not w.ready and now - w.created > _START_TIMEOUT_S:
+            raise RuntimeError(f"grader worker {w.proc.pid} did not start within {_START_TIMEOUT_S} s")
+        if w.inflight and now - w.started >= deadline:
+            return self._on_deadline(i, w, now, deadline, report, responses, pending, sizes)
+        return 0
+
+    def _read_answers(self, w: _Worker, report: GradeReport, sizes) -> int:
+        """Every answer the worker has sent (one after another), and its "ready"; how many items it finished."""
         done = 0
-        while w.conn.poll():  # every answer that is there: a worker sends them one after another
+        while w.conn.poll():
             try:
                 msg = w.conn.recv()
-            except (EOFError, OSError):  # it died (EOF, or ECONNRESET); handled below through its sentinel
+            except (EOFError, OSError):  # it died (EOF, or ECONNRESET); its sentinel says so next
                 break
             if msg == "ready":
                 w.ready = True
@@ -346,49 +256,46 @@ class GraderPool:
                 report.failed.append(index)
                 logger.warning("grading item %d raised %s; scored 0", index, error)
             done += 1
-        if done:
-            return done
-        if not w.proc.is_alive():
-            if not w.ready:
-                # Killed by a signal while starting (exit code < 0: OOM killer, an operator): start another.
-                # Exited on its own before saying ready: broken start-up; give up after a few in a row.
-                code = w.proc.exitcode
-                self._replace(i)
-                self._start_failures += code is None or code >= 0
-                if self._start_failures >= _MAX_START_FAILURES:
-                    raise RuntimeError(f"grader workers failed to start {self._start_failures} times in a row "
-                                       f"(last exit code {code})")
-                logger.warning("grader worker died while starting (exit code %s); started another", code)
-                return 0
-            item = w.inflight[0] if w.inflight else None
-            grading = "" if item is None else f" while grading item {item}; scored 0"
-            logger.warning("grader worker %d died (exit code %s)%s", w.proc.pid, w.proc.exitcode, grading)
-            self._requeue(w, pending, sizes, keep_head=True)
+        return done
+
+    def _on_death(self, i: int, w: _Worker, report: GradeReport, pending, sizes) -> int:
+        """A worker that died is replaced. Dead while starting: killed by a signal (exit code < 0: the OOM killer,
+        an operator) starts another; exited on its own is a broken start-up, given up after a few in a row. Dead
+        while grading: the item it was grading scores 0 (an error), the ones queued behind it go back."""
+        if not w.ready:
+            code = w.proc.exitcode
             self._replace(i)
-            if item is not None:
-                report.errors += 1
-                report.failed.append(item)
-                return 1
+            self._start_failures += code is None or code >= 0
+            if self._start_failures >= _MAX_START_FAILURES:
+                raise RuntimeError(f"grader workers failed to start {self._start_failures} times in a row "
+                                   f"(last exit code {code})")
+            logger.warning("grader worker died while starting (exit code %s); started another", code)
             return 0
-        if not w.ready and now - w.created > _START_TIMEOUT_S:
-            raise RuntimeError(f"grader worker {w.proc.pid} did not start within {_START_TIMEOUT_S} s")
-        if w.inflight and now - w.started >= deadline:
-            item = w.inflight[0]
-            response = responses[item]
-            logger.warning(
-                "grading item %d timed out after %.1fs (response of %d chars: %r...); scored 0",
-                item,
-                deadline,
-                len(response),
-                response[:60],
-            )
-            report.timeouts += 1
-            report.timed_out.append(item)
-            report.killed_after_s.append(now - w.started)
-            self._requeue(w, pending, sizes, keep_head=True)
-            self._replace(i)  # SIGKILL: sympy may be stuck in C code
-            return 1
-        return 0
+        item = w.inflight[0] if w.inflight else None
+        grading = "" if item is None else f" while grading item {item}; scored 0"
+        logger.warning("grader worker %d died (exit code %s)%s", w.proc.pid, w.proc.exitcode, grading)
+        self._requeue(w, pending, sizes, keep_head=True)
+        self._replace(i)
+        if item is None:
+            return 0
+        report.errors += 1
+        report.failed.append(item)
+        return 1
+
+    def _on_deadline(self, i: int, w: _Worker, now: float, deadline: float, report: GradeReport, responses,
+                     pending, sizes) -> int:
+        """The item at the head of the worker's queue ran past its deadline: it scores 0 (a timeout), the worker
+        is SIGKILLed (sympy may be stuck in C code) and replaced, the items queued behind it go back."""
+        item = w.inflight[0]
+        response = responses[item]
+        logger.warning("grading item %d timed out after %.1fs (response of %d chars: %r...); scored 0", item,
+                       deadline, len(response), response[:60])
+        report.timeouts += 1
+        report.timed_out.append(item)
+        report.killed_after_s.append(now - w.started)
+        self._requeue(w, pending, sizes, keep_head=True)
+        self._replace(i)
+        return 1
 
     def close(self) -> None:
         """Stops the workers (asks, then SIGKILLs whoever is still running). Idempotent."""
@@ -407,31 +314,3 @@ class GraderPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-_default_pool: GraderPool | None = None
-
-
-def _default() -> GraderPool:
-    global _default_pool
-    if _default_pool is None or _default_pool.pid != os.getpid():  # none yet, or a forked child
-        _default_pool = GraderPool()
-        atexit.register(_close_default)
-    return _default_pool
-
-
-def _close_default() -> None:
-    global _default_pool
-    if _default_pool is not None:
-        _default_pool.close()
-        _default_pool = None
-
-
-def grade_batch(responses: list[str], references: list, timeout_s: float = 5.0) -> GradeReport:
-    """Grades a batch in the module's default pool (created on first use, closed at exit)."""
-    return _default().grade(list(responses), list(references), timeout_s=timeout_s)
-
-
-def grade(response: str, reference, timeout_s: float = 5.0) -> float:
-    """1.0 or 0.0 for one response; 0.0 when grading times out or fails (logged)."""
-    return grade_batch([response], [reference], timeout_s=timeout_s).scores[0]

@@ -1,0 +1,114 @@
+"""The built-in math reward: the final answer in a response's last box, compared with math-verify.
+
+`verify_in_process(response, reference, rule)` is the pure grading function: it takes the text after
+the last "</think>", extracts the last \\boxed{...} (or \\fbox{...}) and compares it with math-verify
+against the reference (a string, a number or a list of acceptable answers). What happens without a
+box is the grading rule:
+
+- "boxed" (the default, the paper's: DeepScaleR's grader): a response without a complete box after
+  the last "</think>" scores 0, so truncated and unboxed responses never count as correct;
+- "lenient": math-verify's own extraction on that text instead (e.g. the last number), which scores
+  "3 + 4 = 7, then 7 * 2 = 14" as correct against 14. Not comparable with the paper's tables.
+
+math-verify and sympy can take unbounded time (or blow the C stack) on hostile model output: untrusted
+responses are graded through `remix.rewards.pool.GraderPool`, never with this function directly.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import re
+from typing import Literal
+
+# A bare number in e-notation ("4.5e33", as in several Minerva answers): math-verify reads the "e"
+# as Euler's number, so it is rewritten as "4.5 \times 10^{33}" on both sides before parsing.
+_E_NOTATION = re.compile(r"(?<![\w.\\])(\d+(?:\.\d*)?|\.\d+)[eE]([-+]?\d+)(?![\w.])")
+GradingRule = Literal["boxed", "lenient"]
+GRADING_RULES: tuple[GradingRule, ...] = ("boxed", "lenient")
+_TOKENS = re.compile(r"\\(?:boxed|fbox)\s*\{|\\.|[{}]", re.DOTALL)
+
+
+def extract_answer(response: str) -> str | None:
+    """The content of the last complete \\boxed{...}/\\fbox{...} after the last "</think>".
+
+    Braces are matched (escaped \\{ and \\} do not count); of nested boxes the outer one wins, and an
+    unclosed box is ignored. None when there is no complete box.
+    """
+    _, sep, tail = response.rpartition("</think>")
+    text = tail if sep else response
+    stack: list[int] = []  # for each open brace: content start of a box, or -1 for a plain brace
+    last = None
+    for m in _TOKENS.finditer(text):
+        tok = m.group()
+        if tok == "{":
+            stack.append(-1)
+        elif tok == "}":
+            if stack and (start := stack.pop()) >= 0:
+                last = text[start : m.start()]  # boxes close in order, so the latest close is last
+        elif len(tok) > 2:  # "\boxed{" or "\fbox{" (escapes such as "\{" are two characters)
+            stack.append(m.end())
+    return last
+
+
+def _sci(text: str) -> str:
+    return _E_NOTATION.sub(r"\1 \\times 10^{\2}", text)
+
+
+def _reference_texts(reference) -> list[str]:
+    if isinstance(reference, (list, tuple)):
+        return [t for r in reference for t in _reference_texts(r)]
+    if isinstance(reference, bool):
+        raise TypeError("a reference answer cannot be a bool")
+    if isinstance(reference, float):
+        if not math.isfinite(reference):
+            raise ValueError(f"non-finite reference {reference!r}")
+        return [str(int(reference)) if reference.is_integer() else repr(reference)]
+    if isinstance(reference, (int, str)):
+        return [str(reference).strip()]
+    raise TypeError(f"unsupported reference type {type(reference).__name__}")
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_gold(text: str):
+    from math_verify import parse
+
+    text = _sci(text)
+    delimited = "\\boxed" in text or re.search(r"(?<!\\)\$", text)  # "\$" is a dollar sign, not math
+    wrapped = text if delimited else f"${text}$"
+    return parse(wrapped, parsing_timeout=None)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_boxed(content: str):
+    """A prediction's box, parsed. Cached: answers repeat (a group's samples, one policy's greedy answers at
+    consecutive evaluations), and parsing is nearly all of a grade's time (about 2 ms of latex2sympy)."""
+    from math_verify import parse
+
+    return parse("\\boxed{" + _sci(content) + "}", parsing_timeout=None)
+
+
+def verify_in_process(response: str, reference, rule: GradingRule = "boxed") -> float:
+    """1.0 if the response's final answer matches the reference (any of a list), else 0.0.
+    `rule` says what a response without a box gets (see the module docstring).
+
+    No timeout of its own (math-verify's are disabled, they need SIGALRM on the main thread): run
+    it through `GraderPool` unless the input is trusted.
+    """
+    from math_verify import parse, verify
+
+    golds = [g for g in map(_parse_gold, _reference_texts(reference)) if g]
+    if not golds:
+        return 0.0
+    if rule not in GRADING_RULES:
+        raise ValueError(f"unknown grading rule {rule!r}; choose one of {GRADING_RULES}")
+    boxed = extract_answer(response)
+    if boxed is not None:
+        pred = _parse_boxed(boxed)
+    elif rule == "boxed":
+        return 0.0
+    else:
+        _, sep, tail = response.rpartition("</think>")
+        pred = parse(_sci(tail if sep else response), parsing_timeout=None)
+    if not pred:
+        return 0.0
+    return 1.0 if any(verify(g, pred, timeout_seconds=None) for g in golds) else 0.0
