@@ -50,7 +50,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest tests
 
 lint: $(STAMP)
-	$(PY) -m ruff check remix platforms scripts eval tests
+	$(PY) -m ruff check remix platforms scripts eval bench tests
 
 clean:
 	rm -rf $(VENV) $(XLA_VENV) build *.egg-info .pytest_cache

@@ -58,7 +58,7 @@ from torch.nn import functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from remix.reporting import machine_description, write_report  # noqa: E402  (stdlib and torch only)
+from bench.reporting import machine_description, write_report  # noqa: E402  (stdlib and torch only)
 
 # The project's own imports pull in tyro, typeguard and transformers: a missing or too old package (the lent machine
 # has no registry) becomes the preflight's row in the report, not a traceback before any report exists.

@@ -22,7 +22,7 @@ import tyro
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
-from platforms import PlatformUnavailable  # noqa: E402
+from platforms import PlatformUnavailable, get_platform  # noqa: E402
 from remix import distributed as dist  # noqa: E402
 from remix.config import TrainConfig  # noqa: E402
 from remix.data import DataError  # noqa: E402
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = tyro.cli(TrainConfig, args=argv)
     try:
         cfg.validate()
-        run(cfg)
+        run(cfg, get_platform(cfg.platform))
     except (ConfigError, DataError, ModelNotFound, RunError, PlatformUnavailable) as e:
         if dist.local_rank() == 0:  # every rank of a torchrun job stops with the same message: say it once
             print(f"error: {e}", file=sys.stderr)

@@ -1,9 +1,9 @@
-"""The efficiency study's arithmetic (scripts/efficiency_analysis.py) and its run bookkeeping
-(scripts/bench_efficiency.py): interpolation, crossings, paired ratios, the bootstrap, the config check."""
+"""The efficiency study's arithmetic (bench/efficiency/analysis.py) and its run bookkeeping
+(bench/efficiency/study.py): interpolation, crossings, paired ratios, the bootstrap, the config check."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import math
 import statistics
@@ -12,25 +12,21 @@ from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is created
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module(f"bench.efficiency.{name}")
 
 
 @pytest.fixture(scope="module")
 def ea():
-    return _load("efficiency_analysis")
+    return _load("analysis")
 
 
 @pytest.fixture(scope="module")
 def bench():
-    return _load("bench_efficiency")
+    return _load("study")
 
 
 CURVE = [(0, 0.20), (400, 0.24), (800, 0.32), (1200, 0.28), (1600, 0.36)]
@@ -197,8 +193,8 @@ def test_phases_share_one_queue_without_repeats_or_finished_runs(bench, tmp_path
 def test_bad_study_flags_are_one_line_with_status_2(tmp_path):
     import subprocess
 
-    out = subprocess.run([sys.executable, str(SCRIPTS / "bench_efficiency.py"), "--sweep-seeds", "20",
-                          "--runs-dir", str(tmp_path / "r")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "bench.efficiency", "--sweep-seeds", "20",
+                          "--runs-dir", str(tmp_path / "r")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and out.stderr.strip().splitlines() == ["error: --sweep-seeds: must be in 1..10"]
     assert not (tmp_path / "r").exists()
 
@@ -227,7 +223,7 @@ def _fake_run(bench, cfg, spec, speed: float) -> dict:
 def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
     """The whole report on synthetic runs: ReMix-GRPO rises twice as fast per rollout as GRPO, so every
     rollout ratio must come out near 2 with an interval above 1, and the files must be written."""
-    report = _load("report_efficiency")
+    report = _load("report")
     out = tmp_path / "report"  # not there yet: the report makes it (the plots are written first)
     cfg = bench.BenchConfig(seeds=tuple(range(4)), sweep_seeds=2, lrs=(1e-5, 2e-5), steps=60, out=out,
                             methods=("grpo",))
@@ -244,7 +240,7 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
     noise = {"run": {"name": "ReMix-GRPO", "lr": 2e-5, "seed": 0}, "problems": 1024, "greedy_accuracy": [0.3, 0.3],
              "greedy_repeats_identical": True, "sampled_accuracy": [0.2, 0.22], "sampled_sd": 0.014,
              "problem_sampling_se": {"256": 0.029, "1024": 0.014}}
-    report.write_study_report(cfg, chosen, runs, noise, "python scripts/bench_efficiency.py")
+    report.write_study_report(cfg, chosen, runs, noise, "python -m bench.efficiency")
     data = json.loads((out / "efficiency.json").read_text())
     rows = data["comparisons"]["best: ReMix-GRPO (lr 2e-05) vs GRPO (lr 2e-05)"]
     for row in rows[:len(cfg.targets)]:
@@ -267,7 +263,7 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
 def test_the_ablations_wall_time_note_says_whether_rows_before_the_fork_are_copied():
     """A forked ablation's metrics through the fork are its base run's: its wall-time ratio there is 1.00x by
     construction, not the machine's drift, which only runs from step 0 measure."""
-    note = _load("report_efficiency").ablation_wall_time_note
+    note = _load("report").ablation_wall_time_note
     forked = {"provenance": {"forked_from": {"step": 20}}}
     from_zero = {"provenance": {}}
     assert "machine's own drift" in note([from_zero] * 3) and "forked" not in note([from_zero] * 3)
@@ -279,8 +275,8 @@ def test_the_ablations_wall_time_note_says_whether_rows_before_the_fork_are_copi
 def test_report_only_without_runs_says_so_with_status_2(tmp_path):
     import subprocess
 
-    out = subprocess.run([sys.executable, str(SCRIPTS / "bench_efficiency.py"), "--report-only",
-                          "--runs-dir", str(tmp_path / "none")], capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-m", "bench.efficiency", "--report-only",
+                          "--runs-dir", str(tmp_path / "none")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "runs of the lr sweep are not finished" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
 

@@ -1,4 +1,4 @@
-"""scripts/bench_grading.py: every setting it times grades as verify_in_process does, and it writes its table."""
+"""bench/grading.py: every setting it times grades as verify_in_process does, and it writes its table."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_grading.py"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_a_small_grading_benchmark_writes_its_table(tmp_path):
-    out = subprocess.run([sys.executable, str(SCRIPT), "--repeats", "1", "--problems", "60", "--step-items", "10",
-                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-m", "bench.grading", "--repeats", "1", "--problems", "60",
+                          "--step-items", "10", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
     assert out.returncode == 0, out.stderr
     data = json.loads((tmp_path / "grading.json").read_text())
     assert set(data["seconds"]) == {"before: one item per round trip, no box cache", "queue of 8 items, no box cache",

@@ -1,27 +1,18 @@
-"""scripts/study_time.py: which runs of a study run again computed what the earlier study's runs did, and the
+"""bench/efficiency/study_time.py: which runs of a study run again computed what the earlier study's runs did, and the
 two studies' times side by side (run time, the measured span)."""
 
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
-
-
 @pytest.fixture(scope="module")
 def st():
-    sys.path.insert(0, str(SCRIPTS))
-    spec = importlib.util.spec_from_file_location("study_time", SCRIPTS / "study_time.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return importlib.import_module("bench.efficiency.study_time")
 
 
 def _run(name: str, wall: float, started: str, tokens: int = 100, **provenance) -> dict:

@@ -1,8 +1,9 @@
 """The efficiency study run again end to end: did it compute what the earlier study did, and how long did it take?
 
     git show e4fc407:docs/benchmarks/efficiency.json > runs/efficiency-before.json  # the 2026-12-03 study's record
-    python scripts/bench_efficiency.py                                              # the study, now
-    python scripts/study_time.py  # --before runs/efficiency-before.json --after docs/benchmarks/efficiency.json
+    python -m bench.efficiency            # the study, now
+    python -m bench.efficiency.study_time  # --before runs/efficiency-before.json
+                                          # --after docs/benchmarks/efficiency.json
 
 Both files are a study's efficiency.json (every run's config, provenance, held-out and validation curves and
 per-step costs). For every run of --after that --before also has (by run name), it checks that the two computed
@@ -26,13 +27,11 @@ from typing import Any
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import efficiency_analysis as ea  # noqa: E402
-from bench_efficiency import NOT_THE_EXPERIMENT  # noqa: E402
+from bench.efficiency import analysis as ea
+from bench.efficiency.study import NOT_THE_EXPERIMENT
 
-from remix.reporting import machine_description, write_report  # noqa: E402
+from bench.reporting import machine_description, write_report
 
 # What a run computed, as a study's efficiency.json records it (the phase timings are left out: they are time).
 COMPUTED = ("heldout", "validation", "rollouts", "learner_tokens")
@@ -107,7 +106,7 @@ def main(cfg: StudyTimeConfig) -> None:
     dirty = sum(bool(r["provenance"].get("git_dirty")) for r in after.values())
     lines = ["# The efficiency study run again end to end", "",
              f"Measured {dt.date.today().isoformat()} on {machine_description()}.", "",
-             f"Command: `python scripts/study_time.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`.",
+             f"Command: `python -m bench.efficiency.study_time{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`.",
              "",
              f"`{cfg.after}`: {len(after)} runs at commit(s) {', '.join(c[:7] for c in commits)} ({dirty} with a dirty "
              f"tree), {sum(forked(r) for r in after.values())} of them forked. `{cfg.before}`: {len(before)} runs, the "

@@ -1,7 +1,7 @@
 """Throughput and memory: training steps, the compiled objective, chunked log-probs.
 
-    python scripts/bench_throughput.py            # everything below (about 10 minutes on 2 cores)
-    python scripts/bench_throughput.py --help
+    python -m bench.throughput            # everything below (about 10 minutes on 2 cores)
+    python -m bench.throughput --help
 
 1. Training steps on the CPU platform (tiny-arith at the default batch; smollm2-135m at a small one):
    rollout tokens/s (generated tokens per second of generation), learner tokens/s (prompt+response
@@ -33,9 +33,10 @@ from pathlib import Path
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remix.reporting import machine_description, peak_rss_bytes, write_report  # noqa: E402
+from bench.reporting import machine_description, peak_rss_bytes, write_report
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: cases run as `python -m` from it
 
 VOCAB, HIDDEN, TOKENS = 151_936, 896, 2048
 
@@ -152,6 +153,7 @@ def case_steps(model: str, steps: int) -> dict:
     from remix.config import TrainConfig
     from remix.models import quiet_transformers
     from remix.rewards import GraderPool
+    from platforms import get_platform
     from remix.runner import build_trainer
 
     quiet_transformers()
@@ -160,7 +162,7 @@ def case_steps(model: str, steps: int) -> dict:
         cfg = dataclasses.replace(cfg, batch_size=16, mini_batch_size=8, micro_batch_size=8,
                                   rollout=dataclasses.replace(cfg.rollout, max_new_tokens=64, group_size=4))
     with GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as grader:
-        trainer = build_trainer(cfg, grader)
+        trainer = build_trainer(cfg, get_platform(cfg.platform), grader)
         gen_tokens, learn_tokens = [], []
         real_generate, real_update = trainer.rollout.generate, trainer.learner.update
 
@@ -199,8 +201,8 @@ CASES = {
 
 def measure(case: str, *args) -> dict:
     """Runs one case in a fresh subprocess and returns its JSON result."""
-    cmd = [sys.executable, __file__, "--case", ":".join([case, *map(str, args)])]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    cmd = [sys.executable, "-m", "bench.throughput", "--case", ":".join([case, *map(str, args)])]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -223,7 +225,7 @@ def main(cfg: ThroughputConfig) -> None:
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     start = time.time()
     lines = ["# Throughput and memory", "", f"Measured {dt.date.today().isoformat()} on {machine_description()}.", "",
-             "Command: `" + " ".join(["python scripts/bench_throughput.py", *sys.argv[1:]]) + "`", ""]
+             "Command: `" + " ".join(["python -m bench.throughput", *sys.argv[1:]]) + "`", ""]
     result: dict = {"devices": devices}
 
     print("training steps on the CPU platform ...", flush=True)

@@ -1,7 +1,7 @@
 """The efficiency study's report: efficiency.md, efficiency.png, efficiency_diagnostics.png, efficiency.json.
 
-Called by scripts/bench_efficiency.py with the finished runs; every number in the report is computed here
-from the runs' metrics, with the functions of scripts/efficiency_analysis.py.
+Called by bench/efficiency/study.py with the finished runs; every number in the report is computed here
+from the runs' metrics, with the functions of bench/efficiency/analysis.py.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import efficiency_analysis as ea
+from bench.efficiency import analysis as ea
 
-from remix.reporting import machine_description, write_report
+from bench.reporting import machine_description, write_report
 
 PHASES = ("generate", "grade", "learn")
 

@@ -1,4 +1,4 @@
-"""The arithmetic of the rollout-efficiency study (scripts/bench_efficiency.py), as pure functions.
+"""The arithmetic of the rollout-efficiency study (bench/efficiency/study.py), as pure functions.
 
 Curves are lists of (rollouts, accuracy) in increasing rollouts, one per run. Every reading is made by
 linear interpolation between evaluations, so that two methods with different rollouts per step are

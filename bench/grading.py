@@ -1,9 +1,9 @@
 """Grading throughput: the grader pool before and after its two changes of 2026-12-03, side by side in one process.
 
-    python scripts/bench_grading.py             # about 2 minutes on 2 cores
-    python scripts/bench_grading.py --help
+    python -m bench.grading             # about 2 minutes on 2 cores
+    python -m bench.grading --help
 
-The two changes (remix/rewards.py):
+The two changes (remix/rewards/pool.py and math_reward.py):
 - a worker holds up to PIPELINE_ITEMS items (at most PIPELINE_BYTES of text) instead of one, so that it never
   waits for the parent's round trip between two items;
 - a prediction's box is parsed once per distinct text (`_parse_boxed`, an LRU cache), as the references were.
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import remix.rewards as rewards  # noqa: E402
-from remix.reporting import machine_description, write_report  # noqa: E402
+from remix.rewards import math_reward
+from remix.rewards import pool as grader_pool
+from bench.reporting import machine_description, write_report
 
 
 @dataclass
@@ -52,8 +52,8 @@ class GradingBenchConfig:
 
 def uncached_verify(response: str, reference) -> float:
     """The grade without the prediction cache (the code before): every box is parsed again."""
-    rewards._parse_boxed.cache_clear()
-    return rewards.verify_in_process(response, reference)
+    math_reward._parse_boxed.cache_clear()
+    return math_reward.verify_in_process(response, reference)
 
 
 # name -> (items a worker holds, the worker's grading function)
@@ -75,9 +75,9 @@ def responses(problems, correct: float, seed: int) -> list[str]:
 
 def time_setting(items: int, verify_fn, batches: list[tuple[list[str], list]]) -> tuple[list[float], list]:
     """Seconds for each batch, in order, graded by one fresh pool (one worker); and the scores."""
-    rewards.PIPELINE_ITEMS = items  # read by the parent when it hands out items
+    grader_pool.PIPELINE_ITEMS = items  # read by the parent when it hands out items
     seconds, scores = [], []
-    with rewards.GraderPool(1, 5.0, verify_fn=verify_fn) as pool:
+    with grader_pool.GraderPool(1, 5.0, verify_fn=verify_fn) as pool:
         pool.grade(["\\boxed{0}"], [1])  # the worker is up (its start is not grading)
         for texts, refs in batches:
             start = time.perf_counter()
@@ -91,7 +91,7 @@ def time_setting(items: int, verify_fn, batches: list[tuple[list[str], list]]) -
 def main(cfg: GradingBenchConfig) -> None:
     from remix.data import load_task
 
-    default_items = rewards.PIPELINE_ITEMS
+    default_items = grader_pool.PIPELINE_ITEMS
     _, heldout, _ = load_task("arith", None, cfg.problems, (1, 2, 3))
     refs = [p.answer for p in heldout]
     first, second = responses(heldout, cfg.correct, 0), responses(heldout, cfg.correct, 1)
@@ -99,7 +99,7 @@ def main(cfg: GradingBenchConfig) -> None:
     batches = {"evaluation, cold": (first, refs), "evaluation, warm": (second, refs),
                "training step, warm": (step, refs[:cfg.step_items])}
     # the scores every setting must give
-    expected = [[rewards.verify_in_process(t, r) for t, r in zip(texts, rs)] for texts, rs in batches.values()]
+    expected = [[math_reward.verify_in_process(t, r) for t, r in zip(texts, rs)] for texts, rs in batches.values()]
     times = {name: {b: [] for b in batches} for name in SETTINGS}
     for rep in range(cfg.repeats):
         for name, (items, fn) in SETTINGS.items():
@@ -109,7 +109,7 @@ def main(cfg: GradingBenchConfig) -> None:
             for b, s in zip(batches, seconds):
                 times[name][b].append(s)
         print(f"repeat {rep + 1}/{cfg.repeats} done", flush=True)
-    rewards.PIPELINE_ITEMS = default_items
+    grader_pool.PIPELINE_ITEMS = default_items
 
     def cell(xs: list[float]) -> str:
         return f"{statistics.median(xs) * 1e3:.0f} ms [{min(xs) * 1e3:.0f}-{max(xs) * 1e3:.0f}]"
@@ -117,7 +117,7 @@ def main(cfg: GradingBenchConfig) -> None:
     before = next(iter(SETTINGS))
     lines = ["# Grading throughput: the grader pool before and after 2026-12-03", "",
              f"Measured {dt.date.today().isoformat()} on {machine_description()}.", "",
-             f"Command: `python scripts/bench_grading.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`. "
+             f"Command: `python -m bench.grading{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`. "
              f"One grader worker; {cfg.problems} arith held-out problems (an evaluation of the study) and the first "
              f"{cfg.step_items} (a training step); synthetic tiny-arith-shaped responses, {cfg.correct:.0%} right. "
              "Cold: a fresh pool's first batch; warm: then a second batch of other responses to the same problems, "

@@ -1,8 +1,8 @@
 """Greedy evaluation on the CPU: the dynamic decode layout before and after its two changes of 2026-12-03,
 side by side in one process, and a check that the finished study runs' accuracies are what it computes now.
 
-    python scripts/bench_greedy_eval.py             # about 5 minutes on 2 cores (1 thread, as the study's runs)
-    python scripts/bench_greedy_eval.py --help
+    python -m bench.greedy_eval             # about 5 minutes on 2 cores (1 thread, as the study's runs)
+    python -m bench.greedy_eval --help
 
 The two changes (platforms/backend/rollout.py, DecodePlan):
 - rows that finished leave the batch and its KV cache once an eighth of the batch has finished;
@@ -30,13 +30,11 @@ from pathlib import Path
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_efficiency import study_train_config  # noqa: E402
+from bench.efficiency.study import study_train_config
 
-from remix.reporting import machine_description, write_report  # noqa: E402
-from remix.trainer import EVAL_PROMPTS_PER_CALL  # noqa: E402
+from bench.reporting import machine_description, write_report
+from remix.trainer import EVAL_PROMPTS_PER_CALL
 
 STUDY = study_train_config()  # the study's data, response length and grading: evaluated here as there
 
@@ -144,7 +142,7 @@ def report(cfg: GreedyEvalConfig, timing: dict, check: dict | None) -> list[str]
     ratio = statistics.median(t[AFTER]) / statistics.median(t[BEFORE])
     lines = ["# Greedy evaluation on the CPU: the dynamic decode layout before and after", "",
              f"Measured {dt.date.today().isoformat()} on {machine_description()}, {cfg.threads} torch thread(s).", "",
-             f"Command: `python scripts/bench_greedy_eval.py{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`",
+             f"Command: `python -m bench.greedy_eval{' ' + ' '.join(sys.argv[1:]) if sys.argv[1:] else ''}`",
              "", f"The efficiency study's evaluation: {timing['problems']} {STUDY.data.task} problems "
              f"({STUDY.data.heldout_size} held-out + {STUDY.data.validation_size} validation), greedy, at most "
              f"{STUDY.rollout.max_new_tokens} new tokens, model {timing['model']} (its responses: "
@@ -175,7 +173,7 @@ def main(cfg: GreedyEvalConfig) -> None:
     print(f"timing: {json.dumps({k: spread(v) for k, v in timing['times'].items()})}", flush=True)
     check = check_runs(cfg)
     data = {"date": dt.date.today().isoformat(), "machine": machine_description(), "threads": cfg.threads,
-            "command": "python scripts/bench_greedy_eval.py " + " ".join(sys.argv[1:]), "timing": timing,
+            "command": "python -m bench.greedy_eval " + " ".join(sys.argv[1:]), "timing": timing,
             "check": check}
     write_report(cfg.out, "greedy_eval", report(cfg, timing, check), data)
 

@@ -1,8 +1,8 @@
 """remix beside TRL: the same GRPO configuration, wall time per 1,000 rollouts and peak memory.
 
     pip install -e '.[bench]'          # TRL (pinned, with datasets) is only needed here
-    python scripts/bench_trl.py        # 5 interleaved repeats of each side, about 11 minutes on 2 cores
-    python scripts/bench_trl.py --model smollm2-135m --steps 3 --repeats 1 --sides trl remix-grpo --out DIR
+    python -m bench.trl        # 5 interleaved repeats of each side, about 11 minutes on 2 cores
+    python -m bench.trl --model smollm2-135m --steps 3 --repeats 1 --sides trl remix-grpo --out DIR
         # the short smollm2-135m row, about 17 minutes (the committed one: DIR = docs/benchmarks/trl-smollm2)
 
 Both sides train the same model on the same task with the same GRPO settings: batch 64 responses
@@ -36,9 +36,10 @@ from pathlib import Path
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from remix.reporting import machine_description, peak_rss_bytes, write_report  # noqa: E402
+from bench.reporting import machine_description, peak_rss_bytes, write_report
+
+ROOT = Path(__file__).resolve().parents[1]  # the checkout: cases run as `python -m` from it
 
 BATCH, GROUP, MINI, NEW_TOKENS, LR, KL = 64, 8, 32, 40, 5e-5, 1e-3
 
@@ -107,6 +108,7 @@ def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
     from remix.config import TrainConfig
     from remix.models import quiet_transformers
     from remix.rewards import GraderPool
+    from platforms import get_platform
     from remix.runner import build_trainer
 
     quiet_transformers()
@@ -119,7 +121,7 @@ def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
         objective=dataclasses.replace(base.objective, kl_coef=KL, clip_eps=0.2, loss_agg="token-mean"),
     )
     with GraderPool(2, 5.0) as pool:
-        trainer = build_trainer(tc, pool)
+        trainer = build_trainer(tc, get_platform(tc.platform), pool)
         trainer.train_step()  # warm-up batch: torch.compile of the objective
         start, rollouts_before, generated = time.perf_counter(), trainer.rollouts, 0.0
         for _ in range(cfg.steps - 1):
@@ -158,9 +160,9 @@ def main(cfg: TRLBenchConfig) -> None:
         order = list(cfg.sides[rep % len(cfg.sides):] + cfg.sides[:rep % len(cfg.sides)])  # rotate each round
         for name in order:
             print(f"round {rep + 1}/{cfg.repeats}: {name} ...", flush=True)
-            cmd = [sys.executable, __file__, "--side", name, "--steps", str(cfg.steps), "--model", cfg.model,
+            cmd = [sys.executable, "-m", "bench.trl", "--side", name, "--steps", str(cfg.steps), "--model", cfg.model,
                    "--out", str(cfg.out)]
-            proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
+            proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT,
                                   env={**os.environ, "TQDM_DISABLE": "1"})
             if proc.returncode != 0:
                 raise SystemExit(f"{name} failed:\n{proc.stderr[-4000:]}")
@@ -189,7 +191,7 @@ def report_lines(cfg: TRLBenchConfig, trl_version: str, results: dict[str, list[
         f"untimed; "
         + (f"{cfg.repeats} runs per side, interleaved (the order rotates each round)." if cfg.repeats > 1 else
            "one run per side (a short row: no spread, so read its ratio as one sample)."), "",
-        "Command: `" + " ".join(["python scripts/bench_trl.py", *sys.argv[1:]]) + "`",
+        "Command: `" + " ".join(["python -m bench.trl", *sys.argv[1:]]) + "`",
         "",
         f"Shared GRPO settings: batch {BATCH} responses ({BATCH // GROUP} prompts x {GROUP}), {BATCH // MINI} "
         f"optimizer "

@@ -1,7 +1,7 @@
 """The XLA platform's run on the CPU through PJRT beside the CPU platform's: the same default ReMix-GRPO job on
 tiny-arith, held-out accuracy, step times, and XLA's compilations (count and time, from torch_xla's metrics).
 
-    PJRT_DEVICE=CPU .venv-xla/bin/python scripts/bench_xla.py --steps 20     # after `make test-xla` built .venv-xla
+    PJRT_DEVICE=CPU .venv-xla/bin/python -m bench.xla --steps 20     # after `make test-xla` built .venv-xla
 
 Both runs are in this one process, the CPU platform's first (torch_xla's metrics then count the XLA run alone).
 Writes docs/benchmarks/xla_cpu.md and .json. What it says about a TPU: nothing about speed (XLA's CPU backend is
@@ -20,18 +20,18 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.reporting import machine_description, write_report
+from platforms import get_platform
+from remix.config import TrainConfig
+from remix.runner import run
+from remix.tracking import read_metrics
 
-from remix.config import TrainConfig  # noqa: E402
-from remix.reporting import machine_description, write_report  # noqa: E402
-from remix.runner import run  # noqa: E402
-from remix.tracking import read_metrics  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def one_run(cfg: TrainConfig) -> dict:
     start = time.perf_counter()
-    summary = run(cfg)
+    summary = run(cfg, get_platform(cfg.platform))
     wall = time.perf_counter() - start
     rows = [r for r in read_metrics(Path(cfg.run_dir) / "metrics.jsonl") if r["step"] > 0]
     step_s = [r["time/generate"] + r["time/grade"] + r["time/learn"] for r in rows]
@@ -71,7 +71,7 @@ def main() -> int:
     execute = met.metric_data("ExecuteTime")
     results["xla"].update(compilations=int(compile_time[0]), compile_s=compile_time[1] / 1e9,
                           executions=int(execute[0]) if execute else 0)
-    command = "PJRT_DEVICE=CPU python scripts/bench_xla.py " + " ".join(sys.argv[1:])
+    command = "PJRT_DEVICE=CPU python -m bench.xla " + " ".join(sys.argv[1:])
     versions = f"torch {torch.__version__}, torch-xla {torch_xla.__version__}"
     lines = ["# The XLA platform on the CPU (PJRT) beside the CPU platform", "",
              f"Command: `{command}`  ", f"Date: {dt.date.today().isoformat()}  ",

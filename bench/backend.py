@@ -1,7 +1,7 @@
 """The one-backend refactor and multi-process training, timed side by side.
 
-    python scripts/bench_backend.py                      # about 8 minutes on 2 cores
-    python scripts/bench_backend.py --baseline-ref 96bd1e5 --repeats 3 --steps 20
+    python -m bench.backend                      # about 8 minutes on 2 cores
+    python -m bench.backend --baseline-ref 96bd1e5 --repeats 3 --steps 20
 
 Two comparisons, each run in alternation (A B A B ...) so that drift of a shared machine hits both sides:
 
@@ -32,10 +32,9 @@ from pathlib import Path
 
 import tyro
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.reporting import machine_description, write_report
 
-from remix.reporting import machine_description, write_report  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -96,7 +95,7 @@ def main(cfg: BackendBenchConfig) -> None:
     stats = {side: summarise(v) for side, v in results.items()}
     pair = [b / a for a, b in zip(results["baseline"], results["backend"])]
     procs = [b / a for a, b in zip(results["backend"], results["backend-2proc"])]
-    command = f"python scripts/bench_backend.py --baseline-ref {cfg.baseline_ref} --repeats {cfg.repeats} " \
+    command = f"python -m bench.backend --baseline-ref {cfg.baseline_ref} --repeats {cfg.repeats} " \
               f"--steps {cfg.steps}"
     lines = [
         "# One backend, and 2 processes against 1",

@@ -1,11 +1,11 @@
 """The rollout-efficiency study: ReMix against tuned on-policy baselines, over paired seeds, with ablations.
 
-    python scripts/bench_efficiency.py                # the whole study on tiny-arith (1.44 hours on 2 cores,
+    python -m bench.efficiency                # the whole study on tiny-arith (1.44 hours on 2 cores,
                                                       # 2026-12-04; see study_time.md)
-    python scripts/bench_efficiency.py --report-only  # the report from the finished runs in --runs-dir
-    python scripts/bench_efficiency.py --seeds 0 --sweep-seeds 1 --runs-dir runs/bench-efficiency-sample \
+    python -m bench.efficiency --report-only  # the report from the finished runs in --runs-dir
+    python -m bench.efficiency --seeds 0 --sweep-seeds 1 --runs-dir runs/bench-efficiency-sample \
         --out runs/bench-efficiency-sample/report     # seed 0 of every configuration (22 runs, 25 minutes)
-    python scripts/bench_efficiency.py --help
+    python -m bench.efficiency --help
 
 The study, in the order it runs (two runs at a time, one CPU thread each):
   1. lr sweep: every method (ReMix-GRPO, GRPO, ReMix-PPO, PPO) at every --lrs, on the first --sweep-seeds seeds.
@@ -22,7 +22,7 @@ The study, in the order it runs (two runs at a time, one CPU thread each):
 
 Every run evaluates held-out and validation accuracy at the same rollout counts (--grid, denser early;
 each point is evaluated at the first step that reaches it, within one step of rollouts); every reading
-interpolates linearly between evaluations (scripts/efficiency_analysis.py). Seeds are paired: seed s of
+interpolates linearly between evaluations (bench/efficiency/analysis.py). Seeds are paired: seed s of
 every method has the same initial data order and sampling seed.
 
 Ablations are forked (--no-fork-ablations: not): each starts from a checkpoint of the configuration it computes
@@ -55,14 +55,12 @@ from typing import Any, Literal
 
 import tyro
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import efficiency_analysis as ea  # noqa: E402
+from bench.efficiency import analysis as ea
 
-from remix.checkpoint import checkpoint_dir  # noqa: E402
-from remix.config import TrainConfig  # noqa: E402
-from remix.tracking import eval_curve, read_metrics  # noqa: E402
+from remix.checkpoint import checkpoint_dir
+from remix.config import TrainConfig
+from remix.tracking import eval_curve, read_metrics
 
 # name -> (algo, variant, changes to ReMixConfig, changes to ObjectiveConfig)
 METHODS = {
@@ -334,16 +332,15 @@ def finished(cfg: BenchConfig, tc: TrainConfig) -> bool:
 def _init_worker() -> None:
     import torch
 
-    from remix import runner
-
     torch.set_num_threads(1)
     os.environ["TQDM_DISABLE"] = "1"
-    # every run starts from the same base model: each process evaluates its step 0 once (runner.initial_evaluation)
-    runner.REUSE_INITIAL_EVALUATION = True
 
 
 def _execute(tc: TrainConfig) -> dict[str, Any]:
-    """One run in a worker process, its output in RUNS_DIR/logs/<run>.log."""
+    """One run in a worker process, its output in RUNS_DIR/logs/<run>.log. Every run starts from the same base
+    model: each process evaluates its step 0 once (bench/efficiency/initial_evaluation.py)."""
+    from bench.efficiency.initial_evaluation import once_per_process
+    from platforms import get_platform
     from remix.checkpoint import list_checkpoints
     from remix.runner import run
 
@@ -355,7 +352,7 @@ def _execute(tc: TrainConfig) -> dict[str, Any]:
     start = time.time()
     with open(logs / f"{run_dir.name}.log", "a") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
-        summary = run(tc)
+        summary = run(tc, get_platform(tc.platform), evaluate_start=once_per_process)
     return {**summary, "this_call_seconds": time.time() - start}
 
 
@@ -545,7 +542,7 @@ def evaluation_noise(cfg: BenchConfig, spec: RunSpec) -> dict[str, Any]:
 
 def main(cfg: BenchConfig) -> None:
     # --report-only is left out: the same command runs what is missing and writes the same report
-    command = "python scripts/bench_efficiency.py " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    command = "python -m bench.efficiency " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     chosen = plan(cfg)
     noise_spec = RunSpec("ReMix-GRPO" if "grpo" in cfg.methods else "ReMix-PPO",
                          chosen["best_lr"]["ReMix-GRPO" if "grpo" in cfg.methods else "ReMix-PPO"], cfg.seeds[0])
@@ -556,17 +553,18 @@ def main(cfg: BenchConfig) -> None:
         print("5. evaluation noise: repeat evaluations of one final policy", flush=True)
         noise = evaluation_noise(cfg, noise_spec)
         noise_path.write_text(json.dumps(noise, indent=1) + "\n")
-    from report_efficiency import write_study_report  # imported here: the runs need none of its plotting
+    from bench.efficiency.report import write_study_report  # imported here: the runs need none of its plotting
 
     specs = [spec for key in ("sweep", "main", "same_lr", "ablations") for spec in chosen[key]]
     runs = {(spec.name, spec.lr, spec.seed): read_run(cfg, spec) for spec in specs}
     write_study_report(cfg, chosen, runs, noise, command.strip())
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m bench.efficiency`: a bad value is one line naming the flag, exit status 2."""
     from remix.validation import ConfigError, deferred_validation
 
-    with deferred_validation():  # a bad value is one line naming the flag, exit status 2
+    with deferred_validation():
         config = tyro.cli(BenchConfig, description=__doc__)
     try:
         config.validate()
@@ -574,3 +572,7 @@ if __name__ == "__main__":
     except (ConfigError, StudyError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+if __name__ == "__main__":
+    cli()
