@@ -111,6 +111,11 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(_PREFIX):]))
 
 
+def run_dir_of(checkpoint: Path) -> Path:
+    """The run directory a checkpoint folder belongs to (RUN/checkpoints/step-NNNNNN -> RUN)."""
+    return Path(checkpoint).parent.parent
+
+
 def checkpoint_step(folder: Path) -> int:
     """The step of a checkpoint folder, from its name (step-000010 -> 10)."""
     return int(Path(folder).name[len(_PREFIX):])

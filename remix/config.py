@@ -29,6 +29,12 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("REMIX_CACHE", Path.home() / ".cache" / "remix"))
 
 
+def uses_precedent(variant: str, kl_convex: bool, kl_coef: float) -> bool:
+    """Whether a config keeps the precedent policy pi_{k-1} (TrainConfig.uses_precedent; also read off a saved
+    config.json)."""
+    return variant == "remix" and kl_convex and kl_coef > 0
+
+
 @dataclass
 class ModelConfig:
     name: Annotated[str, tyro.conf.arg(aliases=("--model",))] = "tiny-arith"
@@ -352,7 +358,7 @@ class TrainConfig:
 
     def uses_precedent(self) -> bool:
         """Whether KL(theta || pi_{k-1}) can ever get weight: only ReMix with KL-Convex and beta > 0."""
-        return self.variant == "remix" and self.remix.kl_convex and self.objective.kl_coef > 0
+        return uses_precedent(self.variant, self.remix.kl_convex, self.objective.kl_coef)
 
     def kl_lambda(self, step: int, reincarnated_at: int | None) -> float:
         """lam(t) of the KL-Convex term at the 1-based global step."""

@@ -1,4 +1,4 @@
-"""The three interfaces every platform implements: Rollout, Learner, Buffer.
+"""The three interfaces every platform implements: Rollout, Learner, Buffer; and what a platform package provides.
 
 Records that cross them live here too. Everything is host-side Python/torch so that the
 platform-free loop (remix/trainer.py) never needs to know where the tensors were computed.
@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Iterable, Iterator
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -226,3 +226,16 @@ class TokenBatch:
             prompt_len=self.prompt_len,
             fields={k: v.to(device) for k, v in self.fields.items()},
         )
+
+
+class Platform(Protocol):
+    """What a platform package under platforms/ provides (platforms.get_platform returns one); the core gets it
+    handed in and never imports platforms/ itself."""
+
+    NAME: str
+    DIST_BACKEND: str  # the torch.distributed backend of a multi-process job: gloo, nccl
+
+    def make_rollout(self, model_dir: str | Path, *, seed: int = 0, dtype: str = "float32", options: Any = None,
+                     prompt_tokens: int | None = None) -> Rollout: ...
+
+    def make_learner(self, model_dir: str | Path, cfg: Any) -> Learner: ...

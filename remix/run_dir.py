@@ -1,8 +1,8 @@
 """A run's directory: choosing it (resume, fork, never overwrite), checking a resumed or forked config against
 the saved one, and writing config.json (with provenance) and the metrics a resumed or forked run starts from.
 
-`remix.runner` calls these on rank 0 before and while a run starts; the efficiency study compares configs with
-`flatten_config` and `config_json`, the same flattening a resume uses.
+`remix.runner` calls these on rank 0 before and while a run starts (`choose_run_dir` answers with a `RunStart`);
+the efficiency study compares configs with `flatten_config` and `config_json`, the same flattening a resume uses.
 """
 
 from __future__ import annotations
@@ -11,23 +11,44 @@ import datetime as dt
 import json
 import os
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from remix import distributed as dist
-from remix.checkpoint import checkpoint_step, list_checkpoints, remove_unfinished, why_not_resumable
-from remix.config import TrainConfig
+from remix.checkpoint import checkpoint_step, list_checkpoints, remove_unfinished, run_dir_of, why_not_resumable
+from remix.config import TrainConfig, uses_precedent
 from remix.tracking import read_metrics
 
 
 def default_run_dir(cfg: TrainConfig) -> Path:
     return Path("runs") / f"{cfg.algo}-{cfg.variant}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
 
+
 class RunError(ValueError):
     """A run that cannot start or continue as asked (the message says why and what to do)."""
+
+
+@dataclass(frozen=True)
+class RunStart:
+    """Where a run writes and what it starts from, as `choose_run_dir` resolved it."""
+
+    run_dir: Path
+    resume_from: Path | None = None  # a checkpoint of this run: the same command goes on from it
+    fork_from: Path | None = None  # a checkpoint of another run (--fork-from)
+    saved_config: dict[str, Any] | None = None  # the resumed run's config.json, read once
+
+    @property
+    def checkpoint(self) -> Path | None:
+        """The checkpoint the run loads, if any."""
+        return self.resume_from or self.fork_from
+
+    @property
+    def metrics_source(self) -> Path:
+        """The metrics.jsonl whose records up to the checkpoint's step this run starts with."""
+        return (self.run_dir if self.fork_from is None else run_dir_of(self.fork_from)) / "metrics.jsonl"
 
 # Config fields that may change when a run is resumed; any other difference is a conflict.
 RESUMABLE_CHANGES = {
@@ -73,7 +94,7 @@ def provenance(run_dir: Path, saved: dict[str, Any] | None = None, fork: Path | 
     before = (saved or {}).get("provenance", {})
     forked_from = before.get("forked_from")
     if fork is not None:
-        base = json.loads((fork.parent.parent / "config.json").read_text()).get("provenance", {})
+        base = json.loads((run_dir_of(fork) / "config.json").read_text()).get("provenance", {})
         forked_from = {"checkpoint": str(fork.absolute()), "step": checkpoint_step(fork),
                        "git_commit": base.get("git_commit")}
     return {
@@ -153,15 +174,15 @@ def check_writable(run_dir: Path) -> None:
 FORK_MUST_MATCH = ("platform", "algo", "model.", "data.", "batch_size", "rollout.group_size")
 
 
-def _uses_precedent(c: dict[str, Any]) -> bool:  # TrainConfig.uses_precedent on a config.json
-    return c["variant"] == "remix" and c["remix.kl_convex"] and c["objective.kl_coef"] > 0
+def _uses_precedent(c: dict[str, Any]) -> bool:  # TrainConfig.uses_precedent on a flattened config.json
+    return uses_precedent(c["variant"], c["remix.kl_convex"], c["objective.kl_coef"])
 
 
 def check_fork(cfg: TrainConfig, run_dir: Path) -> Path:
     """The checkpoint of --fork-from, checked: a complete checkpoint this job can load, of a run whose saved state
     has the shape this config needs, with its metrics through that step. Rank 0, before anything is written."""
     folder = Path(cfg.fork_from)
-    base_dir = folder.parent.parent
+    base_dir = run_dir_of(folder)
     if not (folder / "meta.json").is_file():
         raise RunError(f"--fork-from {folder}: not a complete checkpoint (RUN/checkpoints/step-NNNNNN with meta.json)")
     if not (base_dir / "config.json").is_file() or not (base_dir / "metrics.jsonl").is_file():
@@ -189,9 +210,9 @@ def check_fork(cfg: TrainConfig, run_dir: Path) -> Path:
     return folder
 
 
-def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None, Path | None]:
-    """(run directory, checkpoint to resume from or None, checkpoint to fork from or None), following --resume
-    and --fork-from (a fork that has written a checkpoint of its own resumes from it). Rank 0 only."""
+def choose_run_dir(cfg: TrainConfig) -> RunStart:
+    """The run directory and the checkpoint to resume or fork from, following --resume and --fork-from (a fork
+    that has written a checkpoint of its own resumes from it). Rank 0 only."""
     run_dir = Path(cfg.run_dir) if cfg.run_dir is not None else default_run_dir(cfg)
     check_writable(run_dir)
     if cfg.resume == "auto" and run_dir.is_dir():
@@ -203,13 +224,13 @@ def choose_run_dir(cfg: TrainConfig) -> tuple[Path, Path | None, Path | None]:
                 raise RunError(f"{problem}; or start a new run with --resume never or another --run-dir")
             saved = json.loads((run_dir / "config.json").read_text())
             check_resumable(saved, cfg, run_dir)
-            return run_dir, checkpoints[-1], None
+            return RunStart(run_dir, resume_from=checkpoints[-1], saved_config=saved)
     new_dir = fresh_run_dir(run_dir)
     if new_dir != run_dir:
         check_writable(new_dir)  # RUN_DIR-2 is made beside RUN_DIR: its parent must take it
         why = "--resume never" if cfg.resume == "never" else "it has no checkpoint to resume from"
         print(f"{run_dir} is not empty and {why}: starting fresh in {new_dir}", flush=True)
-    return new_dir, None, (check_fork(cfg, new_dir) if cfg.fork_from is not None else None)
+    return RunStart(new_dir, fork_from=check_fork(cfg, new_dir) if cfg.fork_from is not None else None)
 
 
 def write_metrics_through(source: Path, run_dir: Path, step: int) -> list[dict[str, Any]]:

@@ -1,9 +1,10 @@
 """One training run from a TrainConfig: set up, evaluate, train with progress output, save.
 
-`scripts/run.py` is the command-line face of `run(cfg)`; benchmarks call `run` directly. The step
-itself lives in `remix.trainer.Trainer`; this module only wires the pieces together and writes the
-run directory. Under torchrun every process runs `run`; rank 0 alone decides the run directory, prints
-and writes what is listed here (checkpoints are written by all ranks together):
+`scripts/run.py` is the command-line face of `run(cfg, platform)`: it resolves the platform
+(platforms.get_platform) and hands it in, so the core never imports platforms/. The step itself lives in
+`remix.trainer.Trainer`; this module wires the pieces together, decides when to evaluate and to
+checkpoint, and writes the run directory. Under torchrun every process runs `run`; rank 0 alone decides
+the run directory, prints and writes what is listed here (checkpoints are written by all ranks together):
 
     RUN_DIR/config.json     the full config
     RUN_DIR/metrics.jsonl   one record per step (and per evaluation)
@@ -18,14 +19,12 @@ through that step, and trains on with its own config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +42,21 @@ from remix.checkpoint import (
 )
 from remix.config import TrainConfig
 from remix.data import ProblemSource, load_task
+from remix.interfaces import Platform
 from remix.plots import plot_accuracy_vs_rollouts
 from remix.prompts import encode_prompt
 from remix.rewards import GraderPool
 from remix.run_dir import (
     RunError,
+    RunStart,
     choose_run_dir,
     config_json,
     forked_from_step,
     write_config,
     write_metrics_through,
 )
-from remix.tracking import MetricsLog, eval_curve, read_metrics
-from remix.trainer import EVAL_PROMPTS_PER_CALL, EncodedProblem, Trainer
+from remix.tracking import MetricsLog, NoLog, eval_curve, read_metrics
+from remix.trainer import EncodedProblem, Trainer
 
 
 def say(*args, **kwargs) -> None:
@@ -99,9 +100,8 @@ def step_line(m: dict[str, Any], steps: int) -> str:
     return " | ".join(parts)
 
 
-def build_trainer(cfg: TrainConfig, grader) -> Trainer:
+def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
     """The model (resolved and cached), the platform's Rollout and Learner, the data, as a Trainer."""
-    from platforms import get_platform
     from remix.models import ModelNotFound, resolve_model
 
     # Data first: a bad file is reported before any model is built or loaded.
@@ -110,7 +110,6 @@ def build_trainer(cfg: TrainConfig, grader) -> Trainer:
     if len(heldout_problems) < cfg.data.heldout_size:
         say(f"held-out split: {len(heldout_problems)} of {len(train_problems) + len(heldout_problems)} problems "
             f"(--data.heldout-size {cfg.data.heldout_size} capped at a fifth of the data)")
-    platform = get_platform(cfg.platform)
     # Rank 0 builds a built-in model into the cache; the other ranks then load that folder.
     model_dir = dist.on_main(lambda: resolve_model(cfg.model.name, cfg.model.cache_dir), errors=(ModelNotFound,))
     rollout = platform.make_rollout(model_dir, seed=cfg.seed + dist.rank(), dtype=cfg.model.dtype,
@@ -167,37 +166,58 @@ def finish_step_on_signal() -> Iterator[list[int]]:
             signal.signal(s, h)
 
 
-class _NoLog:
-    """The metrics sink of ranks other than 0."""
+class CheckpointSchedule:
+    """When the loop saves a checkpoint, and what it saved last: every --checkpoint-every steps, at the
+    --checkpoint-steps, at the end, before a halt, and when a signal stops the run (unless that step is saved)."""
 
-    def log(self, record: dict[str, Any]) -> None:
-        pass
+    def __init__(self, cfg: TrainConfig, run_dir: Path, last_saved: int | None) -> None:
+        self.cfg, self.run_dir, self.last_saved = cfg, run_dir, last_saved
 
-    def close(self) -> None:
-        pass
+    def due(self, step: int) -> bool:
+        every = self.cfg.checkpoint_every
+        return step == self.cfg.steps or bool(every and step % every == 0) or step in self.cfg.checkpoint_steps
+
+    def save(self, trainer: Trainer) -> None:
+        save_checkpoint(trainer, self.run_dir, self.cfg.keep_checkpoints, self.cfg.checkpoint_steps)
+        self.last_saved = trainer.step
+
+    def save_unsaved(self, trainer: Trainer) -> None:
+        """Saves the trainer's step unless it is already the last one saved."""
+        if self.last_saved != trainer.step:
+            self.save(trainer)
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Trains as `cfg` says and returns the summary (also written to RUN_DIR/summary.json).
+def evaluation_due(cfg: TrainConfig, step: int, rollouts_before: int, rollouts_after: int) -> bool:
+    """Held-out evaluation after this step: every --eval-every steps, at the end, and at the first step whose
+    rollouts reach each of --eval-at-rollouts."""
+    grid_point = any(rollouts_before < r <= rollouts_after for r in cfg.eval_at_rollouts)
+    return step == cfg.steps or bool(cfg.eval_every and step % cfg.eval_every == 0) or grid_point
+
+
+# How a run evaluates its policy before training; the efficiency study passes one that evaluates a shared base
+# model once per worker process (bench/efficiency/initial_evaluation.py).
+StartEvaluation = Callable[[TrainConfig, Trainer], dict[str, float]]
+
+
+def evaluate_now(cfg: TrainConfig, trainer: Trainer) -> dict[str, float]:
+    return trainer.evaluate()
+
+
+def run(cfg: TrainConfig, platform: Platform, evaluate_start: StartEvaluation = evaluate_now) -> dict[str, Any]:
+    """Trains as `cfg` says on `platform` and returns the summary (also written to RUN_DIR/summary.json).
 
     Resumes from the newest complete checkpoint in --run-dir when there is one (--resume auto). Under
     torchrun, joins the job's process group first (the platform names the collective backend).
     """
-    from platforms import get_platform
-
-    dist.init(get_platform(cfg.platform).DIST_BACKEND)
+    dist.init(platform.DIST_BACKEND)
     try:
-        return _run(cfg)
+        with finish_step_on_signal() as signals:  # the whole run: a signal at any point ends it cleanly
+            return _train(cfg, platform, signals, evaluate_start)
     finally:
         dist.shutdown()
 
 
-def _run(cfg: TrainConfig) -> dict[str, Any]:
-    with finish_step_on_signal() as signals:  # the whole run: a signal at any point ends it cleanly
-        return _train(cfg, signals)
-
-
-def _train(cfg: TrainConfig, signals: list[int]) -> dict[str, Any]:
+def _train(cfg: TrainConfig, platform: Platform, signals: list[int], evaluate_start: StartEvaluation) -> dict[str, Any]:
     from remix.models import quiet_transformers
 
     def signalled() -> bool:  # a signal on any rank stops every rank at the same point
@@ -209,117 +229,84 @@ def _train(cfg: TrainConfig, signals: list[int]) -> dict[str, Any]:
     wall_start = time.time()
     quiet_transformers()
     main = dist.is_main()
-    run_dir, resume_from, fork = dist.on_main(lambda: choose_run_dir(cfg), errors=(RunError,))
+    start: RunStart = dist.on_main(lambda: choose_run_dir(cfg), errors=(RunError,))
+    run_dir = start.run_dir
     torch.manual_seed(cfg.seed)
     with GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rule=cfg.grading) as grader:
-        trainer = build_trainer(cfg, grader)  # bad data or model: stop before writing anything
+        trainer = build_trainer(cfg, platform, grader)  # bad data or model: stop before writing anything
         if signalled():
             raise Interrupted(signum(), trainer.step, checkpointed=False)
         if main:
             run_dir.mkdir(parents=True, exist_ok=True)
-            saved = json.loads((run_dir / "config.json").read_text()) if resume_from is not None else None
-            write_config(run_dir, cfg, saved, fork)
+            write_config(run_dir, cfg, start.saved_config, start.fork_from)
         processes = f" on {dist.world_size()} processes" if dist.world_size() > 1 else ""
         say(f"run {run_dir}: {cfg.algo} {cfg.variant} on {cfg.data.task} ({len(trainer.train.problems)} train / "
             f"{len(trainer.heldout)} held-out problems), model {cfg.model.name}, {cfg.steps} steps of "
             f"{cfg.batch_size} responses{processes}")
-        before: dict[str, Any] = {}
-        start_from = resume_from or fork
-        if start_from is not None:
-            load_checkpoint(trainer, start_from)
-            if main:
-                source = (run_dir if fork is None else fork.parent.parent) / "metrics.jsonl"
-                records = write_metrics_through(source, run_dir, trainer.step)
-                before = next(r for r in records if r["step"] == 0)
-            say(f"{'resumed' if fork is None else 'forked'} from {start_from} (step {trainer.step}, "
-                f"{trainer.rollouts} rollouts)")
-        log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=start_from is not None) \
-            if main else _NoLog()
-        if start_from is None:
-            before = {"step": 0, "rollouts": 0, **initial_evaluation(cfg, trainer), "time/unix": round(time.time(), 3)}
-            log.log(before)
-            say(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}")
-        last_saved = trainer.step if resume_from is not None else None
-        if signalled():  # during the first evaluation: keep it, so that the same command goes on from here
-            if last_saved != trainer.step:
-                save_checkpoint(trainer, run_dir, cfg.keep_checkpoints, cfg.checkpoint_steps)
-            log.close()
-            raise Interrupted(signum(), trainer.step)
-        # disable=None: a bar on a terminal, none in logs and pipes (the per-step lines are the record there)
-        with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True,
-                  disable=None if main else True) as bar:
-            while trainer.step < cfg.steps:
-                rollouts_before = trainer.rollouts
-                metrics = trainer.train_step()
-                k = metrics["step"]
-                grid_point = any(rollouts_before < r <= trainer.rollouts for r in cfg.eval_at_rollouts)
-                if k == cfg.steps or (cfg.eval_every and k % cfg.eval_every == 0) or grid_point:
-                    metrics.update(trainer.evaluate())
-                metrics["time/unix"] = round(time.time(), 3)  # wall-clock time the step was logged
-                log.log(metrics)
-                if main:
-                    bar.update(1)
-                    bar.write(step_line(metrics, cfg.steps), file=sys.stdout)
-                    sys.stdout.flush()  # one line per step even when stdout is a file or a pipe
-                halt = trainer.consecutive_skips >= cfg.max_consecutive_skips  # the same on every rank
-                if halt or k == cfg.steps or (cfg.checkpoint_every and k % cfg.checkpoint_every == 0) \
-                        or k in cfg.checkpoint_steps:
-                    save_checkpoint(trainer, run_dir, cfg.keep_checkpoints, cfg.checkpoint_steps)
-                    last_saved = k
-                if halt:
-                    log.close()
-                    raise TrainingHalted(
-                        f"stopped after {trainer.consecutive_skips} consecutive updates were skipped for a non-finite "
-                        f"loss or gradient (--max-consecutive-skips {cfg.max_consecutive_skips}); the state at step "
-                        f"{k} is checkpointed in {checkpoint_dir(run_dir, k)}; the same command resumes from there.")
-                if k < cfg.steps and signalled():  # checked after any save: a signal during it counts too
-                    if last_saved != k:
-                        save_checkpoint(trainer, run_dir, cfg.keep_checkpoints, cfg.checkpoint_steps)
-                    log.close()
-                    raise Interrupted(signum(), k)
-        if last_saved != trainer.step:  # e.g. resumed a finished run with the same --steps
-            save_checkpoint(trainer, run_dir, cfg.keep_checkpoints, cfg.checkpoint_steps)
-    log.close()
-    summary = dist.on_main(lambda: _finish(cfg, run_dir, trainer, before, resume_from, wall_start))
+        before = _restore(trainer, start) if start.checkpoint is not None else None
+        checkpoints = CheckpointSchedule(cfg, run_dir, trainer.step if start.resume_from is not None else None)
+        log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=start.checkpoint is not None) \
+            if main else NoLog()
+        with log:
+            if before is None:
+                before = {"step": 0, "rollouts": 0, **evaluate_start(cfg, trainer), "time/unix": round(time.time(), 3)}
+                log.log(before)
+                say(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}")
+            if signalled():  # during the first evaluation: keep it, so that the same command goes on from here
+                checkpoints.save_unsaved(trainer)
+                raise Interrupted(signum(), trainer.step)
+            _train_steps(cfg, trainer, log, checkpoints, signalled, signum)
+    summary = dist.on_main(lambda: _finish(cfg, run_dir, trainer, before, start.resume_from, wall_start))
     dist.barrier()
     return summary
 
 
-# Opt-in (the efficiency study turns it on in its worker processes, which start many runs from one base model):
-# greedy evaluation of the same weights on the same prompts with the same settings gives the same result, so a
-# process evaluates step 0 once. Only in one process on the CPU, where greedy decoding is deterministic; a result
-# with grader timeouts (which depend on the machine's load) is not kept.
-REUSE_INITIAL_EVALUATION = False
-_initial_evaluations: dict[str, dict[str, float]] = {}
+def _restore(trainer: Trainer, start: RunStart) -> dict[str, Any]:
+    """Loads the checkpoint a resumed or forked run starts from and writes its metrics through that step (rank 0);
+    returns the step-0 record (empty on other ranks, which write nothing)."""
+    load_checkpoint(trainer, start.checkpoint)
+    before: dict[str, Any] = {}
+    if dist.is_main():
+        records = write_metrics_through(start.metrics_source, start.run_dir, trainer.step)
+        before = next(r for r in records if r["step"] == 0)
+    say(f"{'resumed' if start.fork_from is None else 'forked'} from {start.checkpoint} (step {trainer.step}, "
+        f"{trainer.rollouts} rollouts)")
+    return before
 
 
-def evaluation_key(cfg: TrainConfig, trainer: Trainer) -> str:
-    """What a greedy evaluation's result depends on: the policy's weights, the prompts and their answers, the
-    engine and grading settings."""
-    h = hashlib.sha256()
-    for name, t in trainer.learner.policy_weights():
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.detach().cpu().contiguous().flatten().view(torch.uint8).numpy().tobytes())
-    for split in (trainer.heldout, trainer.validation):
-        h.update(json.dumps([[e.prompt_ids, e.problem.answer] for e in split]).encode())
-    settings = {"platform": cfg.platform, "dtype": cfg.model.dtype, "rollout": asdict(cfg.rollout),
-                "grading": cfg.grading, "grader_timeout_s": cfg.grader_timeout_s, "per_call": EVAL_PROMPTS_PER_CALL}
-    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def initial_evaluation(cfg: TrainConfig, trainer: Trainer) -> dict[str, float]:
-    """trainer.evaluate() before training; with REUSE_INITIAL_EVALUATION, computed once per process and key."""
-    if not (REUSE_INITIAL_EVALUATION and cfg.platform == "cpu" and dist.world_size() == 1):
-        return trainer.evaluate()
-    key = evaluation_key(cfg, trainer)
-    if key not in _initial_evaluations:
-        result = trainer.evaluate()
-        if any(v for k, v in result.items() if k.endswith("/timeouts")):
-            return result
-        _initial_evaluations[key] = result
-    return dict(_initial_evaluations[key])
+def _train_steps(cfg: TrainConfig, trainer: Trainer, log, checkpoints: CheckpointSchedule,
+                 signalled: Callable[[], bool], signum: Callable[[], int]) -> None:
+    """The steps from the trainer's to --steps, each logged, evaluated and checkpointed when due; stops with a
+    checkpoint after too many skipped updates (TrainingHalted) or a signal (Interrupted)."""
+    main = dist.is_main()
+    # disable=None: a bar on a terminal, none in logs and pipes (the per-step lines are the record there)
+    with tqdm(total=cfg.steps, initial=trainer.step, desc="training", unit="step", dynamic_ncols=True,
+              disable=None if main else True) as bar:
+        while trainer.step < cfg.steps:
+            rollouts_before = trainer.rollouts
+            metrics = trainer.train_step()
+            k = metrics["step"]
+            if evaluation_due(cfg, k, rollouts_before, trainer.rollouts):
+                metrics.update(trainer.evaluate())
+            metrics["time/unix"] = round(time.time(), 3)  # wall-clock time the step was logged
+            log.log(metrics)
+            if main:
+                bar.update(1)
+                bar.write(step_line(metrics, cfg.steps), file=sys.stdout)
+                sys.stdout.flush()  # one line per step even when stdout is a file or a pipe
+            halt = trainer.consecutive_skips >= cfg.max_consecutive_skips  # the same on every rank
+            if halt or checkpoints.due(k):
+                checkpoints.save(trainer)
+            if halt:
+                raise TrainingHalted(
+                    f"stopped after {trainer.consecutive_skips} consecutive updates were skipped for a non-finite "
+                    f"loss or gradient (--max-consecutive-skips {cfg.max_consecutive_skips}); the state at step "
+                    f"{k} is checkpointed in {checkpoint_dir(checkpoints.run_dir, k)}; the same command resumes "
+                    "from there.")
+            if k < cfg.steps and signalled():  # checked after any save: a signal during it counts too
+                checkpoints.save_unsaved(trainer)
+                raise Interrupted(signum(), k)
+    checkpoints.save_unsaved(trainer)  # e.g. resumed a finished run with the same --steps
 
 
 def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str, Any], resume_from: Path | None,

@@ -48,6 +48,28 @@ class MetricsLog:
         if self._wandb is not None:
             self._wandb.finish()
 
+    def __enter__(self) -> MetricsLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class NoLog:
+    """The metrics sink of ranks other than 0: records go nowhere."""
+
+    def log(self, record: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> NoLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Path):

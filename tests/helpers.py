@@ -119,3 +119,19 @@ def kill_at_step(proc, run_dir, step: int, whole_group: bool = False) -> int:
         os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     return max(_logged_steps(run_dir))
+
+
+def run(cfg: TrainConfig, **kwargs):
+    """remix.runner.run on the platform the config names, resolved as scripts/run.py resolves it."""
+    from platforms import get_platform
+    from remix import runner
+
+    return runner.run(cfg, get_platform(cfg.platform), **kwargs)
+
+
+def build_trainer(cfg: TrainConfig, grader):
+    """remix.runner.build_trainer on the platform the config names."""
+    from platforms import get_platform
+    from remix import runner
+
+    return runner.build_trainer(cfg, get_platform(cfg.platform), grader)

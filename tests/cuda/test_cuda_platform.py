@@ -106,7 +106,7 @@ def test_a_short_run_on_cuda_writes_its_run_directory(tiny_model_dir, tmp_path, 
     monkeypatch.setattr(runner, "GraderPool", lambda *a, **k: _Pool(HashGrader()))
     cfg = small_config(tiny_model_dir, platform="cuda", steps=2, run_dir=tmp_path / "run",
                        rollout=RolloutConfig(max_new_tokens=6, group_size=2, engine="torch"))
-    summary = runner.run(cfg)
+    summary = runner.run(cfg, cuda)
     assert summary["steps"] == 2
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(abs(r["loss/policy"]) < 1e6 for r in rows if "loss/policy" in r)

@@ -11,8 +11,8 @@ import pytest
 
 from remix.checkpoint import checkpoint_dir, list_checkpoints
 from remix.config import ReMixConfig
-from remix.runner import RunError, run
-from tests.helpers import final_weights, run_metrics_without_times, same_weights, small_config
+from remix.runner import RunError
+from tests.helpers import final_weights, run, run_metrics_without_times, same_weights, small_config
 
 STEPS = 4
 

@@ -65,7 +65,7 @@ KILL_DURING_SECOND_CHECKPOINT = textwrap.dedent("""
     import torch
     import remix.checkpoint as ckpt
     from remix.config import TrainConfig
-    from remix.runner import run
+    from tests.helpers import run
     import tyro
 
     real_save, calls = torch.save, []

@@ -14,8 +14,8 @@ import torch
 import platforms.backend.logprobs as backend_logprobs
 from remix.checkpoint import list_checkpoints
 from remix.rewards import GraderPool, verify_in_process
-from remix.runner import TrainingHalted, build_trainer, run
-from tests.helpers import same_weights, small_config, weights
+from remix.runner import TrainingHalted
+from tests.helpers import build_trainer, run, same_weights, small_config, weights
 
 
 def nan_logprobs_on(calls: set[int], monkeypatch) -> list[int]:

@@ -8,9 +8,8 @@ import json
 import torch
 from transformers import AutoModelForCausalLM
 
-from remix.runner import build_trainer, run
 from remix.tracking import read_metrics
-from tests.helpers import documented_metrics, same_weights, small_config, weights
+from tests.helpers import build_trainer, documented_metrics, run, same_weights, small_config, weights
 
 
 def test_onpolicy_run_writes_model_metrics_plot_and_summary(tiny_model_dir, tmp_path):
@@ -94,32 +93,3 @@ def test_validation_split_is_disjoint_and_leaves_held_out_unchanged(tmp_path):
     train, heldout, validation = load_task("file", tmp_path / "p.jsonl", 5, (1,), validation_size=5)
     assert heldout == load_task("file", tmp_path / "p.jsonl", 5, (1,))[1] and len(validation) == 5
     assert len(train) == 40 and not {p.problem for p in validation} & {p.problem for p in heldout + train}
-
-
-def test_a_process_can_reuse_its_step0_evaluation(tiny_model_dir, tmp_path, monkeypatch):
-    """With runner.REUSE_INITIAL_EVALUATION (the efficiency study's worker processes), a second run from the same
-    base model takes its step-0 evaluation from the first, and computes what it computes without."""
-    from remix import runner
-    from remix.trainer import Trainer
-
-    calls = []
-    evaluate = Trainer.evaluate
-    monkeypatch.setattr(Trainer, "evaluate", lambda self, *a, **k: calls.append(self.step) or evaluate(self, *a, **k))
-    monkeypatch.setattr(runner, "_initial_evaluations", {})
-    monkeypatch.setattr(runner, "REUSE_INITIAL_EVALUATION", True)
-    run(small_config(tiny_model_dir, steps=1, run_dir=tmp_path / "a"))
-    reused = small_config(tiny_model_dir, steps=2, seed=1, algo="ppo", run_dir=tmp_path / "b")
-    run(reused)
-    assert calls == [0, 1, 2]  # a's step 0 and 1, b's step 2 only
-    monkeypatch.setattr(runner, "REUSE_INITIAL_EVALUATION", False)
-    run(dataclasses.replace(reused, run_dir=tmp_path / "c"))
-    assert calls[3:] == [0, 2]
-    strip = [[{k: v for k, v in r.items() if not k.startswith("time/")} for r in read_metrics(tmp_path / d /
-                                                                                            "metrics.jsonl")]
-             for d in ("b", "c")]
-    assert strip[0] == strip[1]
-    # another held-out split is another key: evaluated again
-    monkeypatch.setattr(runner, "REUSE_INITIAL_EVALUATION", True)
-    run(small_config(tiny_model_dir, steps=1, run_dir=tmp_path / "d", data=dataclasses.replace(
-        reused.data, heldout_size=6)))
-    assert calls[5:] == [0, 1]

@@ -10,8 +10,8 @@ import pytest
 
 import remix.runner as runner
 from remix.checkpoint import list_checkpoints
-from remix.runner import Interrupted, StoppedAtOnce, finish_step_on_signal, run
-from tests.helpers import final_weights, run_metrics_without_times, same_weights, small_config
+from remix.runner import Interrupted, StoppedAtOnce, finish_step_on_signal
+from tests.helpers import final_weights, run, run_metrics_without_times, same_weights, small_config
 
 
 def _cfg(tiny_model_dir, run_dir, steps=3):

@@ -8,8 +8,7 @@ import torch
 from platforms.backend.logprobs import token_logprobs
 from remix.config import ReMixConfig
 from remix.objective import ObjectiveConfig
-from remix.runner import build_trainer
-from tests.helpers import documented_metrics, same_weights, small_config, weights
+from tests.helpers import build_trainer, documented_metrics, same_weights, small_config, weights
 
 
 class Recorder:

@@ -133,7 +133,7 @@ if __name__ == "__main__":
 def test_a_second_signal_is_one_line_with_its_exit_status(capsys, monkeypatch):
     import remix.runner
 
-    def stopped(cfg):
+    def stopped(cfg, platform):
         raise remix.runner.StoppedAtOnce(15)
 
     main = run_script_main()
