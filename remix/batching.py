@@ -37,41 +37,6 @@ def collate(groups: list[Group], pad_id: int) -> TokenBatch:
     return TokenBatch(input_ids, attention_mask, response_mask, P, fields)
 
 
-def pad_to_multiple(batch: TokenBatch, multiple: int) -> TokenBatch:
-    """The batch with its prompt part left-padded and its response part right-padded to multiples of `multiple`
-    tokens (XLA compiles one graph per shape: this keeps the shapes to a few buckets). The padding is masked
-    out everywhere (attention and response masks 0, per-token fields 0), so nothing computed from it changes."""
-    P, T = batch.prompt_len, batch.response_mask.shape[1]
-    P2, T2 = -(-P // multiple) * multiple, -(-T // multiple) * multiple
-    if (P2, T2) == (P, T):
-        return batch
-    B = len(batch)
-
-    def widen(x: torch.Tensor, left: int, right: int) -> torch.Tensor:
-        out = torch.zeros((B, left + x.shape[1] + right), dtype=x.dtype, device=x.device)
-        out[:, left:left + x.shape[1]] = x
-        return out
-
-    def pad_sequence(x: torch.Tensor) -> torch.Tensor:  # [B, P + T] -> [B, P2 + T2]
-        return torch.cat([widen(x[:, :P], P2 - P, 0), widen(x[:, P:], 0, T2 - T)], dim=1)
-
-    fields = {k: widen(v, 0, T2 - T) if v.dim() == 2 and v.shape[1] == T else v for k, v in batch.fields.items()}
-    return TokenBatch(pad_sequence(batch.input_ids), pad_sequence(batch.attention_mask),
-                      widen(batch.response_mask, 0, T2 - T), P2, fields)
-
-
-def row_chunks(batch: TokenBatch, rows: int) -> list[tuple[TokenBatch, int]]:
-    """The batch cut into chunks of exactly `rows` rows (the last one filled up with copies of its first row), each
-    with its number of real rows: one shape for every chunk."""
-    out = []
-    for start in range(0, len(batch), rows):
-        idx = torch.arange(start, min(start + rows, len(batch)))
-        real = len(idx)
-        idx = torch.cat([idx, idx[:1].expand(rows - real)])
-        out.append((batch.select(idx), real))
-    return out
-
-
 def positions_of(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that ignore left padding (the running count of real tokens), for sampler and
     learner alike: their log-probs only agree if both number the tokens the same way."""

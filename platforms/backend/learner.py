@@ -45,7 +45,6 @@ from transformers import AutoModel, AutoModelForCausalLM
 from platforms.backend.logprobs import TokenLogprobs, ValueModel
 from platforms.backend.parallel import ParallelPlan
 from remix import distributed as dist
-from remix.batching import pad_to_multiple, row_chunks
 from remix.checkpoint import save_hf_model
 from remix.config import TrainConfig
 from remix.interfaces import Learner, TokenBatch
@@ -141,10 +140,9 @@ class TorchLearner(Learner):
             if not self.plan.static_shapes:
                 return torch.cat([forward(self.plan.place(batch.select(idx))).cpu()
                                   for idx in torch.arange(len(batch)).split(rows)])
-            T = batch.response_mask.shape[1]
-            padded = pad_to_multiple(batch, self.plan.length_multiple)
+            T, static = batch.response_mask.shape[1], self.plan.static
             return torch.cat([forward(self.plan.place(chunk)).cpu()[:real, :T]  # .cpu() runs the graph
-                              for chunk, real in row_chunks(padded, rows)])
+                              for chunk, real in static.chunks(static.pad(batch), rows)])
 
     def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
         """One AdamW step over the mini-batch `batch` (this rank's share of it), and one for the PPO critic.
@@ -168,8 +166,8 @@ class TorchLearner(Learner):
                               cfg.ppo.value_clip, cfg.objective.loss_agg, cfg.objective.loss_agg_constant,
                               global_tokens, global_seqs)
 
-        if self.plan.static_shapes:
-            batch = pad_to_multiple(batch, self.plan.length_multiple)
+        if self.plan.static is not None:
+            batch = self.plan.static.pad(batch)
         batch = self.plan.place(batch)
         totals = self._accumulate_and_step(batch, policy_loss, self.policy, self.optimizer, "grad_norm",
                                            global_tokens)
@@ -272,7 +270,7 @@ class TorchLearner(Learner):
         """The sharded state as DCP reads and writes it: as is on the CPU and CUDA; as host copies on XLA, whose
         tensors DCP's file writer cannot read (the state is loaded into those copies, then into the device)."""
         state = self._sharded_state(fresh)
-        if self.plan.device.type in ("cpu", "cuda"):
+        if self.plan.static is None:
             return state
 
         def to_host(x):

@@ -20,25 +20,20 @@ the values). The plan is fixed at construction time:
   root; used whenever the job has more than one process.
 - `activation_checkpointing`: each transformer block's activations are recomputed in the backward pass
   (less memory, one more forward of the blocks).
-- `static_shapes` (XLA): batches padded to multiples of `length_multiple` tokens and forward passes in chunks of
-  a fixed number of rows, log-probs over every position (no boolean indexing), the update's metrics read from
-  the device once per optimizer step; `mark_step` cuts and runs the lazy graph after each backward, each
-  optimizer step and each weight copy.
-- `spmd_mesh` (XLA SPMD): every parameter sharded along its first dimension over the mesh's one axis
-  ('fsdp'; replicated where that dimension does not divide), each batch along its rows.
+- `static` (XLA only, else None): a `StaticShapes` (platforms/backend/static_shapes.py), everything a lazy-tensor
+  device needs of the learner in one object: padded batches, fixed-size chunks, graph cuts, the SPMD mesh.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from platforms.backend.static_shapes import StaticShapes
 from remix.interfaces import TokenBatch
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -50,25 +45,27 @@ class ParallelPlan:
     compute_dtype: torch.dtype = torch.float32
     sharded: bool = False
     activation_checkpointing: bool = False
-    static_shapes: bool = False
-    length_multiple: int = 1
-    mark_step: Callable[[], None] | None = None
-    spmd_mesh: Any = None  # torch_xla.distributed.spmd.Mesh
-    compile_objective: bool = True  # honour --objective.compile (XLA: False, the loss is traced into the step)
+    static: StaticShapes | None = None  # XLA: fixed shapes, graph cuts, SPMD (static_shapes.py)
+
+    @property
+    def static_shapes(self) -> bool:
+        return self.static is not None
+
+    @property
+    def compile_objective(self) -> bool:
+        """Whether --objective.compile is honoured: on XLA the loss is traced into the step's graph instead."""
+        return self.static is None
 
     def sync(self) -> None:
         """XLA: cut the lazy graph here and run it; elsewhere nothing."""
-        if self.mark_step is not None:
-            self.mark_step()
+        if self.static is not None:
+            self.static.cut()
 
     def place(self, batch: TokenBatch) -> TokenBatch:
         """The batch on the device; under SPMD with its rows sharded over the mesh (where they divide)."""
         batch = batch.to(self.device)
-        if self.spmd_mesh is not None and len(batch) % self.spmd_mesh.size() == 0:
-            import torch_xla.distributed.spmd as xs
-
-            for t in (batch.input_ids, batch.attention_mask, batch.response_mask, *batch.fields.values()):
-                xs.mark_sharding(t, self.spmd_mesh, ("fsdp",) + (None,) * (t.dim() - 1))
+        if self.static is not None:
+            self.static.shard_batch(batch)
         return batch
 
     def prepare(self, module: nn.Module, trainable: bool) -> nn.Module:
@@ -95,14 +92,8 @@ class ParallelPlan:
             fully_shard(module, mp_policy=mp, reshard_after_forward=True if not trainable else None)
             return module
         module = to_device_keeping_ties(module, self.device)
-        if self.spmd_mesh is not None:
-            import torch_xla.distributed.spmd as xs
-
-            n = self.spmd_mesh.size()
-            for p in module.parameters():
-                if p.dim() > 0:
-                    spec = ("fsdp" if p.shape[0] % n == 0 else None,) + (None,) * (p.dim() - 1)
-                    xs.mark_sharding(p, self.spmd_mesh, spec)
+        if self.static is not None:
+            self.static.shard_parameters(module)
         return module
 
     @property

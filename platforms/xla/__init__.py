@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from platforms.backend import DTYPES, ParallelPlan, TorchLearner, torch_rollout
+from platforms.backend.static_shapes import StaticShapes
 from remix import distributed as dist
 from remix.config import RolloutConfig, TrainConfig
 
@@ -57,8 +58,9 @@ _spmd: bool | None = None
 
 
 def spmd() -> bool:
-    """Whether this process drives several XLA devices through SPMD. Decided once, before any XLA tensor exists
-    (use_spmd must come first): SPMD exactly when the runtime has more than one device."""
+    """Whether this process drives several XLA devices through SPMD: exactly when the runtime has more than one.
+    The first call decides, and switches the runtime to SPMD there (`use_spmd` must come before any XLA tensor
+    exists); `device()` makes that call first."""
     global _spmd
     if _spmd is None:
         import torch_xla.runtime as xr
@@ -70,6 +72,7 @@ def spmd() -> bool:
 
 
 def device() -> torch.device:
+    """The XLA device of this process, after the SPMD decision (`spmd()`), which must precede it."""
     spmd()
     _register_device_module()
     import torch_xla
@@ -119,8 +122,7 @@ def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
               "(--objective.compile has no effect here)", flush=True)
     plan = ParallelPlan(device=device(), compute_dtype=DTYPES[cfg.model.dtype],
                         activation_checkpointing=cfg.model.activation_checkpointing,
-                        static_shapes=True, length_multiple=LENGTH_MULTIPLE, mark_step=sync, spmd_mesh=mesh(),
-                        compile_objective=False)
+                        static=StaticShapes(length_multiple=LENGTH_MULTIPLE, cut=sync, mesh=mesh()))
     return TorchLearner(model_dir, cfg, plan, platform=NAME)
 
 
