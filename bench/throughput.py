@@ -6,8 +6,7 @@
 1. Training steps on the CPU platform (tiny-arith at the default batch; smollm2-135m at a small one):
    rollout tokens/s (generated tokens per second of generation), learner tokens/s (prompt+response
    tokens through forward and backward, m passes, per second of learning), the time split of a step
-   and the process's peak resident memory. The CUDA platform is not implemented yet, so there is no
-   CUDA row for whole steps.
+   and the process's peak resident memory; CPU only (a GPU's whole steps are scripts/gpu_check.py's).
 2. The ReMix objective (loss + backward) on [64, 4096], torch.compile'd against eager.
 3. Response-token log-probs through an LM head of vocabulary 151,936 (Qwen2's), hidden 896, 2,048
    tokens, forward and backward: chunked (the learner's `head_logprobs`) against the naive full
@@ -231,7 +230,7 @@ def main(cfg: ThroughputConfig) -> None:
     print("training steps on the CPU platform ...", flush=True)
     models = ["tiny-arith"] + (["smollm2-135m"] if cfg.smollm2 else [])
     result["steps"] = [measure("steps", m, cfg.steps if m == "tiny-arith" else 1) for m in models]
-    lines += ["## Training steps (CPU platform; the CUDA platform is not implemented yet)", "",
+    lines += ["## Training steps (CPU platform)", "",
               "| model | batch x new tokens | s/step | generate / grade / learn (s) | rollout tok/s | "
               "learner tok/s | peak RSS |", "|---|---|---|---|---|---|---|"]
     for r in result["steps"]:

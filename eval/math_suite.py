@@ -18,13 +18,13 @@ import sys
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 
 from remix.reflection import reflects
 from remix.rewards import GraderPool
-from remix.validation import ConfigError, deferred_validation, require, validating
+from remix.validation import Checked, ConfigError, Limit, deferred_validation, require
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BENCHMARKS = ("aime2024", "amc2023", "math500", "minerva", "olympiadbench")
@@ -42,7 +42,7 @@ class SuiteError(ValueError):
 
 
 @dataclass
-class SuiteConfig:
+class SuiteConfig(Checked):
     model: str | None = None
     """Model to generate with: a built-in name (tiny-arith, smollm2-135m) or a local HF folder."""
     from_responses: Path | None = None
@@ -51,45 +51,35 @@ class SuiteConfig:
     """Platform whose Rollout generates (model mode)."""
     benchmarks: tuple[str, ...] = ()
     """Benchmarks to run (default: all five; with --from-responses, those in the file)."""
-    samples: int = 1
+    samples: Annotated[int, Limit(ge=1)] = 1
     """Responses per problem; Pass@1 is their average (avg@k). More than 1 needs --temperature > 0."""
-    temperature: float = 0.0
+    temperature: Annotated[float, Limit(ge=0)] = 0.0
     """Sampling temperature; 0 is greedy decoding."""
-    max_new_tokens: int = 4096
+    max_new_tokens: Annotated[int, Limit(ge=1)] = 4096
     """Generation budget per response, in tokens."""
-    limit: int | None = None
+    limit: Annotated[int | None, Limit(ge=1)] = None
     """Model mode: only the first N problems of every benchmark (quick checks)."""
     out: Path | None = None
     """Output folder for results.json and generations.jsonl (default: runs/eval/<timestamp>)."""
     seed: int = 0
     """Sampling seed."""
-    batch_size: int = 32
+    batch_size: Annotated[int, Limit(ge=1)] = 32
     """Prompts per Rollout.generate call."""
-    grader_workers: int = 2
+    grader_workers: Annotated[int, Limit(ge=1)] = 2
     """Grading worker processes."""
-    grader_timeout_s: float = 5.0
+    grader_timeout_s: Annotated[float, Limit(gt=0)] = 5.0
     """Wall-clock limit per graded response; a response past it scores 0 and is counted."""
     grading: Literal["boxed", "lenient"] = "boxed"
     """boxed: the paper's rule (the last \\boxed{} after </think>; none scores 0).
     lenient: without a box, math-verify's own extraction (e.g. the last number); not comparable with the paper."""
 
-    def __post_init__(self) -> None:
-        if validating():
-            self.validate()
-
-    def validate(self) -> None:
-        """One ConfigError naming the flag for each bad value (the CLI prints it as one line, exit 2)."""
+    def check(self) -> None:
+        """The rules across fields (each field's limits are declared with it); the CLI prints a ConfigError as
+        one line, exit status 2."""
         require((self.model is None) != (self.from_responses is None), "model",
                 "give exactly one of --model and --from-responses")
-        require(self.samples >= 1, "samples", f"must be >= 1, got {self.samples}")
-        require(self.temperature >= 0, "temperature", f"must be >= 0, got {self.temperature}")
         require(self.samples == 1 or self.temperature > 0, "samples",
                 "more than 1 needs --temperature > 0 (greedy samples would all be equal)")
-        require(self.limit is None or self.limit >= 1, "limit", f"must be >= 1, got {self.limit}")
-        require(self.max_new_tokens >= 1, "max_new_tokens", "must be >= 1")
-        require(self.batch_size >= 1, "batch_size", "must be >= 1")
-        require(self.grader_workers >= 1, "grader_workers", "must be >= 1")
-        require(self.grader_timeout_s > 0, "grader_timeout_s", "must be > 0")
         unknown = [b for b in self.benchmarks if b not in BENCHMARKS]
         require(not unknown, "benchmarks", f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
 

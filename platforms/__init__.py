@@ -25,15 +25,7 @@ def get_platform(name: str) -> ModuleType:
     `check_available()` where it has one (a platform whose device is absent raises PlatformUnavailable)."""
     if name not in PLATFORMS:
         raise ValueError(f"unknown platform {name!r}; choose one of {sorted(PLATFORMS)}")
-    try:
-        module = importlib.import_module(PLATFORMS[name])
-    except ModuleNotFoundError as e:
-        if e.name != PLATFORMS[name]:
-            raise  # the platform exists but one of its dependencies is missing: say which
-        raise PlatformUnavailable(
-            f"--platform {name}: not implemented yet in this version of remix (cpu, cuda and xla are); "
-            "see README.md, section Platforms"
-        ) from None
+    module = importlib.import_module(PLATFORMS[name])
     check = getattr(module, "check_available", None)
     if check is not None:
         check()  # e.g. cuda without a visible GPU: PlatformUnavailable, one line

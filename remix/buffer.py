@@ -17,7 +17,7 @@ class HostBuffer(Buffer):
     that version's groups uniformly, without replacement, skipping a group that would take the total past
     h responses, until none is left that fits. After `evict_older_than(k - N + 1)` the versions are the
     last N policies, so each contributes equally in expectation even when they pushed different numbers of
-    groups (step 1 pushes a whole batch, later steps only their fresh part). (DECIDED: ALGORITHM.md 5.1.)
+    groups (step 1 pushes a whole batch, later steps only their fresh part); ALGORITHM.md 5.1 decides it.
     """
 
     def __init__(self) -> None:

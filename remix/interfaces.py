@@ -58,7 +58,7 @@ class Group:
     engine_logp: list[torch.Tensor] = field(default_factory=list)
     behav_logp: list[torch.Tensor] = field(default_factory=list)
     ref_logp: list[torch.Tensor] | None = None
-    advantages: list[float] | None = None  # GRPO: fixed at generation time (DECIDED in the spec)
+    advantages: list[float] | None = None  # GRPO: fixed at generation time (ALGORITHM.md decides it)
 
     def __len__(self) -> int:
         return len(self.responses)

@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from torch import Tensor
 
-from remix.validation import require, validating
+from remix.validation import Checked, Limit, require
 
 KLEstimator = Literal["k1", "k2", "k3", "k3+"]
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
@@ -38,14 +38,16 @@ K3_CLAMP = 10.0  # the k3 estimate is clamped to [-10, 10] (as in the spec and v
 
 
 @dataclass(frozen=True)
-class ObjectiveConfig:
+class ObjectiveConfig(Checked):
     """Settings of the ReMix loss. Every field is also a CLI flag under `--objective.`."""
 
-    clip_eps: float = 0.2
+    FLAG_PREFIX = "objective."
+
+    clip_eps: Annotated[float, Limit(gt=0)] = 0.2
     """Clip range eps of the surrogate (lower side, and upper side unless clip_eps_high is set)."""
-    clip_eps_high: float | None = None
+    clip_eps_high: Annotated[float | None, Limit(gt=0)] = None
     """Upper clip range (asymmetric clipping, as in DAPO); None means clip_eps."""
-    kl_coef: float = 1e-3
+    kl_coef: Annotated[float, Limit(ge=0)] = 1e-3
     """beta: weight of the KL-Convex term; 0 disables it."""
     kl_estimator: KLEstimator = "k3"
     """Per-token estimate of KL(theta || q), q the reference or the precedent: k1, k2, k3 (the default) or k3+.
@@ -57,27 +59,17 @@ class ObjectiveConfig:
     """How per-token losses become one number: over all tokens of the mini-batch (token-mean),
     mean of per-sequence token means (seq-mean-token-mean),
     or per-sequence token sums divided by loss_agg_constant (seq-mean-token-sum-norm, Dr. GRPO)."""
-    loss_agg_constant: float | None = None
+    loss_agg_constant: Annotated[float | None, Limit(gt=0)] = None
     """Divisor of seq-mean-token-sum-norm: a constant, as Dr. GRPO defines it (never the padded batch width).
     None: the maximum response length, --rollout.max-new-tokens."""
     compile: bool = False
     """torch.compile the per-token loss (the training config turns it on; --objective.no-compile: eager)."""
 
-    def __post_init__(self) -> None:
-        if validating():
-            self.validate()
-
-    def validate(self) -> None:
-        require(self.clip_eps > 0, "objective.clip_eps", f"must be > 0, got {self.clip_eps}")
-        require(self.clip_eps_high is None or self.clip_eps_high > 0, "objective.clip_eps_high",
-                f"must be > 0 or None, got {self.clip_eps_high}")
-        require(self.kl_coef >= 0, "objective.kl_coef", f"must be >= 0, got {self.kl_coef}")
+    def check(self) -> None:  # the parser checks these two Literals on the command line; Python callers are not
         require(self.kl_estimator in ("k1", "k2", "k3", "k3+"), "objective.kl_estimator",
                 f"must be k1, k2, k3 or k3+, got {self.kl_estimator!r}")
         require(self.loss_agg in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
                 "objective.loss_agg", f"unknown mode {self.loss_agg!r}")
-        require(self.loss_agg_constant is None or self.loss_agg_constant > 0, "objective.loss_agg_constant",
-                f"must be > 0, got {self.loss_agg_constant}")
 
 
 @dataclass

@@ -19,7 +19,8 @@ import torch
 
 from remix import distributed as dist
 from remix.checkpoint import checkpoint_step, list_checkpoints, remove_unfinished, run_dir_of, why_not_resumable
-from remix.config import TrainConfig, uses_precedent
+from remix.config import TrainConfig
+from remix.schedule import keeps_precedent
 from remix.tracking import read_metrics
 
 
@@ -174,8 +175,8 @@ def check_writable(run_dir: Path) -> None:
 FORK_MUST_MATCH = ("platform", "algo", "model.", "data.", "batch_size", "rollout.group_size")
 
 
-def _uses_precedent(c: dict[str, Any]) -> bool:  # TrainConfig.uses_precedent on a flattened config.json
-    return uses_precedent(c["variant"], c["remix.kl_convex"], c["objective.kl_coef"])
+def _uses_precedent(c: dict[str, Any]) -> bool:  # schedule.uses_precedent on a flattened config.json
+    return keeps_precedent(c["variant"], c["remix.kl_convex"], c["objective.kl_coef"])
 
 
 def check_fork(cfg: TrainConfig, run_dir: Path) -> Path:

@@ -39,6 +39,7 @@ from typing import Any
 import torch
 
 from remix import distributed as dist
+from remix import schedule
 from remix.advantages import gae, grpo_advantages
 from remix.batching import collate, pad_tokens, unpad_tokens
 from remix.buffer import HostBuffer
@@ -78,10 +79,10 @@ class Trainer:
         world, rank = dist.world_size(), dist.rank()
         B, G = cfg.batch_size // world, cfg.rollout.group_size  # this process's share of the batch
         reincarnated = self.reincarnated_at is not None
-        p, m = cfg.offpolicy_fraction(reincarnated), cfg.utd_ratio(reincarnated)
-        kl_lambda = cfg.kl_lambda(k, self.reincarnated_at)
+        p, m = schedule.offpolicy_fraction(cfg, reincarnated), schedule.utd_ratio(cfg, reincarnated)
+        kl_lambda = schedule.kl_lambda(cfg, k, self.reincarnated_at)
         # KL(theta || pi_{k-1}) has weight beta * (1 - lambda): only then is pi_{k-1} needed at all.
-        need_precedent = kl_lambda < 1.0 and cfg.uses_precedent()
+        need_precedent = kl_lambda < 1.0 and schedule.uses_precedent(cfg)
         t0 = time.perf_counter()
 
         # 1. Historical groups: at most p * B responses, whole groups, from the last N policies.
@@ -137,7 +138,7 @@ class Trainer:
         # 6. Rollout cost: fresh responses only.
         self.rollouts += sum(len(g) for g in fresh) * world  # every rank generated as many
         self.step = k
-        if cfg.reincarnation_step() == k:
+        if schedule.reincarnation_step(cfg) == k:
             self._reincarnate()
         t_done = time.perf_counter()
         return self._step_metrics(k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch, m, gap,
@@ -184,7 +185,7 @@ class Trainer:
                 prev[need_prev] = self.learner.logprobs(batch.select(need_prev), "precedent")
         else:
             prev = ref
-        if self.cfg.uses_precedent():  # a full weight copy: skipped where the precedent is never used
+        if schedule.uses_precedent(self.cfg):  # a full weight copy: skipped where the precedent is never used
             self.learner.snapshot_precedent()  # pi_k becomes the precedent of step k + 1
         batch.fields.update(prox_logp=prox, behav_logp=behav, prev_logp=prev, ref_logp=ref,
                             engine_logp=pad_tokens([t for g in groups for t in g.engine_logp], T))

@@ -1,15 +1,25 @@
-"""Config checks that speak in command-line flags, and a way to run them after parsing.
+"""Config checks that speak in command-line flags, declared once, and a way to run them after parsing.
 
-Every config dataclass checks its values in `validate()`, which `__post_init__` calls, so a config
-built in Python fails at construction. The command-line entry points parse inside
-`deferred_validation()` and call `validate()` themselves, so that a bad value becomes one line
-(`error: --batch-size: must be ...`, exit status 2) rather than the parser's framed message.
+A limit on one field is declared next to the field, in its type: `steps: Annotated[int, Limit(ge=1)] = 300`.
+Rules across fields (a batch size that groups must divide, an engine that needs a platform) are written by hand
+in the config's `check()`, with `require`. A config dataclass derives from `Checked`: `validate()` checks every
+declared limit, every nested config, then `check()`, and raises `ConfigError` naming the flag
+(`--batch-size: must be ...`).
+
+`Checked.__post_init__` validates, so a config built in Python fails at construction. The command line is
+different: tyro builds the dataclasses while it parses, and a ConfigError there would come out inside tyro's
+framed usage message. So the entry points parse inside `deferred_validation()` (which switches the
+construction-time check off) and call `validate()` themselves, making a bad value one line with exit status 2.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import ClassVar
 
 _deferred = False
 
@@ -24,8 +34,77 @@ def flag(field: str) -> str:
 
 
 def require(cond: bool, field: str, msg: str) -> None:
+    """A hand-written check (a rule across fields): ConfigError naming `field`'s flag unless `cond`."""
     if not cond:
         raise ConfigError(f"{flag(field)}: {msg}")
+
+
+@dataclass(frozen=True)
+class Limit:
+    """Bounds on one field's value, declared in its type: `Annotated[float, Limit(gt=0, lt=1)]`. None passes (a field
+    that may be None has no value to bound); a tuple's every item is bounded."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def allows(self, value) -> bool:
+        items = value if isinstance(value, tuple) else (value,)
+        return all(v is None or ((self.ge is None or v >= self.ge) and (self.gt is None or v > self.gt)
+                                 and (self.le is None or v <= self.le) and (self.lt is None or v < self.lt))
+                   for v in items)
+
+    def describe(self) -> str:
+        """'>= 1', '> 0', 'in [0, 1)', 'in (0, 1]', ..."""
+        low = ("[", self.ge) if self.ge is not None else ("(", self.gt) if self.gt is not None else None
+        high = ("]", self.le) if self.le is not None else (")", self.lt) if self.lt is not None else None
+        if low and high:
+            return f"in {low[0]}{low[1]:g}, {high[1]:g}{high[0]}"
+        if low:
+            return f"{'>=' if low[0] == '[' else '>'} {low[1]:g}"
+        return f"{'<=' if high[0] == ']' else '<'} {high[1]:g}"
+
+
+def limits(cls: type) -> dict[str, Limit]:
+    """The `Limit` declared on each field of a dataclass, by field name."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    out = {}
+    for f in dataclasses.fields(cls):
+        for meta in getattr(hints[f.name], "__metadata__", ()):
+            if isinstance(meta, Limit):
+                out[f.name] = meta
+    return out
+
+
+class Checked:
+    """Base of the config dataclasses: validation at construction (unless parsing defers it), declared limits,
+    nested configs, then the hand-written rules of `check()`. `FLAG_PREFIX` is where the class's flags live
+    ("rollout." for `--rollout.*`)."""
+
+    FLAG_PREFIX: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        self.normalize()
+        if validating():
+            self.validate()
+
+    def normalize(self) -> None:
+        """Fills fields that follow from others (before validation); nothing by default."""
+
+    def check(self) -> None:
+        """The rules across fields, with `require`; nothing by default."""
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the flag of the first bad value or combination."""
+        for name, limit in limits(type(self)).items():
+            value = getattr(self, name)
+            require(limit.allows(value), self.FLAG_PREFIX + name, f"must be {limit.describe()}, got {value!r}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Checked):
+                value.validate()
+        self.check()
 
 
 def validating() -> bool:

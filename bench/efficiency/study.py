@@ -262,6 +262,7 @@ def same_through(a: TrainConfig, b: TrainConfig) -> int:
     alone (at lam = 1 the precedent policy takes no part, remix.trainer), and reincarnation happens at the end of
     step T (so a run's checkpoint at T is already reincarnated: they are the same through T - 1). Any other
     difference (lr, m, beta, the variant, ...) changes the first step."""
+    from remix import schedule
     from remix.run_dir import config_json, flatten_config
 
     fa, fb = flatten_config(config_json(a)), flatten_config(config_json(b))
@@ -270,14 +271,15 @@ def same_through(a: TrainConfig, b: TrainConfig) -> int:
         return 0
     last = min(a.steps, b.steps)
     if "remix.reincarnation_step" in differ:
-        last = min(last, min(t for t in (a.reincarnation_step(), b.reincarnation_step()) if t is not None) - 1)
+        steps = (schedule.reincarnation_step(a), schedule.reincarnation_step(b))
+        last = min(last, min(t for t in steps if t is not None) - 1)
 
     def reincarnated_at(c: TrainConfig, t: int) -> int | None:  # as the trainer holds it during step t
-        T = c.reincarnation_step()
+        T = schedule.reincarnation_step(c)
         return T if T is not None and t > T else None
 
     for t in range(1, last + 1):
-        if a.kl_lambda(t, reincarnated_at(a, t)) != b.kl_lambda(t, reincarnated_at(b, t)):
+        if schedule.kl_lambda(a, t, reincarnated_at(a, t)) != schedule.kl_lambda(b, t, reincarnated_at(b, t)):
             return t - 1
     return last
 
@@ -292,6 +294,8 @@ def forks(cfg: BenchConfig) -> dict[str, tuple[str, int]]:
     policy)."""
     key = repr(cfg)
     if key not in _forks:
+        from remix.schedule import uses_precedent
+
         table, names = {}, list(method_table(cfg))
         for i, name in enumerate(names):
             if name in METHODS:
@@ -300,7 +304,7 @@ def forks(cfg: BenchConfig) -> dict[str, tuple[str, int]]:
             best = (0, "")
             for base in names[:i]:
                 theirs = plain_config(cfg, RunSpec(base, cfg.lrs[0], cfg.seeds[0]))
-                if base in table or (mine.uses_precedent() and not theirs.uses_precedent()):
+                if base in table or (uses_precedent(mine) and not uses_precedent(theirs)):
                     continue
                 best = max(best, (same_through(theirs, mine), base), key=lambda x: x[0])
             if 1 <= best[0] < cfg.steps:  # at --steps it would have nothing of its own to compute

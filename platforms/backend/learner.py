@@ -49,6 +49,7 @@ from remix.checkpoint import save_hf_model
 from remix.config import TrainConfig
 from remix.interfaces import Learner, TokenBatch
 from remix.objective import LossInputs, remix_loss, value_loss
+from remix.schedule import uses_precedent
 
 PolicyName = Literal["current", "reference", "precedent"]
 
@@ -92,7 +93,7 @@ class TorchLearner(Learner):
         self._aliases = _tied_aliases(lm)
         # The anchors are copies of the base model made before the plan is applied (sharded like the policy).
         reference = copy.deepcopy(lm)
-        precedent = copy.deepcopy(lm) if cfg.uses_precedent() else None  # a full copy: only where it is used
+        precedent = copy.deepcopy(lm) if uses_precedent(cfg) else None  # a full copy: only where it is used
         static, head = plan.static_shapes, plan.head_dtype
         self.policy = plan.prepare(TokenLogprobs(lm, static, head), trainable=True)
         self.reference = plan.prepare(TokenLogprobs(reference, static, head), trainable=False)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from remix import schedule
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -129,12 +131,12 @@ def test_study_configs_differ_only_where_they_should(bench):
     assert sweep.data.validation_size == cfg.train.data.validation_size > 0 and sweep.variant == "onpolicy"
     lam = bench.train_config(cfg, bench.RunSpec(f"ReMix-GRPO, lam(t) from step {cfg.ablation_lambda_start}", 1e-5, 0))
     # the ablation's schedule gives KL-Convex weight before reincarnation
-    assert lam.kl_lambda(lam.remix.reincarnation_step, None) < 1.0
+    assert schedule.kl_lambda(lam, lam.remix.reincarnation_step, None) < 1.0
     strong = bench.train_config(cfg, bench.RunSpec("ReMix-GRPO w/o KL-Convex, beta 0.5", 1e-5, 0))
     assert strong.objective.kl_coef == 0.5 and strong.remix.kl_convex is False
     assert lam.objective.kl_coef == cfg.train.objective.kl_coef  # only the beta pair changes beta
     default = bench.train_config(cfg, bench.RunSpec("ReMix-GRPO", 1e-5, 0))
-    assert default.kl_lambda(default.remix.reincarnation_step, None) == 1.0
+    assert schedule.kl_lambda(default, default.remix.reincarnation_step, None) == 1.0
     # p = 0.4 of the batch is a whole number of groups, as the paper's p
     assert (tc.remix.offpolicy_fraction * tc.batch_size) % tc.rollout.group_size == 0
 

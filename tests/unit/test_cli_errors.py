@@ -68,7 +68,15 @@ PARSER_CHECKED = {"objective.kl_estimator", "objective.loss_agg"}
 
 
 def required_fields() -> set[str]:
+    """Every field with a check: the limits declared in the configs' types, and the fields of the hand-written
+    `require(...)` calls."""
+    from remix import config, objective
+    from remix.validation import limits
+
     fields = set()
+    for cls in (config.ModelConfig, config.DataConfig, config.RolloutConfig, config.OptimConfig,
+                config.ReMixConfig, config.PPOConfig, config.TrainConfig, objective.ObjectiveConfig):
+        fields |= {cls.FLAG_PREFIX + name for name in limits(cls)}
     for path in CONFIG_SOURCES:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "require":

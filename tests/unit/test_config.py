@@ -4,6 +4,7 @@ import sys
 import pytest
 import tyro
 
+from remix import schedule
 from remix.config import TrainConfig
 from remix.validation import ConfigError
 
@@ -23,18 +24,18 @@ def test_flags_everything_else_relies_on():
     c = parse("--platform", "cpu", "--algo", "ppo", "--variant", "onpolicy", "--model.name", "x",
               "--task", "arith", "--steps", "3", "--seed", "7", "--run-dir", "/tmp/r")
     assert (c.algo, c.variant, c.steps, c.seed, str(c.run_dir)) == ("ppo", "onpolicy", 3, 7, "/tmp/r")
-    assert c.offpolicy_fraction(False) == 0.0 and c.utd_ratio(False) == 1 and c.reincarnation_step() is None
-    assert c.kl_lambda(95, None) == 1.0
+    assert schedule.offpolicy_fraction(c, False) == 0.0 and schedule.utd_ratio(c, False) == 1
+    assert schedule.reincarnation_step(c) is None and schedule.kl_lambda(c, 95, None) == 1.0
     assert parse("--data.path", "x.jsonl").data.task == "file"
 
 
 def test_reincarnation_switches_knobs_and_lambda_clock():
     c = parse()
-    assert c.offpolicy_fraction(True) == 0.0 and c.utd_ratio(True) == 1
-    assert c.kl_lambda(61, reincarnated_at=50) == pytest.approx(0.8)
+    assert schedule.offpolicy_fraction(c, True) == 0.0 and schedule.utd_ratio(c, True) == 1
+    assert schedule.kl_lambda(c, 61, reincarnated_at=50) == pytest.approx(0.8)
     c2 = parse("--remix.restart-lambda-clock")
-    assert c2.kl_lambda(61, reincarnated_at=50) == 1.0
-    assert parse("--remix.no-kl-convex").kl_lambda(95, None) == 1.0
+    assert schedule.kl_lambda(c2, 61, reincarnated_at=50) == 1.0
+    assert schedule.kl_lambda(parse("--remix.no-kl-convex"), 95, None) == 1.0
 
 
 @pytest.mark.parametrize(
