@@ -6,7 +6,8 @@ bf16 with --model.dtype bfloat16). The rollout (--rollout.engine) is SGLang's of
 (platforms/cuda/sglang_rollout.py, the `cuda` extra), or the backend's TorchRollout with a static KV cache and
 a compiled decode step; `auto` takes SGLang where it can be imported and says so when it cannot.
 
-What has been executed on a GPU is listed in README.md, section CUDA (scripts/gpu_check.py is the check).
+What has been executed on a GPU, and what is verified without one, is in docs/platforms.md (scripts/gpu_check.py
+is the check).
 The SGLang path has not been: it is tested against a fake engine and checked against the pinned wheel's source.
 """
 

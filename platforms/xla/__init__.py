@@ -48,7 +48,8 @@ def check_available() -> None:
     except ModuleNotFoundError:
         raise PlatformUnavailable(
             f"--platform xla: torch_xla is not installed (torch {torch.__version__}); it needs torch==2.9.0 and "
-            "torch-xla==2.9.0 in an environment of their own: `make test-xla` builds one in .venv-xla (README, XLA)"
+            "torch-xla==2.9.0 in an environment of their own: `make test-xla` builds one in .venv-xla "
+            "(docs/platforms.md, XLA)"
         ) from None
     if dist.launched_world_size() > 1:
         raise PlatformUnavailable("--platform xla: start one process (it drives every chip through SPMD), not torchrun")
