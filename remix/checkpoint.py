@@ -1,8 +1,16 @@
 """Atomic folder writes (a temporary folder, complete, then renamed into place), the policy as an HF
-folder, and run checkpoints: save, find, load, clean up after a killed write, export the final model."""
+folder, and run checkpoints: save, verify, find, load, clean up after a killed write, export the final model.
+
+A checkpoint is complete when its folder exists under its final name (the atomic rename, as orbax and DCP's
+file system writer commit theirs) and intact when every file matches `manifest.json`, written last, with each
+file's size and SHA-256 (DCP's `.metadata` and HF Trainer's folders have no checksums: a truncated file shows
+only when loading fails). A resumed run takes the newest checkpoint that verifies and says which it skipped.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -91,10 +99,13 @@ def save_hf_model(state_dict: dict[str, torch.Tensor], base_model_dir: Path, out
 #                                precedent, reference, critic; one shard file per rank)
 #     trainer_state-rank0.pt     per rank: step, rollouts, RNG states, data cursor, its buffer
 #                                (torch.load(weights_only=True))
-#     meta.json                  step, format version, number of processes
-# A checkpoint folder is complete exactly when it exists under its final name (atomic_dir).
+#     meta.json                  step, format version, number of processes, training time so far
+#     manifest.json              every other file's size and SHA-256, written last
+# A checkpoint folder is complete exactly when it exists under its final name (atomic_dir), and intact when its
+# files match the manifest.
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: manifest.json
+MANIFEST = "manifest.json"
 _PREFIX = "step-"
 
 
@@ -126,23 +137,65 @@ def trainer_state_file(folder: Path, rank: int) -> Path:
 
 
 def read_meta(folder: Path) -> dict:
-    import json
-
     return json.loads((Path(folder) / "meta.json").read_text())
 
 
-def save_checkpoint(trainer, run_dir: Path, keep: int = 1, keep_steps: tuple[int, ...] = ()) -> Path:
-    """Writes the trainer's complete state atomically, then deletes all but the newest `keep` checkpoints and
-    those of `keep_steps`. Under torchrun every rank calls it: each writes its own trainer state and learner shards."""
-    import json
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
+
+def write_manifest(folder: Path) -> None:
+    """`manifest.json`: the size and SHA-256 of every file in `folder` (written into it last). Collective under
+    torchrun: the ranks hash a share of the files each (the folder is on a file system every rank sees), rank 0
+    writes."""
+    folder = Path(folder)
+    names = dist.broadcast_object(sorted(str(p.relative_to(folder)) for p in folder.rglob("*")
+                                         if p.is_file() and p.name != MANIFEST))
+    mine = {n: {"bytes": (folder / n).stat().st_size, "sha256": file_sha256(folder / n)}
+            for n in names[dist.rank()::dist.world_size()]}
+    files = {n: entry for part in dist.all_gather_objects(mine) for n, entry in part.items()}
+    if dist.is_main():
+        (folder / MANIFEST).write_text(json.dumps({"files": dict(sorted(files.items()))}, indent=1) + "\n")
+
+
+def why_damaged(folder: Path) -> str | None:
+    """What is wrong with a checkpoint's files (a file missing, cut short or changed), or None when every file
+    matches its manifest. Sizes first, for all files; then checksums."""
+    folder = Path(folder)
+    if not (folder / MANIFEST).is_file():
+        return f"{folder.name} has no {MANIFEST}"
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["files"]
+    except (ValueError, KeyError):
+        return f"{folder.name}/{MANIFEST} cannot be read"
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{folder.name}/{name} is missing"
+        if path.stat().st_size != entry["bytes"]:
+            return f"{folder.name}/{name} has {path.stat().st_size:,} bytes, the manifest says {entry['bytes']:,}"
+    for name, entry in files.items():
+        if file_sha256(folder / name) != entry["sha256"]:
+            return f"{folder.name}/{name} does not match its checksum"
+    return None
+
+
+def save_checkpoint(trainer, run_dir: Path, keep: int = 1, keep_steps: tuple[int, ...] = (),
+                    elapsed_s: float = 0.0) -> Path:
+    """Writes the trainer's complete state atomically, its manifest last, then deletes all but the newest `keep`
+    checkpoints and those of `keep_steps`. Under torchrun every rank calls it: each writes its own trainer state and
+    learner shards. `elapsed_s`: the run's training time so far (kept across invocations)."""
     final = checkpoint_dir(run_dir, trainer.step)
     with atomic_dir(final, collective=True) as tmp:
         trainer.learner.save_state(tmp / "learner")
         torch.save(trainer.state_dict(), trainer_state_file(tmp, dist.rank()))
         if dist.is_main():
-            meta = {"step": trainer.step, "format": CHECKPOINT_FORMAT, "world_size": dist.world_size()}
+            meta = {"step": trainer.step, "format": CHECKPOINT_FORMAT, "world_size": dist.world_size(),
+                    "elapsed_s": round(elapsed_s, 3)}
             (tmp / "meta.json").write_text(json.dumps(meta) + "\n")
+        dist.barrier()  # every rank's files are in place before they are hashed
+        write_manifest(tmp)
     if dist.is_main():
         _fsync_dir(final.parent)
         for old in list_checkpoints(run_dir)[:-keep]:  # only once the new one is complete
@@ -153,7 +206,8 @@ def save_checkpoint(trainer, run_dir: Path, keep: int = 1, keep_steps: tuple[int
 
 
 def why_not_resumable(folder: Path) -> str | None:
-    """Why this job cannot load the checkpoint `folder` (another format, another number of processes), or None."""
+    """Why this job cannot load the checkpoint `folder` (another format, another number of processes), or None.
+    Whether its files are intact is `why_damaged`'s question."""
     meta = read_meta(folder)
     fmt, written_by = meta.get("format"), meta.get("world_size", 1)
     if fmt != CHECKPOINT_FORMAT:
@@ -176,18 +230,15 @@ def load_checkpoint(trainer, folder: Path) -> None:
 
 
 def export_policy(checkpoint: Path, out: Path) -> Path:
-    """Makes `out` the checkpoint's policy HF folder (`learner/model`, see `Learner.save_state`).
+    """Makes `out` a copy of the checkpoint's policy HF folder (`learner/model`, see `Learner.save_state`).
 
-    The files are hard-linked where the file system allows, so the final model costs no second copy
-    of the weights and survives the checkpoint's later deletion; otherwise they are copied.
+    A copy, never a hard link: damage to one (a checkpoint file cut short by a full disk) must not reach the
+    other, and the final model must survive the checkpoint's deletion.
     """
     src = Path(checkpoint) / "learner" / "model"
     with atomic_dir(out) as tmp:
         for f in src.iterdir():
-            try:
-                os.link(f, tmp / f.name)
-            except OSError:  # another file system, or links not supported
-                shutil.copy2(f, tmp / f.name)
+            shutil.copy2(f, tmp / f.name)
     return Path(out)
 
 

@@ -22,7 +22,7 @@ from remix.distributed import launched_world_size
 from remix.objective import ObjectiveConfig
 from remix.validation import Checked, Limit, require
 
-Platform = Literal["cpu", "cuda", "xla"]
+PLATFORMS = ("cpu", "cuda", "xla")
 Algo = Literal["grpo", "ppo"]
 Variant = Literal["remix", "onpolicy"]
 
@@ -179,7 +179,7 @@ class PPOConfig(Checked):
 class TrainConfig(Checked):
     """ReMix off-policy RL finetuning (and its on-policy baselines)."""
 
-    platform: Platform = "cpu"
+    platform: Annotated[str, tyro.conf.arg(metavar="{cpu,cuda,xla}")] = "cpu"
     """Backend: cpu (reference), cuda (SGLang + FSDP2) or xla (TPU via torch-xla)."""
     algo: Algo = "grpo"
     """grpo (group-normalised advantages, no critic) or ppo (critic + GAE)."""
@@ -199,8 +199,8 @@ class TrainConfig(Checked):
     """GRPO advantages are (R - mean) / (std + eps); False skips the std division (Dr. GRPO)."""
     seed: int = 0
     """Seed of data order, sampling and initialisation."""
-    run_dir: Path | None = None
-    """Metrics, config, checkpoints and plots go here (default: runs/<algo>-<variant>-<time>)."""
+    run_dir: Annotated[Path | None, tyro.conf.arg(help_behavior_hint="(default: runs/<algo>-<variant>-<time>)")] = None
+    """Metrics, config, checkpoints and plots go here."""
     eval_every: Annotated[int, Limit(ge=0)] = 25
     """Evaluate held-out accuracy (greedy) every this many steps, and before and after training.
     0: only before and after."""
@@ -252,6 +252,9 @@ class TrainConfig(Checked):
 
     def check(self) -> None:
         """The rules across fields (each field's own limits are declared with it)."""
+        require(self.platform in PLATFORMS, "platform", f"{self.platform!r} is not a platform; choose cpu, cuda or xla"
+                + (" (TPUs are --platform xla, through torch-xla)" if self.platform.lower() == "tpu" else "")
+                + (" (NVIDIA GPUs are --platform cuda)" if self.platform.lower() == "gpu" else ""))
         require(self.rollout.engine != "sglang" or self.platform == "cuda", "rollout.engine",
                 f"sglang runs only on --platform cuda (got --platform {self.platform})")
         world, G = launched_world_size(), self.rollout.group_size
@@ -259,27 +262,33 @@ class TrainConfig(Checked):
         require(
             self.batch_size % (world * G) == 0,
             "batch_size",
-            f"must be a multiple of --rollout.group-size ({G}){' times the number of processes' if world > 1 else ''}: "
-            "groups are kept whole" + (" and every process gets the same number" if world > 1 else ""),
+            f"{self.batch_size} is not a multiple of " + (
+                f"{world * G} = --rollout.group-size {G} x {world} processes: groups are kept whole and every process "
+                "gets the same number" if world > 1 else f"--rollout.group-size {G}: groups are kept whole"),
         )
         require(
             1 <= self.mini_batch_size <= self.batch_size and self.batch_size % self.mini_batch_size == 0
             and self.mini_batch_size % world == 0,
             "mini_batch_size",
-            f"must divide --batch-size ({self.batch_size})" + (f" and be a multiple of {world} processes" if world > 1
-                                                             else ""),
+            f"{self.mini_batch_size} must divide --batch-size {self.batch_size}"
+            + (f" and be a multiple of {world} processes" if world > 1 else ""),
         )
         local_mini = self.mini_batch_size // world
         require(
             1 <= self.micro_batch_size <= local_mini and local_mini % self.micro_batch_size == 0,
             "micro_batch_size",
-            f"must divide --mini-batch-size{per_rank} ({local_mini})",
+            f"{self.micro_batch_size} must divide --mini-batch-size{per_rank} ({local_mini})",
         )
         require(self.algo != "grpo" or self.rollout.group_size >= 2, "rollout.group_size",
                 "GRPO needs at least 2 responses per prompt")
         for sink in self.loggers:  # fail at parse time, not after the run directory was made
             require(importlib.util.find_spec(sink) is not None, "loggers",
                     f"{sink} is not installed: pip install 'remix-rft[{sink}]'")
+        if "wandb" in self.loggers:
+            from remix.tracking import wandb_login_problem
+
+            problem = wandb_login_problem()
+            require(problem is None, "loggers", f"wandb: {problem}")
         if self.variant == "remix":
             local = self.remix.offpolicy_fraction * self.batch_size / world
             require(

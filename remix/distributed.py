@@ -25,6 +25,11 @@ def launched_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def launched_rank() -> int:
+    """This process's rank in the torchrun job (0 without torchrun), known before the process group forms."""
+    return int(os.environ.get("RANK", "0"))
+
+
 # How long a collective waits for the other ranks before the job fails. Rank 0 alone does slow work between
 # collectives: building or converting a built-in model, writing a checkpoint's HF folder (minutes at 7B over a
 # network file system). torch's default (10 minutes for NCCL) would kill such a job; torchtitan sets its own too.
@@ -93,6 +98,13 @@ def all_reduce(t: torch.Tensor, op: str = "sum") -> torch.Tensor:
     return t
 
 
+def max_int(value: int) -> int:
+    """The largest of every rank's `value`."""
+    if not active():
+        return value
+    return int(all_reduce(torch.tensor([value], dtype=torch.int64), "max")[0])
+
+
 def sum_floats(values: dict[str, float]) -> dict[str, float]:
     """Sums each named number across ranks in one collective (float64, so counts stay exact)."""
     if not active() or not values:
@@ -112,6 +124,15 @@ def same_on_every_rank(value: int, what: str) -> None:
     if int(t[0]) != -int(t[1]):
         raise RuntimeError(f"{what} differs between ranks (from {-int(t[1])} to {int(t[0])}); every rank must "
                            "process the same number of sequences")
+
+
+def all_gather_objects(obj: T) -> list[T]:
+    """Every rank's `obj`, in rank order, on every rank ([obj] in one process)."""
+    if not active():
+        return [obj]
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def broadcast_object(obj: T) -> T:

@@ -118,7 +118,8 @@ class Learner(ABC):
     def logprobs(
         self, batch: TokenBatch, policy: Literal["current", "reference", "precedent"] = "current"
     ) -> torch.Tensor:
-        """float32 log-probs [B, T] of the response tokens under one of the three policies."""
+        """float32 log-probs [B, T] of the response tokens under one of the three policies. Collective under several
+        processes: every rank calls it, with as many rows as it has (0 too)."""
 
     @abstractmethod
     def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:

@@ -18,7 +18,14 @@ from typing import Any
 import torch
 
 from remix import distributed as dist
-from remix.checkpoint import checkpoint_step, list_checkpoints, remove_unfinished, run_dir_of, why_not_resumable
+from remix.checkpoint import (
+    checkpoint_step,
+    list_checkpoints,
+    remove_unfinished,
+    run_dir_of,
+    why_damaged,
+    why_not_resumable,
+)
 from remix.config import TrainConfig
 from remix.schedule import keeps_precedent
 from remix.tracking import read_metrics
@@ -191,7 +198,7 @@ def check_fork(cfg: TrainConfig, run_dir: Path) -> Path:
                        "checkpoint inside its run directory")
     if base_dir.absolute() == run_dir.absolute():
         raise RunError(f"--fork-from {folder}: that is a checkpoint of --run-dir itself; fork into another directory")
-    problem = why_not_resumable(folder)
+    problem = why_not_resumable(folder) or why_damaged(folder)
     if problem is not None:
         raise RunError(f"--fork-from: {problem}")
     differ, base, new = differing_fields(json.loads((base_dir / "config.json").read_text()), cfg)
@@ -225,13 +232,32 @@ def choose_run_dir(cfg: TrainConfig) -> RunStart:
                 raise RunError(f"{problem}; or start a new run with --resume never or another --run-dir")
             saved = json.loads((run_dir / "config.json").read_text())
             check_resumable(saved, cfg, run_dir)
-            return RunStart(run_dir, resume_from=checkpoints[-1], saved_config=saved)
+            checkpoint = newest_intact(checkpoints, run_dir)
+            if checkpoint_step(checkpoint) > cfg.steps:
+                raise RunError(f"--steps {cfg.steps}: {run_dir} is already at step {checkpoint_step(checkpoint)}; give "
+                               "--steps at least that to go on, or start a new run with --resume never")
+            return RunStart(run_dir, resume_from=checkpoint, saved_config=saved)
     new_dir = fresh_run_dir(run_dir)
     if new_dir != run_dir:
         check_writable(new_dir)  # RUN_DIR-2 is made beside RUN_DIR: its parent must take it
         why = "--resume never" if cfg.resume == "never" else "it has no checkpoint to resume from"
         print(f"{run_dir} is not empty and {why}: starting fresh in {new_dir}", flush=True)
     return RunStart(new_dir, fork_from=check_fork(cfg, new_dir) if cfg.fork_from is not None else None)
+
+
+def newest_intact(checkpoints: list[Path], run_dir: Path) -> Path:
+    """The newest of `checkpoints` whose files match its manifest; one line for each newer one skipped and why.
+    None intact: RunError (nothing is overwritten; --resume never starts a new directory beside it)."""
+    skipped = []
+    for checkpoint in reversed(checkpoints):
+        problem = why_damaged(checkpoint)
+        if problem is None:
+            for line in skipped:
+                print(line, flush=True)
+            return checkpoint
+        skipped.append(f"skipped the damaged checkpoint {checkpoint} ({problem}); resuming from an older one")
+    raise RunError(f"{run_dir}: no intact checkpoint to resume from ({why_damaged(checkpoints[-1])}); "
+                   "start a new run with --resume never (RUN_DIR-2 beside it) or another --run-dir")
 
 
 def write_metrics_through(source: Path, run_dir: Path, step: int) -> list[dict[str, Any]]:

@@ -38,6 +38,7 @@ from remix.checkpoint import (
     export_policy,
     list_checkpoints,
     load_checkpoint,
+    read_meta,
     save_checkpoint,
 )
 from remix.config import TrainConfig
@@ -170,15 +171,16 @@ class CheckpointSchedule:
     """When the loop saves a checkpoint, and what it saved last: every --checkpoint-every steps, at the
     --checkpoint-steps, at the end, before a halt, and when a signal stops the run (unless that step is saved)."""
 
-    def __init__(self, cfg: TrainConfig, run_dir: Path, last_saved: int | None) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, last_saved: int | None, clock: Callable[[], float]) -> None:
         self.cfg, self.run_dir, self.last_saved = cfg, run_dir, last_saved
+        self.clock = clock  # the run's training time so far, across invocations (kept in each checkpoint)
 
     def due(self, step: int) -> bool:
         every = self.cfg.checkpoint_every
         return step == self.cfg.steps or bool(every and step % every == 0) or step in self.cfg.checkpoint_steps
 
     def save(self, trainer: Trainer) -> None:
-        save_checkpoint(trainer, self.run_dir, self.cfg.keep_checkpoints, self.cfg.checkpoint_steps)
+        save_checkpoint(trainer, self.run_dir, self.cfg.keep_checkpoints, self.cfg.checkpoint_steps, self.clock())
         self.last_saved = trainer.step
 
     def save_unsaved(self, trainer: Trainer) -> None:
@@ -244,7 +246,10 @@ def _train(cfg: TrainConfig, platform: Platform, signals: list[int], evaluate_st
             f"{len(trainer.heldout)} held-out problems), model {cfg.model.name}, {cfg.steps} steps of "
             f"{cfg.batch_size} responses{processes}")
         before = _restore(trainer, start) if start.checkpoint is not None else None
-        checkpoints = CheckpointSchedule(cfg, run_dir, trainer.step if start.resume_from is not None else None)
+        # the training time of the invocations before this one, as the checkpoint it starts from recorded it
+        earlier_s = read_meta(start.checkpoint).get("elapsed_s", 0.0) if start.checkpoint is not None else 0.0
+        checkpoints = CheckpointSchedule(cfg, run_dir, trainer.step if start.resume_from is not None else None,
+                                         clock=lambda: earlier_s + time.time() - wall_start)
         log = MetricsLog(run_dir, cfg.loggers, config=config_json(cfg), append=start.checkpoint is not None) \
             if main else NoLog()
         with log:
@@ -256,7 +261,7 @@ def _train(cfg: TrainConfig, platform: Platform, signals: list[int], evaluate_st
                 checkpoints.save_unsaved(trainer)
                 raise Interrupted(signum(), trainer.step)
             _train_steps(cfg, trainer, log, checkpoints, signalled, signum)
-    summary = dist.on_main(lambda: _finish(cfg, run_dir, trainer, before, start.resume_from, wall_start))
+    summary = dist.on_main(lambda: _finish(cfg, run_dir, trainer, before, start.resume_from, wall_start, earlier_s))
     dist.barrier()
     return summary
 
@@ -310,10 +315,11 @@ def _train_steps(cfg: TrainConfig, trainer: Trainer, log, checkpoints: Checkpoin
 
 
 def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str, Any], resume_from: Path | None,
-            wall_start: float) -> dict[str, Any]:
+            wall_start: float, earlier_s: float) -> dict[str, Any]:
     """Rank 0: the final model folder, the plot and summary.json."""
     records = read_metrics(run_dir / "metrics.jsonl")
-    export_policy(list_checkpoints(run_dir)[-1], run_dir / "model")  # the final checkpoint's policy, linked
+    export_policy(list_checkpoints(run_dir)[-1], run_dir / "model")  # a copy of the final checkpoint's policy
+    this_invocation = time.time() - wall_start
     plot_accuracy_vs_rollouts(records, run_dir / "accuracy.png",
                               f"{cfg.algo} {cfg.variant}, {cfg.model.name} on {cfg.data.task}")
     summary = {
@@ -321,7 +327,8 @@ def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str,
         "heldout_accuracy_after": eval_curve(records)[-1][1],
         "rollouts": trainer.rollouts,
         "steps": trainer.step,
-        "wall_seconds": round(time.time() - wall_start, 1),
+        "wall_seconds": round(earlier_s + this_invocation, 1),  # every invocation's kept work
+        "wall_seconds_this_invocation": round(this_invocation, 1),
         "resumed_from_step": None if resume_from is None else checkpoint_step(resume_from),
         "forked_from_step": forked_from_step(run_dir),
         "skipped_updates": sum(r.get("skipped/grad_norm", 0) for r in records),
@@ -334,7 +341,9 @@ def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str,
         "run_dir": str(run_dir),
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    sinks = "".join(f", {name}/" for name in cfg.loggers if (run_dir / name).is_dir())
+    took = f"{summary['wall_seconds']:.0f}s" + (f" ({this_invocation:.0f}s in this invocation)" if earlier_s else "")
     print(f"held-out accuracy {summary['heldout_accuracy_before']:.3f} -> {summary['heldout_accuracy_after']:.3f} "
-          f"with {trainer.rollouts} rollouts in {summary['wall_seconds']:.0f}s; model, metrics.jsonl, accuracy.png "
-          f"and summary.json in {run_dir}", flush=True)
+          f"with {trainer.rollouts} rollouts in {took}; model/, metrics.jsonl{sinks}, accuracy.png and summary.json "
+          f"in {run_dir}", flush=True)
     return summary

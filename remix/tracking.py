@@ -4,8 +4,29 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
+
+
+def wandb_login_problem() -> str | None:
+    """Why W&B could not log from here (no API key, no ~/.netrc entry for its host, not offline), or None; read
+    before anything is written, so that a run without credentials stops in one line rather than after its run
+    directory exists. wandb itself is not imported (it is an extra)."""
+    import netrc
+    from urllib.parse import urlparse
+
+    if os.environ.get("WANDB_MODE", "").lower() in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+        return None
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        if netrc.netrc(str(path)).authenticators(host):
+            return None
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return (f"no W&B login here (no WANDB_API_KEY, no {host} entry in {path}): run `wandb login`, set WANDB_API_KEY, "
+            "or set WANDB_MODE=offline to log into the run directory (`wandb sync` uploads it later)")
 
 
 class MetricsLog:

@@ -14,9 +14,11 @@ One step k (1-based):
 After step T: reference <- current weights, p <- 0, m <- 1, buffer cleared (reincarnation).
 `--variant onpolicy` is the same loop with p = 0, m = 1, no reincarnation and lambda = 1.
 
-Under torchrun every process runs this same loop on its share: B/N responses a step (whole groups; the
-fresh prompts are consecutive slices of one global draw, so the data order does not depend on N), its own
-buffer of its own groups, mini-batches of size/N. The learner makes the updates global (FSDP2, loss
+Under torchrun every process runs this same loop on its share: B/N responses a step, whole groups, and
+mini-batches of size/N. What the batch is made of does not depend on N: every process holds the whole buffer
+(the fresh groups are shared after each step), draws the same historical groups from it with the same
+generator and keeps its share of them, and takes its share of the fresh prompts from one global draw; the
+shares are whole groups, as even as they divide. The learner makes the updates global (FSDP2, loss
 denominators over all ranks) and the metrics below are summed over ranks before they are reported.
 
 Simplifications relative to the paper, all deliberate:
@@ -58,6 +60,14 @@ class EncodedProblem:
     prompt_ids: list[int]
 
 
+def share(groups: list[Group], world: int, rank: int) -> list[Group]:
+    """Process `rank`'s share of `groups`: consecutive, whole groups, as even as they divide (the first
+    len % world processes take one more)."""
+    base, extra = divmod(len(groups), world)
+    start = rank * base + min(rank, extra)
+    return groups[start:start + base + (rank < extra)]
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, rollout: Rollout, learner: Learner, grader, tokenizer,
                  train: ProblemSource[EncodedProblem], heldout: list[EncodedProblem],
@@ -77,7 +87,8 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         cfg, k = self.cfg, self.step + 1
         world, rank = dist.world_size(), dist.rank()
-        B, G = cfg.batch_size // world, cfg.rollout.group_size  # this process's share of the batch
+        G = cfg.rollout.group_size
+        groups_per_rank = cfg.batch_size // (world * G)  # this process's share of the batch, in groups
         reincarnated = self.reincarnated_at is not None
         p, m = schedule.offpolicy_fraction(cfg, reincarnated), schedule.utd_ratio(cfg, reincarnated)
         kl_lambda = schedule.kl_lambda(cfg, k, self.reincarnated_at)
@@ -85,14 +96,18 @@ class Trainer:
         need_precedent = kl_lambda < 1.0 and schedule.uses_precedent(cfg)
         t0 = time.perf_counter()
 
-        # 1. Historical groups: at most p * B responses, whole groups, from the last N policies.
-        historical = self.buffer.sample(int(p * cfg.batch_size / world), self.generator) if p > 0 else []
+        # 1. Historical groups: at most p * B responses, whole groups, from the last N policies (one draw, the same
+        #    on every process; each keeps its share).
+        drawn = self.buffer.sample(int(p * cfg.batch_size), self.generator) if p > 0 else []
+        historical = share(drawn, world, rank)
         h = sum(len(g) for g in historical)
-        dist.same_on_every_rank(h, "the number of historical responses")
 
-        # 2. Fresh groups: (B - h) / G prompts, G responses each; grade; GRPO advantages.
-        n = (B - h) // G
-        problems = self.train.next(n * world)[rank * n:(rank + 1) * n]  # every rank draws all, keeps its slice
+        # 2. Fresh groups: (B - H) / G prompts, G responses each, this process's share of them; grade; GRPO
+        #    advantages. Every process draws all the prompts and keeps its slice, so the data order does not
+        #    depend on N.
+        fresh_per_rank = [groups_per_rank - len(share(drawn, world, r)) for r in range(world)]
+        first = sum(fresh_per_rank[:rank])
+        problems = self.train.next(sum(fresh_per_rank))[first:first + fresh_per_rank[rank]]
         generations = self.rollout.generate(
             [e.prompt_ids for e in problems],
             SamplingParams(cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_new_tokens, n=G),
@@ -130,13 +145,14 @@ class Trainer:
         self.rollout.resume_memory()
         self.rollout.load_weights(self.learner.policy_weights())
 
-        # 5. Buffer: push the fresh groups, keep the last N policies (on-policy training stores nothing).
+        # 5. Buffer: push every process's fresh groups, in rank order (the order of the global prompt draw), keep
+        #    the last N policies (on-policy training stores nothing).
         if p > 0:
-            self.buffer.add(fresh)
+            self.buffer.add([g for part in dist.all_gather_objects(fresh) for g in part])
             self.buffer.evict_older_than(k - cfg.remix.history_window + 1)
 
-        # 6. Rollout cost: fresh responses only.
-        self.rollouts += sum(len(g) for g in fresh) * world  # every rank generated as many
+        # 6. Rollout cost: fresh responses only, over all processes.
+        self.rollouts += sum(fresh_per_rank) * G
         self.step = k
         if schedule.reincarnation_step(cfg) == k:
             self._reincarnate()
@@ -181,7 +197,7 @@ class Trainer:
         if need_precedent:
             prev = behav.clone()
             need_prev = torch.nonzero(batch.fields["version"] != k - 1).squeeze(-1)
-            if len(need_prev):
+            if len(need_prev) or dist.world_size() > 1:  # a collective: every process calls it, with 0 rows too
                 prev[need_prev] = self.learner.logprobs(batch.select(need_prev), "precedent")
         else:
             prev = ref
@@ -194,8 +210,8 @@ class Trainer:
         """Reference log-probs, cached with each group: valid until reincarnation clears the buffer."""
         starts = torch.tensor([0] + [len(g) for g in groups]).cumsum(0).tolist()
         missing = [(g, s) for g, s in zip(groups, starts) if g.ref_logp is None]
-        if missing:
-            rows = torch.cat([torch.arange(s, s + len(g)) for g, s in missing])
+        if missing or dist.world_size() > 1:  # a collective: every process calls it, with 0 rows too
+            rows = torch.cat([torch.arange(s, s + len(g)) for g, s in missing] or [torch.zeros(0, dtype=torch.long)])
             computed = unpad_tokens(self.learner.logprobs(batch.select(rows), "reference"), batch.response_mask[rows])
             pos = 0
             for g, _ in missing:
@@ -277,7 +293,7 @@ class Trainer:
             "length": sum(len(r) for g in fresh for r in g.responses),
             "truncated": sum(f == "length" for g in fresh for f in g.finish_reasons),
             "reflecting": count_reflecting(texts), "texts": len(texts),
-            "buffer": self.buffer.num_responses(), "timeouts": report.timeouts, "errors": report.errors,
+            "timeouts": report.timeouts, "errors": report.errors,
             "learner_tokens": float(batch.response_mask.sum()) * passes,
         })
         out: dict[str, Any] = {
@@ -288,8 +304,9 @@ class Trainer:
             "reflection/keyword_rate": s["reflecting"] / s["texts"],
             "historical_share": s["historical"] / self.cfg.batch_size, "kl_lambda": kl_lambda,
             "skipped/consecutive": self.consecutive_skips,
+            "buffer/responses": self.buffer.num_responses(),  # every process holds the whole buffer
             # true at the one step after which the reference became the current policy (on-policy from k + 1)
-            "buffer/responses": int(s["buffer"]), "reincarnated": self.reincarnated_at == k,
+            "reincarnated": self.reincarnated_at == k,
             "grader/timeouts": int(s["timeouts"]), "grader/errors": int(s["errors"]),
             # Sampler/learner mismatch on the fresh samples: engine log-probs against the learner's.
             "sampler/logp_abs_diff": sampler_gap,

@@ -59,6 +59,16 @@ def _full(t: torch.Tensor) -> torch.Tensor:
     return t.full_tensor() if isinstance(t, DTensor) else t
 
 
+def one_row_like(batch: TokenBatch) -> TokenBatch:
+    """A one-row batch of `batch`'s width (its first row, or pad tokens where it has none): a forward pass that a
+    rank runs only so that every rank runs as many."""
+    if len(batch):
+        return batch.select(torch.zeros(1, dtype=torch.long))
+    width, T = batch.input_ids.shape[1], batch.response_mask.shape[1]
+    return TokenBatch(torch.zeros(1, width, dtype=torch.long), torch.ones(1, width, dtype=torch.long),
+                      torch.ones(1, T, dtype=torch.bool), batch.prompt_len)
+
+
 def adamw_implementation(device: torch.device) -> dict[str, bool]:
     """AdamW's kernels: fused on CUDA (one kernel over all parameters, no full-size temporaries; torchtitan's
     default), torch's default (foreach) elsewhere, which keeps the CPU reference's numbers as they were."""
@@ -139,8 +149,13 @@ class TorchLearner(Learner):
         rows = self.cfg.micro_batch_size
         with self.plan.autocast(), self.plan.float32_matmuls():
             if not self.plan.static_shapes:
-                return torch.cat([forward(self.plan.place(batch.select(idx))).cpu()
-                                  for idx in torch.arange(len(batch)).split(rows)])
+                chunks = [batch.select(idx) for idx in torch.arange(len(batch)).split(rows)]
+                # FSDP2 gathers parameters in every forward: each rank runs as many (decided before the first)
+                passes = dist.max_int(len(chunks)) if self.plan.sharded else len(chunks)
+                out = [forward(self.plan.place(chunk)).cpu() for chunk in chunks]
+                for _ in range(passes - len(chunks)):
+                    forward(self.plan.place(one_row_like(batch)))  # a pass whose result is not used
+                return torch.cat(out) if out else torch.zeros(batch.response_mask.shape, dtype=torch.float32)
             T, static = batch.response_mask.shape[1], self.plan.static
             return torch.cat([forward(self.plan.place(chunk)).cpu()[:real, :T]  # .cpu() runs the graph
                               for chunk, real in static.chunks(static.pad(batch), rows)])

@@ -86,6 +86,8 @@ def _read_rows(path: Path) -> list[Any]:
 def load_problem_file(path: Path | str) -> list[Problem]:
     """All rows of a dataset file as Problems; any bad row raises DataError before training starts."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(path, None, None, "is a directory; give a .jsonl, .json or .parquet file")
     if not path.is_file():
         raise DataError(path, None, None, "no such file")
     problems = [_row_to_problem(raw, path, row) for row, raw in _read_rows(path)]

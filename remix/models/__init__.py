@@ -42,6 +42,9 @@ def resolve_model(name: str | Path, cache_dir: Path | None = None) -> Path:
         return _cached_build(cache_dir / folder, build)
     path = Path(name).expanduser()
     if path.exists():
+        if (path / "model").is_dir() and (path / "metrics.jsonl").is_file():
+            raise ModelNotFound(f"model {name!r}: {path} is a remix run directory; its trained model is "
+                                f"{path / 'model'}")
         if not _is_model_folder(path):
             raise ModelNotFound(f"model {name!r}: {path} exists but has no config.json (not an HF model folder)")
         check_model_folder(path, name)

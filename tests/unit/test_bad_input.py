@@ -165,3 +165,20 @@ def test_cli_reports_bad_data_before_training_and_writes_nothing(tmp_path):
     assert proc.returncode == 2
     assert f"error: {path}, row 2, field 'answer'" in proc.stderr and "Traceback" not in proc.stderr
     assert not run_dir.exists()
+
+
+def test_a_directory_as_data_path_says_so(tmp_path):
+    from remix.data import DataError, load_problem_file
+
+    with pytest.raises(DataError, match="is a directory; give a .jsonl, .json or .parquet file"):
+        load_problem_file(tmp_path)
+
+
+def test_a_run_directory_as_model_points_to_its_model(tmp_path):
+    from remix.models import ModelNotFound, resolve_model
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "metrics.jsonl").write_text("")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFound, match=f"is a remix run directory; its trained model is {tmp_path / 'model'}"):
+        resolve_model(tmp_path)

@@ -18,6 +18,7 @@ CONFIG_SOURCES = [ROOT / "remix" / "config.py", ROOT / "remix" / "objective.py"]
 
 # field of a require(...) -> command-line arguments that break it
 CASES: dict[str, list[str]] = {
+    "platform": ["--platform", "tpu"],
     "data.task": ["--task", "nope"],
     "data.path": ["--task", "file"],
     "data.heldout_size": ["--data.heldout-size", "0"],
@@ -108,6 +109,26 @@ def test_bad_value_is_one_line_naming_the_flag_with_exit_2(field, capsys):
     assert e.value.code == 2
     assert err.startswith(f"error: {flag}: ") and err.count("\n") == 1, err
     assert "Traceback" not in err
+
+
+def test_the_messages_name_the_numbers_and_the_right_platform(monkeypatch):
+    from remix.config import TrainConfig
+    from remix.validation import ConfigError
+
+    with pytest.raises(ConfigError, match="^--platform: 'tpu' is not a platform; .*TPUs are --platform xla"):
+        TrainConfig(platform="tpu")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun sets it: checked before the process group forms
+    with pytest.raises(ConfigError, match=r"^--batch-size: 30 is not a multiple of 16 = --rollout.group-size 8 x 2 "):
+        TrainConfig(batch_size=30)
+
+
+def test_run_dir_help_shows_one_default():
+    import subprocess
+
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run.py"), "--help"], capture_output=True, text=True,
+                         env={**__import__("os").environ, "COLUMNS": "200"}).stdout
+    block = out[out.index("--run-dir"):out.index("--eval-every")]
+    assert block.count("default") == 1 and "runs/<algo>-<variant>-<time>" in block
 
 
 def test_eval_suite_bad_value_is_one_line(capsys):
