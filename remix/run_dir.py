@@ -227,7 +227,10 @@ def choose_run_dir(cfg: TrainConfig) -> RunStart:
         remove_unfinished(run_dir)
         checkpoints = list_checkpoints(run_dir)
         if checkpoints:
-            problem = why_not_resumable(checkpoints[-1])  # before the config: an old format may lack fields
+            try:  # before the config: an old format may lack fields
+                problem = why_not_resumable(checkpoints[-1])
+            except (OSError, ValueError):  # its meta.json is damaged: newest_intact says so, and skips it
+                problem = None
             if problem is not None:
                 raise RunError(f"{problem}; or start a new run with --resume never or another --run-dir")
             saved = json.loads((run_dir / "config.json").read_text())
@@ -246,16 +249,24 @@ def choose_run_dir(cfg: TrainConfig) -> RunStart:
 
 
 def newest_intact(checkpoints: list[Path], run_dir: Path) -> Path:
-    """The newest of `checkpoints` whose files match its manifest; one line for each newer one skipped and why.
-    None intact: RunError (nothing is overwritten; --resume never starts a new directory beside it)."""
-    skipped = []
+    """The newest of `checkpoints` whose files match its manifest. Each newer, damaged one is renamed aside
+    (`.step-NNNNNN.damaged`: kept, but no longer a checkpoint that later cleanups or exports would take for the
+    newest), in one line saying why. None intact: RunError, and nothing is renamed or overwritten (--resume never
+    starts a new directory beside it)."""
+    damaged = []
     for checkpoint in reversed(checkpoints):
         problem = why_damaged(checkpoint)
         if problem is None:
-            for line in skipped:
-                print(line, flush=True)
+            for folder, why in damaged:
+                aside = folder.with_name(f".{folder.name}.damaged")
+                n = 2
+                while aside.exists():
+                    aside, n = folder.with_name(f".{folder.name}.damaged-{n}"), n + 1
+                os.rename(folder, aside)
+                print(f"skipped the damaged checkpoint {folder} ({why}), kept as {aside.name}; resuming from an "
+                      "older one", flush=True)
             return checkpoint
-        skipped.append(f"skipped the damaged checkpoint {checkpoint} ({problem}); resuming from an older one")
+        damaged.append((checkpoint, problem))
     raise RunError(f"{run_dir}: no intact checkpoint to resume from ({why_damaged(checkpoints[-1])}); "
                    "start a new run with --resume never (RUN_DIR-2 beside it) or another --run-dir")
 

@@ -36,7 +36,6 @@ from remix.checkpoint import (
     checkpoint_dir,
     checkpoint_step,
     export_policy,
-    list_checkpoints,
     load_checkpoint,
     read_meta,
     save_checkpoint,
@@ -318,7 +317,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str,
             wall_start: float, earlier_s: float) -> dict[str, Any]:
     """Rank 0: the final model folder, the plot and summary.json."""
     records = read_metrics(run_dir / "metrics.jsonl")
-    export_policy(list_checkpoints(run_dir)[-1], run_dir / "model")  # a copy of the final checkpoint's policy
+    export_policy(checkpoint_dir(run_dir, trainer.step), run_dir / "model")  # a copy of the final step's policy
     this_invocation = time.time() - wall_start
     plot_accuracy_vs_rollouts(records, run_dir / "accuracy.png",
                               f"{cfg.algo} {cfg.variant}, {cfg.model.name} on {cfg.data.task}")

@@ -137,7 +137,10 @@ class Trainer:
         # 4. m passes of mini-batch updates over the shuffled batch.
         updates = []
         for _ in range(m):
-            order = torch.randperm(len(batch), generator=self.generator)
+            # a permutation of the global batch size, restricted to this process's rows: the generator advances as
+            # in one process, so the next step's historical draw does not depend on N either
+            order = torch.randperm(cfg.batch_size, generator=self.generator)
+            order = order[order < len(batch)]
             for idx in order.split(cfg.mini_batch_size // world):
                 updates.append(self.learner.update(batch.select(idx), kl_lambda))
                 skipped = any(v for key, v in updates[-1].items() if key.startswith("skipped/"))

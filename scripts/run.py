@@ -39,19 +39,19 @@ def main(argv: list[str] | None = None) -> None:
         cfg.validate()
         run(cfg, get_platform(cfg.platform))
     except (ConfigError, DataError, ModelNotFound, RunError, PlatformUnavailable) as e:
-        if dist.local_rank() == 0:  # every rank of a torchrun job stops with the same message: say it once
+        if dist.launched_rank() == 0:  # every rank of a torchrun job stops with the same message: say it once
             print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     except TrainingHalted as e:
-        if dist.local_rank() == 0:
+        if dist.launched_rank() == 0:
             print(f"stopped: {e}", file=sys.stderr)
         raise SystemExit(3) from None
-    except RolloutFailed as e:
-        if dist.local_rank() == 0:
-            print(f"error: {e}", file=sys.stderr)
+    except RolloutFailed as e:  # may be one process's alone (its engine died): each says it, with its rank
+        where = f"rank {dist.launched_rank()}: " if dist.launched_world_size() > 1 else ""
+        print(f"error: {where}{e}", file=sys.stderr)
         raise SystemExit(4) from None
     except (Interrupted, StoppedAtOnce) as e:
-        if dist.local_rank() == 0:
+        if dist.launched_rank() == 0:
             print(str(e), file=sys.stderr)
         raise SystemExit(e.exit_code) from None
 

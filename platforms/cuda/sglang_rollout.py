@@ -51,8 +51,8 @@ What constructing SGLang's engine does to the trainer's process, and what this m
   subprocess) and put back after.
 - Signals. Ctrl-C reaches every process of the terminal's process group and torchrun stops its workers with
   SIGTERM to their process group; SGLang's scheduler dies of either, and its death ends in the trainer being
-  SIGKILLed. The engine's processes are therefore started with SIGINT and SIGTERM ignored (spawned children
-  keep an ignored signal): the trainer alone finishes its step, checkpoints and stops. SGLang's SIGQUIT
+  SIGKILLed. The engine's processes are therefore started with SIGINT and SIGTERM blocked (spawned children
+  keep the signal mask): the trainer alone finishes its step, checkpoints and stops. SGLang's SIGQUIT
   handler (a child failed: SIGKILL the whole tree) is replaced by ours (`custom_sigquit_handler`), and the
   SIGTERM/SIGQUIT handlers its tokenizer manager adds to its event loop on the first request (SIGTERM would
   only be seen during a later engine call, and then exit the process) are taken out right after that request,
@@ -72,6 +72,7 @@ import signal
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import Any
 
@@ -142,15 +143,19 @@ def buckets(weights: Iterable[tuple[str, torch.Tensor]], bucket_bytes: int, dtyp
 
 @contextmanager
 def engine_process_environment() -> Iterator[None]:
-    """What SGLang's processes inherit while its engine starts: no torchrun agent-store variable, SIGINT and
-    SIGTERM ignored (a spawned child keeps an ignored signal). The trainer's environment and handlers after."""
+    """What SGLang's processes inherit while its engine starts: no torchrun agent-store variable, and SIGINT and
+    SIGTERM blocked (a spawned child keeps the signal mask, so they never reach it). The trainer gets its
+    environment back after, and a signal that arrived meanwhile is delivered to its handler then, not lost.
+
+    multiprocessing's resource tracker is started first: starting it UNBLOCKS SIGINT and SIGTERM in the calling
+    thread (resource_tracker.ensure_running, CPython 3.11), so a first spawn inside the window would end it."""
+    resource_tracker.ensure_running()
     saved_store = os.environ.pop(TORCHRUN_AGENT_STORE, None)
-    saved_handlers = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    saved_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     try:
         yield
     finally:
-        for s, h in saved_handlers.items():
-            signal.signal(s, h)
+        signal.pthread_sigmask(signal.SIG_SETMASK, saved_mask)
         if saved_store is not None:
             os.environ[TORCHRUN_AGENT_STORE] = saved_store
 
@@ -221,6 +226,8 @@ class SGLangRollout(Rollout):
         if params.seed is not None:
             self.generator.manual_seed(params.seed)
         flat = [p for p in prompts for _ in range(params.n)]
+        if not flat:  # a process whose share of a step is all historical: SGLang refuses an empty request
+            return [[] for _ in prompts]
         # greedy draws nothing, like the torch engine: evaluations leave the training samples' seeds alone
         seeds = torch.randint(0, 2**31 - 1, (len(flat),), generator=self.generator).tolist() \
             if params.temperature > 0 else [None] * len(flat)

@@ -273,6 +273,8 @@ class Engine:  # sglang.srt.entrypoints.engine.Engine
         if self.released:
             raise RuntimeError(f"generate while {sorted(self.released)} are released")
         assert prompt is None and self.server_args.get("skip_tokenizer_init"), "token ids in, token ids out"
+        if not input_ids:  # io_struct's _determine_batch_size
+            raise ValueError("input_ids cannot be empty.")
         outputs = []
         for ids, sp in zip(input_ids, sampling_params):
             unknown = set(sp) - SAMPLING_KEYS

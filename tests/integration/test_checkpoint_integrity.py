@@ -60,8 +60,22 @@ def test_a_damaged_newest_checkpoint_is_skipped_for_the_newest_intact_one(tiny_m
     out = capsys.readouterr().out
     skipped = [line for line in out.splitlines() if line.startswith("skipped the damaged checkpoint")]
     assert len(skipped) == 1 and "step-000004" in skipped[0] and "manifest says" in skipped[0]
+    assert "kept as .step-000004.damaged" in skipped[0] and (run_dir / "checkpoints" / ".step-000004.damaged").is_dir()
     assert summary["resumed_from_step"] == 2 and summary["steps"] == 6
     assert why_damaged(checkpoint_dir(run_dir, 6)) is None
+
+
+def test_a_run_that_ends_before_a_damaged_checkpoint_exports_its_own_last_step(tiny_model_dir, tmp_path):
+    """Resumed from step 2 past a damaged step 4 and stopped at 3: the exported model is step 3's, not the damaged
+    step 4's (which was set aside), and cleanups do not take the damaged one for the newest."""
+    run_dir = tmp_path / "run"
+    run(_config(tiny_model_dir, run_dir, 4, keep_checkpoints=2))
+    (checkpoint_dir(run_dir, 4) / "meta.json").unlink()  # a damaged meta.json: skipped as well, not a traceback
+    run(_config(tiny_model_dir, run_dir, 5, keep_checkpoints=2, checkpoint_steps=(3,)))
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step-000003", "step-000004", "step-000005"]
+    final = load_file(checkpoint_dir(run_dir, 5) / MODEL_FILE)
+    exported = load_file(run_dir / "model" / "model.safetensors")
+    assert all(torch.equal(v, final[k]) for k, v in exported.items())
 
 
 def test_no_intact_checkpoint_refuses_in_one_line_and_keeps_the_exported_model(tiny_model_dir, tmp_path):

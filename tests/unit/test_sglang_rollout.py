@@ -19,7 +19,7 @@ import torch
 
 from platforms.cpu import make_learner
 from platforms.cuda import rollout_engine
-from platforms.cuda.sglang_rollout import SGLangRollout, buckets, engine_died
+from platforms.cuda.sglang_rollout import SGLangRollout, buckets, engine_died, engine_process_environment
 from remix.batching import collate
 from remix.interfaces import Group, RolloutFailed, SamplingParams
 from remix.trainer import Trainer
@@ -271,6 +271,46 @@ def test_the_engine_leaves_the_trainers_signals_and_environment(rollouts, monkey
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
+
+
+def test_signals_stay_blocked_for_the_first_process_the_engine_spawns():
+    """Starting multiprocessing's resource tracker unblocks SIGINT and SIGTERM in the calling thread (CPython's
+    resource_tracker.ensure_running): with no tracker yet, a first spawn inside the window would have left SGLang's
+    scheduler open to Ctrl-C. The window starts the tracker before it blocks anything."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker._resource_tracker._stop()  # as in a fresh trainer process: no tracker yet
+    with engine_process_environment():
+        resource_tracker.ensure_running()  # what SGLang's first spawn does
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    assert {signal.SIGINT, signal.SIGTERM} <= blocked
+
+
+def test_a_process_without_fresh_prompts_asks_the_engine_nothing(rollouts):
+    """Under torchrun a process's share of a step can be all historical groups; SGLang refuses an empty request."""
+    r = rollouts()
+    with pytest.raises(ValueError, match="input_ids cannot be empty"):
+        r.engine.generate(input_ids=[], sampling_params=[], return_logprob=True)
+    assert r.generate([], SamplingParams(max_new_tokens=2, n=4)) == []
+
+
+def test_a_signal_while_the_engine_starts_reaches_the_trainer_after(rollouts, monkeypatch):
+    """SIGINT and SIGTERM are blocked while SGLang's processes start (so that they never get them), not ignored: a
+    SIGTERM that arrives meanwhile is delivered to the trainer's handler once the engine is up."""
+    seen = []
+    real_init = fake.Engine.__init__
+
+    def init(self, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)  # torchrun or a scheduler stopping the job during start-up
+        real_init(self, **kwargs)
+
+    monkeypatch.setattr(fake.Engine, "__init__", init)
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        r = rollouts()
+        assert seen == [signal.SIGTERM] and r.engine.scheduler.is_alive()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _in_a_process(code: str, **env: str) -> subprocess.CompletedProcess:
