@@ -18,7 +18,7 @@ from typing import Annotated, Literal
 
 import tyro
 
-from remix.distributed import launched_world_size
+from remix.distributed import launched_rank, launched_world_size
 from remix.objective import ObjectiveConfig
 from remix.validation import Checked, Limit, require
 
@@ -284,7 +284,7 @@ class TrainConfig(Checked):
         for sink in self.loggers:  # fail at parse time, not after the run directory was made
             require(importlib.util.find_spec(sink) is not None, "loggers",
                     f"{sink} is not installed: pip install 'remix-rft[{sink}]'")
-        if "wandb" in self.loggers:
+        if "wandb" in self.loggers and launched_rank() == 0:  # rank 0 alone logs (its node's login counts)
             from remix.tracking import wandb_login_problem
 
             problem = wandb_login_problem()

@@ -31,6 +31,7 @@ from torch import Tensor
 from remix.validation import Checked, Limit, require
 
 KLEstimator = Literal["k1", "k2", "k3", "k3+"]
+RolloutCorrection = Literal["none", "token-tis", "seq-mis", "geo-mis"]
 LossAgg = Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 LOG_RATIO_CLAMP = 20.0  # log-ratios are clamped before exp (ALGORITHM.md section 1)
@@ -64,8 +65,28 @@ class ObjectiveConfig(Checked):
     None: the maximum response length, --rollout.max-new-tokens."""
     compile: bool = False
     """torch.compile the per-token loss (the training config turns it on; --objective.no-compile: eager)."""
+    rollout_correction: RolloutCorrection = "none"
+    """Correct the policy-gradient term for the rollout engine's own numbers.
+    rho = exp(behaviour log-prob - engine log-prob) of each sampled token: the learner's over the sampler's probability.
+    token-tis multiplies each token's term by min(rho, tis_cap);
+    seq-mis drops the term of a sequence whose product of rho is outside seq_mis_bounds;
+    geo-mis drops it where the per-token geometric mean of rho is outside geo_mis_bounds.
+    The weight is detached and leaves the KL and entropy terms alone; none: no correction (ALGORITHM.md 9)."""
+    tis_cap: Annotated[float, Limit(gt=0)] = 2.0
+    """token-tis: the largest weight a token gets (verl's default threshold)."""
+    seq_mis_bounds: tuple[float, float] = (0.5, 2.0)
+    """seq-mis: the range of the sequence's rho kept (verl's Seq-MIS preset)."""
+    geo_mis_bounds: tuple[float, float] = (0.999, 1.001)
+    """geo-mis: the range of the per-token geometric mean of rho kept (verl's Geo-RS preset)."""
 
-    def check(self) -> None:  # the parser checks these two Literals on the command line; Python callers are not
+    def check(self) -> None:  # the parser checks the Literals on the command line; Python callers are not
+        (seq_lo, seq_hi), (geo_lo, geo_hi) = self.seq_mis_bounds, self.geo_mis_bounds
+        require(0 < seq_lo < seq_hi, "objective.seq_mis_bounds",
+                f"must be two numbers 0 < low < high, got {seq_lo:g} {seq_hi:g}")
+        require(0 < geo_lo < geo_hi, "objective.geo_mis_bounds",
+                f"must be two numbers 0 < low < high, got {geo_lo:g} {geo_hi:g}")
+        require(self.rollout_correction in ("none", "token-tis", "seq-mis", "geo-mis"), "objective.rollout_correction",
+                f"unknown mode {self.rollout_correction!r}")
         require(self.kl_estimator in ("k1", "k2", "k3", "k3+"), "objective.kl_estimator",
                 f"must be k1, k2, k3 or k3+, got {self.kl_estimator!r}")
         require(self.loss_agg in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"),
@@ -90,6 +111,8 @@ class LossInputs:
     """per-token advantages (GRPO: the sequence's advantage broadcast over its tokens)."""
     mask: Tensor
     """bool, True on real response tokens."""
+    engine_logp: Tensor | None = None
+    """log-prob of each token under the rollout engine that sampled it (needed by --objective.rollout-correction)."""
     entropy: Tensor | None = None
     """per-token entropy of pi_theta; needed when entropy_coef > 0."""
 
@@ -117,6 +140,30 @@ def kl_estimate(logp: Tensor, other_logp: Tensor, estimator: KLEstimator) -> Ten
     return k3
 
 
+def rollout_correction_weights(behav_logp: Tensor, engine_logp: Tensor, mask: Tensor, cfg: ObjectiveConfig
+                               ) -> tuple[Tensor, Tensor]:
+    """(weight [B, T], cut [B, T]) of --objective.rollout-correction, detached: the factor on each token's
+    policy-gradient term (0 on padding), and where the correction acted (a token truncated by token-tis, every
+    token of a sequence dropped by seq-mis or geo-mis). rho = exp(behav_logp - engine_logp) per token."""
+    with torch.no_grad():
+        maskf = mask.to(behav_logp.dtype)
+        log_rho = (behav_logp - engine_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP) * maskf
+        if cfg.rollout_correction == "none":
+            return maskf, torch.zeros_like(mask, dtype=torch.bool)
+        if cfg.rollout_correction == "token-tis":
+            rho = torch.exp(log_rho)
+            cut = (rho > cfg.tis_cap) & mask
+            return torch.clamp(rho, max=cfg.tis_cap) * maskf, cut
+        per_seq = log_rho.sum(-1)
+        if cfg.rollout_correction == "geo-mis":
+            per_seq = per_seq / maskf.sum(-1).clamp(min=1.0)
+            lo, hi = cfg.geo_mis_bounds
+        else:
+            lo, hi = cfg.seq_mis_bounds
+        keep = (per_seq >= math.log(lo)) & (per_seq <= math.log(hi))
+        return keep[:, None].to(maskf.dtype) * maskf, (~keep)[:, None] & mask
+
+
 def _token_terms(
     logp: Tensor,
     behav_logp: Tensor,
@@ -125,6 +172,7 @@ def _token_terms(
     prev_logp: Tensor,
     advantages: Tensor,
     entropy: Tensor,
+    pg_weight: Tensor,
     kl_lambda: Tensor,
     clip_low: float,
     clip_high: float,
@@ -137,7 +185,7 @@ def _token_terms(
     centre = torch.exp((prox_logp - behav_logp).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP))
     lower, upper = centre - clip_low, centre + clip_high
     clipped = torch.minimum(torch.maximum(ratio, lower), upper)
-    pg = torch.maximum(-ratio * advantages, -clipped * advantages)
+    pg = torch.maximum(-ratio * advantages, -clipped * advantages) * pg_weight  # rollout correction (detached)
     kl_ref = kl_estimate(logp, ref_logp, kl_estimator)
     kl_prev = kl_estimate(logp, prev_logp, kl_estimator)
     loss = pg + kl_coef * (kl_lambda * kl_ref + (1.0 - kl_lambda) * kl_prev) - entropy_coef * entropy
@@ -209,6 +257,13 @@ def remix_loss(
     if entropy is None:
         entropy = torch.zeros_like(logp)
     lam = torch.tensor(kl_lambda, dtype=logp.dtype, device=logp.device)  # a tensor: no recompiles
+    if cfg.rollout_correction == "none":
+        pg_weight = torch.ones_like(logp, requires_grad=False)
+    elif inputs.engine_logp is None:
+        raise ValueError(f"--objective.rollout-correction {cfg.rollout_correction} needs LossInputs.engine_logp")
+    else:
+        pg_weight, _ = rollout_correction_weights(inputs.behav_logp.to(logp.dtype), inputs.engine_logp.to(logp.dtype),
+                                                  mask, cfg)
     clip_high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
     terms = _get_token_terms(cfg.compile)(
         logp,
@@ -218,6 +273,7 @@ def remix_loss(
         inputs.prev_logp.to(logp.dtype),
         inputs.advantages.to(logp.dtype),
         entropy.to(logp.dtype),
+        pg_weight,
         lam,
         cfg.clip_eps,
         clip_high,

@@ -24,8 +24,9 @@ denominators over all ranks) and the metrics below are summed over ranks before 
 Simplifications relative to the paper, all deliberate:
   - the precedent pi_{k-1} before step 2 is the initial model (there is no pi_0);
   - rewards are 0/1 outcome rewards placed on the last response token (no format or length terms);
-  - the engine's log-probs are only used for the sampler/learner mismatch metric (no truncated IS), and to stop
-    the run when the engine clearly does not hold the learner's weights (--rollout.max-sampler-gap);
+  - the engine's log-probs correct the policy-gradient term only with --objective.rollout-correction (off by
+    default until a GPU measurement of the gap says otherwise); they are always measured, and stop the run
+    when the engine clearly does not hold the learner's weights (--rollout.max-sampler-gap);
   - PPO advantages are not whitened across the batch;
   - historical groups are drawn uniformly over the stored policy versions (the last N policies), then
     uniformly over that version's groups;
@@ -48,6 +49,7 @@ from remix.buffer import HostBuffer
 from remix.config import TrainConfig
 from remix.data import Problem, ProblemSource
 from remix.interfaces import Group, Learner, Rollout, RolloutFailed, SamplingParams, TokenBatch
+from remix.objective import rollout_correction_weights
 from remix.reflection import count_reflecting
 
 # Prompts handed to the rollout engine per generate call in evaluation; the engine batches them as it can.
@@ -321,5 +323,28 @@ class Trainer:
             out[key] = sum(vals) if key.startswith("skipped/") else sum(vals) / len(vals)
         if not need_precedent:
             del out["kl/prev"]  # not measured: prev was set to ref (see _fill_logprobs)
+        if self.cfg.objective.rollout_correction != "none":
+            out.update(self._correction_metrics(batch, h))
         out.update({f"time/{k_}": v for k_, v in times.items()})
+        return out
+
+    def _correction_metrics(self, batch: TokenBatch, h: int) -> dict[str, float]:
+        """--objective.rollout-correction on this step's batch, for its fresh and its historical samples over all
+        processes: the mean weight per token, the share of tokens it truncated (token-tis) or of sequences it
+        dropped (seq-mis, geo-mis)."""
+        weight, cut = rollout_correction_weights(batch.fields["behav_logp"], batch.fields["engine_logp"],
+                                                 batch.response_mask, self.cfg.objective)
+        mask = batch.response_mask
+        out = {}
+        for name, rows in (("fresh", slice(h, None)), ("historical", slice(0, h))):
+            s = dist.sum_floats({"weight": float(weight[rows].sum()), "tokens": float(mask[rows].sum()),
+                                 "cut_tokens": float(cut[rows].sum()), "seqs": float(mask[rows].shape[0]),
+                                 "cut_seqs": float(cut[rows].any(-1).sum())})
+            if s["seqs"] == 0:
+                continue
+            out[f"rollout_correction/{name}/weight_mean"] = s["weight"] / max(s["tokens"], 1.0)
+            if self.cfg.objective.rollout_correction == "token-tis":
+                out[f"rollout_correction/{name}/truncated_frac"] = s["cut_tokens"] / max(s["tokens"], 1.0)
+            else:
+                out[f"rollout_correction/{name}/masked_frac"] = s["cut_seqs"] / s["seqs"]
         return out

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import math
 import importlib
 import os
 import signal
@@ -149,12 +150,12 @@ def check_logprobs(c: Checks, device, model_dir: Path) -> None:
     want = F.log_softmax(logits[:, P - 1:P + T - 1], -1).gather(-1, batch.input_ids[:, P:P + T, None]).squeeze(-1)
     want = want * batch.response_mask
     c.add("learner log-probs vs float64 host", float((got.double() - want.detach()).abs().max()), 1e-4,
-          "max |difference| over response tokens (float32 on the device)")
+          "max absolute difference over response tokens (float32 on the device)")
     engine = torch.zeros_like(got)
     for i, t in enumerate(t for g in groups for t in g.engine_logp):
         engine[i, :len(t)] = t
     c.add("engine vs learner log-probs", float((engine - got).abs().max()), 1e-3,
-          "max |difference|: the sampler's log-probs of its own tokens against the learner's")
+          "max absolute difference: the sampler's log-probs of its own tokens against the learner's")
     greedy = SamplingParams(temperature=0.0, max_new_tokens=8)
     prompts = [rollout.tokenizer("What is 2 + 2?")["input_ids"]]
     c.add("greedy decoding repeats", float(rollout.generate(prompts, greedy) != rollout.generate(prompts, greedy)),
@@ -202,7 +203,7 @@ def check_precision(c: Checks, device, model_dir: Path) -> None:
           "1 if any learner parameter is not float32")
     _, dac, _ = one_update(device, model_dir, batch, activation_checkpointing=True)
     c.add("activation checkpointing, same update", float((dac - d32).abs().max()), 1e-6,
-          "max |difference| of the weight update with and without recomputation")
+          "max absolute difference of the weight update with and without recomputation")
 
 
 def check_objective(c: Checks, device, quick: bool) -> None:
@@ -224,7 +225,7 @@ def check_objective(c: Checks, device, quick: bool) -> None:
     loss_c, _ = remix_loss(x, compiled_cfg, 0.7)
     (grad_c,) = torch.autograd.grad(loss_c, x.logp)
     c.add("compiled objective vs eager", float((grad_c - grad_e).abs().max() + (loss_c - loss_e).detach().abs()), 1e-6,
-          "max |difference| of loss and gradient")
+          "max absolute difference of loss and gradient")
     for name, cfg in (("eager", eager_cfg), ("compiled", compiled_cfg)):
         def step(cfg=cfg):
             loss, _ = remix_loss(x, cfg, 0.7)
@@ -310,7 +311,7 @@ def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
               abs(on_device[key] - on_cpu[key]) / max(abs(on_cpu[key]), 1e-8), 1e-3,
               "relative difference, the same batch and initial weights")
     c.add(f"loop ({name}): engine vs learner log-probs", max(s["sampler/logp_abs_diff"] for s in steps), 1e-3,
-          "mean |difference| per token of a step's fresh samples, largest step (sampler/logp_abs_diff)")
+          "mean absolute difference per token of a step's fresh samples, largest step (sampler/logp_abs_diff)")
     if not quick:
         c.add(f"loop ({name}): rewards seen", float(sum(s["reward/mean"] for s in steps) > 0), 1.0,
               "1 if any sampled response was graded correct (tiny-arith solves some of level 1)", higher_is_better=True)
@@ -444,12 +445,35 @@ def check_scale(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> No
         gen_s = timed(lambda r=rollout: r.generate(prompts, params_), device, 2 if quick else 3, warmup=0)
         c.time(f"rollout tokens/s (torch engine, {layout}, batch {rollout_batch}, {new_tokens} new tokens)",
                [rollout_batch * new_tokens / s for s in gen_s], "generated tokens per second")
+        if i == len(layouts) - 1:  # the engine a run uses: how far its log-probs are from the learner's
+            engine_gap(c, rollout, learner, prompts[:8], min(new_tokens, 64))
         del rollout
         if cuda:
             torch.cuda.empty_cache()
     if cuda:
         c.time("peak GPU memory (learner + rollout)", [torch.cuda.max_memory_allocated(device) / 2**30],
                "GiB allocated at the peak")
+
+
+def engine_gap(c: Checks, rollout: TorchRollout, learner: TorchLearner, prompts: list, new_tokens: int) -> None:
+    """The engine's log-probs of its own samples against the learner's (what --objective.rollout-correction
+    corrects for): a bf16 engine against the learner of the bf16 plan (bf16 compute, float32 weights), at scale."""
+    gens = rollout.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=new_tokens))
+    groups = [Group(prompt_ids=p, responses=[g.token_ids for g in gs], rewards=[0.0] * len(gs), version=1,
+                    engine_logp=[torch.tensor(g.logprobs) for g in gs]) for p, gs in zip(prompts, gens)]
+    batch = collate(groups, rollout.pad_id)
+    got = learner.logprobs(batch)
+    engine = torch.zeros_like(got)
+    for j, t in enumerate(t for g in groups for t in g.engine_logp):
+        engine[j, :len(t)] = t
+    diff = (engine - got).abs()[batch.response_mask]
+    log_rho = (got - engine) * batch.response_mask
+    c.time("engine vs learner log-probs at scale: mean absolute difference per token", [float(diff.mean())],
+           f"nats; bf16 torch engine against the bf16-plan learner, {len(prompts)} samples of {new_tokens} tokens")
+    c.time("engine vs learner at scale: largest absolute difference", [float(diff.max())], "nats, one token")
+    c.time("engine vs learner at scale: sequences outside seq-mis's [0.5, 2]",
+           [float(((log_rho.sum(-1) < math.log(0.5)) | (log_rho.sum(-1) > math.log(2.0))).float().mean())],
+           "share of samples --objective.rollout-correction seq-mis would drop")
 
 
 def check_cuda_tests(c: Checks, device, tmp: Path) -> None:

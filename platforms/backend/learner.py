@@ -173,7 +173,7 @@ class TorchLearner(Learner):
             f = micro.fields
             inputs = LossInputs(logp=logp, behav_logp=f["behav_logp"], prox_logp=f["prox_logp"],
                                 ref_logp=f["ref_logp"], prev_logp=f["prev_logp"], advantages=f["advantages"],
-                                mask=micro.response_mask, entropy=entropy)
+                                mask=micro.response_mask, entropy=entropy, engine_logp=f.get("engine_logp"))
             return remix_loss(inputs, self.objective, kl_lambda, global_tokens=global_tokens, global_seqs=global_seqs)
 
         def critic_loss(micro: TokenBatch):

@@ -63,9 +63,12 @@ CASES: dict[str, list[str]] = {
     "objective.clip_eps_high": ["--objective.clip-eps-high", "0"],
     "objective.kl_coef": ["--objective.kl-coef", "-1"],
     "objective.loss_agg_constant": ["--objective.loss-agg-constant", "0"],
+    "objective.tis_cap": ["--objective.tis-cap", "0"],
+    "objective.seq_mis_bounds": ["--objective.seq-mis-bounds", "2", "1"],
+    "objective.geo_mis_bounds": ["--objective.geo-mis-bounds", "0", "1"],
 }
 # Checked by the parser itself (a Literal: the flag accepts no other value), so unreachable from the CLI.
-PARSER_CHECKED = {"objective.kl_estimator", "objective.loss_agg"}
+PARSER_CHECKED = {"objective.kl_estimator", "objective.loss_agg", "objective.rollout_correction"}
 
 
 def required_fields() -> set[str]:

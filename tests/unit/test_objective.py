@@ -18,8 +18,10 @@ from remix.objective import (
 B, T = 6, 9
 
 
-def make_inputs(seed: int = 0, fresh: bool = False, dtype=torch.float32, spread: float = 0.3) -> LossInputs:
+def make_inputs(seed: int = 0, fresh: bool = False, dtype=torch.float32, spread: float = 0.3,
+                engine_spread: float = 0.15) -> LossInputs:
     g = torch.Generator().manual_seed(seed)
+    g_engine = torch.Generator().manual_seed(1000 + seed)  # its own stream: the other fields stay as they were
     behav = -torch.rand(B, T, generator=g, dtype=torch.float64) * 3
     noise = lambda: torch.randn(B, T, generator=g, dtype=torch.float64) * spread  # noqa: E731
     prox = behav.clone() if fresh else behav + noise()
@@ -38,7 +40,22 @@ def make_inputs(seed: int = 0, fresh: bool = False, dtype=torch.float32, spread:
         advantages=adv.to(dtype),
         mask=mask,
         entropy=(torch.rand(B, T, generator=g, dtype=torch.float64) * 2).to(dtype),
+        engine_logp=(behav + torch.randn(B, T, generator=g_engine, dtype=torch.float64) * engine_spread).to(dtype),
     )
+
+
+def reference_weight(x: LossInputs, cfg: ObjectiveConfig, i: int, t: int) -> float:
+    """The rollout correction's weight on token (i, t), from the definitions (ALGORITHM.md section 9)."""
+    if cfg.rollout_correction == "none":
+        return 1.0
+    rho = [math.exp(float(x.behav_logp[i, u]) - float(x.engine_logp[i, u])) for u in range(T) if x.mask[i, u]]
+    if cfg.rollout_correction == "token-tis":
+        return min(math.exp(float(x.behav_logp[i, t]) - float(x.engine_logp[i, t])), cfg.tis_cap)
+    if cfg.rollout_correction == "seq-mis":
+        lo, hi = cfg.seq_mis_bounds
+        return 1.0 if lo <= math.prod(rho) <= hi else 0.0
+    lo, hi = cfg.geo_mis_bounds
+    return 1.0 if lo <= math.prod(rho) ** (1 / len(rho)) <= hi else 0.0
 
 
 def reference_loss(x: LossInputs, cfg: ObjectiveConfig, lam: float) -> torch.Tensor:
@@ -68,7 +85,7 @@ def reference_loss(x: LossInputs, cfg: ObjectiveConfig, lam: float) -> torch.Ten
             c = math.exp(float(x.prox_logp[i, t]) - float(x.behav_logp[i, t]))
             a = float(x.advantages[i, t])
             clipped = torch.clamp(r, c - cfg.clip_eps, c + eps_hi)
-            pg = -torch.minimum(r * a, clipped * a)
+            pg = -torch.minimum(r * a, clipped * a) * reference_weight(x, cfg, i, t)
             klr = kl(logp[i, t], x.ref_logp[i, t].double())
             klp = kl(logp[i, t], x.prev_logp[i, t].double())
             ent = float(x.entropy[i, t]) if x.entropy is not None else 0.0
@@ -306,3 +323,56 @@ def test_aggregate_handles_empty_sequences():
 def test_invalid_objective_config_names_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         ObjectiveConfig(**kwargs)
+
+
+CORRECTIONS = [dict(rollout_correction="token-tis", tis_cap=1.1),
+               dict(rollout_correction="seq-mis", seq_mis_bounds=(0.7, 1.4)),
+               dict(rollout_correction="geo-mis", geo_mis_bounds=(0.97, 1.03))]
+
+
+@pytest.mark.parametrize("correction", CORRECTIONS, ids=lambda c: c["rollout_correction"])
+@pytest.mark.parametrize("agg", AGGS)
+def test_rollout_correction_matches_float64_reference(correction, agg):
+    """Each mode's weight on the policy-gradient term only (detached), against the definitions; bounds chosen so
+    that each mode truncates or drops some tokens or sequences of these inputs and keeps others."""
+    from remix.objective import rollout_correction_weights
+
+    cfg = ObjectiveConfig(kl_coef=0.05, entropy_coef=0.01, loss_agg=agg, clip_eps_high=0.28,
+                          loss_agg_constant=9.0 if agg == "seq-mean-token-sum-norm" else None, **correction)
+    acted = 0
+    for seed in range(3):
+        x = make_inputs(seed, dtype=torch.float64)
+        loss, _ = remix_loss(x, cfg, kl_lambda=0.7)
+        (grad,) = torch.autograd.grad(loss, x.logp)
+        x_ref = make_inputs(seed, dtype=torch.float64)
+        ref = reference_loss(x_ref, cfg, 0.7)
+        (ref_grad,) = torch.autograd.grad(ref, x_ref.logp)
+        torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+        weight, cut = rollout_correction_weights(x.behav_logp, x.engine_logp, x.mask, cfg)
+        acted += int(cut.any())
+        assert not weight.requires_grad
+    assert acted > 0  # not vacuous: the correction truncated or dropped something
+
+
+@pytest.mark.parametrize("correction", CORRECTIONS, ids=lambda c: c["rollout_correction"])
+def test_compiled_correction_equals_eager(correction):
+    eager_cfg = ObjectiveConfig(kl_coef=0.05, entropy_coef=0.01, **correction)
+    compiled_cfg = ObjectiveConfig(kl_coef=0.05, entropy_coef=0.01, compile=True, **correction)
+    xe, xc = make_inputs(2), make_inputs(2)
+    le, _ = remix_loss(xe, eager_cfg, 0.7)
+    lc, _ = remix_loss(xc, compiled_cfg, 0.7)
+    (ge,), (gc,) = torch.autograd.grad(le, xe.logp), torch.autograd.grad(lc, xc.logp)
+    torch.testing.assert_close(lc, le, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(gc, ge, rtol=1e-6, atol=1e-7)
+
+
+def test_rollout_correction_needs_the_engine_logprobs_and_sane_bounds():
+    from remix.validation import ConfigError
+
+    x = make_inputs(0)
+    x.engine_logp = None
+    with pytest.raises(ValueError, match="needs LossInputs.engine_logp"):
+        remix_loss(x, ObjectiveConfig(rollout_correction="token-tis"), 1.0)
+    with pytest.raises(ConfigError, match="--objective.seq-mis-bounds: must be two numbers 0 < low < high"):
+        ObjectiveConfig(seq_mis_bounds=(2.0, 0.5))
