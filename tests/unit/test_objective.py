@@ -107,24 +107,30 @@ def reference_loss(x: LossInputs, cfg: ObjectiveConfig, lam: float) -> torch.Ten
 AGGS = ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"]
 
 
+def assert_matches_float64_reference(cfg: ObjectiveConfig, seed: int):
+    """remix_loss and its gradient on float64 inputs against the transcription of the formulas above."""
+    x = make_inputs(seed, dtype=torch.float64)
+    loss, metrics = remix_loss(x, cfg, kl_lambda=0.7)
+    (grad,) = torch.autograd.grad(loss, x.logp)
+    x_ref = make_inputs(seed, dtype=torch.float64)
+    ref = reference_loss(x_ref, cfg, 0.7)
+    (ref_grad,) = torch.autograd.grad(ref, x_ref.logp)
+    torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+    return x, loss, grad, metrics
+
+
 @pytest.mark.parametrize("estimator", ["k1", "k2", "k3", "k3+"])
 @pytest.mark.parametrize("agg", AGGS)
 def test_loss_and_gradient_match_float64_reference(estimator, agg):
     cfg = ObjectiveConfig(kl_coef=0.05, kl_estimator=estimator, entropy_coef=0.01, loss_agg=agg,
                           clip_eps_high=0.28, loss_agg_constant=9.0 if agg == "seq-mean-token-sum-norm" else None)
     for seed in range(3):
-        x = make_inputs(seed, dtype=torch.float64)
-        loss, metrics = remix_loss(x, cfg, kl_lambda=0.7)
-        (grad,) = torch.autograd.grad(loss, x.logp)
-        x_ref = make_inputs(seed, dtype=torch.float64)
-        ref = reference_loss(x_ref, cfg, 0.7)
-        (ref_grad,) = torch.autograd.grad(ref, x_ref.logp)
-        torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+        _, loss, _, _ = assert_matches_float64_reference(cfg, seed)
         # float32 inputs agree with the float64 reference to float32 precision
         x32 = make_inputs(seed, dtype=torch.float32)
         loss32, _ = remix_loss(x32, cfg, kl_lambda=0.7)
-        torch.testing.assert_close(loss32.double(), ref.detach(), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(loss32.double(), loss.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_loss_agg_constant_divides_token_sums():
@@ -341,14 +347,7 @@ def test_rollout_correction_matches_float64_reference(correction, agg):
                           loss_agg_constant=9.0 if agg == "seq-mean-token-sum-norm" else None, **correction)
     acted = 0
     for seed in range(3):
-        x = make_inputs(seed, dtype=torch.float64)
-        loss, _ = remix_loss(x, cfg, kl_lambda=0.7)
-        (grad,) = torch.autograd.grad(loss, x.logp)
-        x_ref = make_inputs(seed, dtype=torch.float64)
-        ref = reference_loss(x_ref, cfg, 0.7)
-        (ref_grad,) = torch.autograd.grad(ref, x_ref.logp)
-        torch.testing.assert_close(loss, ref, rtol=1e-10, atol=1e-12)
-        torch.testing.assert_close(grad, ref_grad, rtol=1e-9, atol=1e-12)
+        x, _, _, _ = assert_matches_float64_reference(cfg, seed)
         weight, cut = rollout_correction_weights(x.behav_logp, x.engine_logp, x.mask, cfg)
         acted += int(cut.any())
         assert not weight.requires_grad
