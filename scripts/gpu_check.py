@@ -1,15 +1,15 @@
 """The one backend on an accelerator, checked and timed in one call (the GPU sessions' prepared command).
 
-    python scripts/gpu_check.py --device cpu --quick --out /tmp/gpu-check     # the smoke test run here (tested)
-    python3 scripts/gpu_check.py --out "$OUT"                                 # on a CUDA machine
+    python -m scripts.gpu_check --device cpu --quick --out /tmp/gpu-check     # the smoke test run here (tested)
+    python3 -m scripts.gpu_check --out "$OUT"                                 # on a CUDA machine (repository root)
 
 On the lent H100/H200 (torch 2.11, transformers 5.17, safetensors there; no package registry) carry the pure
 Python wheels the configs need, downloaded here with `bash scripts/gpu_wheels.sh`, then run
 
     python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:. \
-        && REMIX_CACHE=.cache/remix PYTHONUNBUFFERED=1 python3 scripts/gpu_check.py --budget-s 480 --out "$OUT"
+        && REMIX_CACHE=.cache/remix PYTHONUNBUFFERED=1 python3 -m scripts.gpu_check --budget-s 480 --out "$OUT"
 
-with `.whl` and `.cache/remix` (the tiny-arith model, built here once by `python scripts/gpu_check.py --prepare`)
+with `.whl` and `.cache/remix` (the tiny-arith model, built here once by `python -m scripts.gpu_check --prepare`)
 named in the call's carry.
 
 First a preflight: every package the project imports, the features the carried wheels need of the machine's
@@ -56,10 +56,9 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from bench.reporting import machine_description, write_report  # stdlib and torch only
 
-from bench.reporting import machine_description, write_report  # noqa: E402  (stdlib and torch only)
+ROOT = Path(__file__).resolve().parents[1]
 
 # The project's own imports pull in tyro, typeguard and transformers: a missing or too old package (the lent machine
 # has no registry) becomes the preflight's row in the report, not a traceback before any report exists.
@@ -634,7 +633,7 @@ def main() -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print(f"error: --device {args.device}: no CUDA device here", file=sys.stderr)
         return 2
-    command = "python scripts/gpu_check.py " + " ".join(sys.argv[1:])
+    command = "python -m scripts.gpu_check " + " ".join(sys.argv[1:])
     c = Checks()
 
     def report(walls: dict[str, float], state: str, echo: bool = False) -> None:

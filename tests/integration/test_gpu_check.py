@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_check_runs_and_passes_on_the_cpu(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "--device", "cpu", "--quick",
+    proc = subprocess.run([sys.executable, "-m", "scripts.gpu_check", "--device", "cpu", "--quick",
                            "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, (proc.stdout[-3000:], proc.stderr[-3000:])
     (report,) = tmp_path.glob("gpu-cpu-*.json")
@@ -31,11 +31,7 @@ def test_gpu_check_runs_and_passes_on_the_cpu(tmp_path):
 
 def test_a_failing_part_is_one_row_and_the_others_still_run(tmp_path, monkeypatch):
     """A part that raises names itself in the table; the script goes on and exits 1."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    from scripts import gpu_check
 
     def broken(*args, **kwargs):
         raise RuntimeError("planted failure")
@@ -56,6 +52,6 @@ def test_gpu_check_without_a_gpu_says_so():
 
     if torch.cuda.is_available():
         return
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py")], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "scripts.gpu_check"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.startswith("error: --device cuda: no CUDA device")

@@ -5,7 +5,6 @@ GPU's name, and the report survives a missing package, a failing part and a spen
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 import time
@@ -14,15 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
 def gpu_check():
-    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "scripts" / "gpu_check.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from scripts import gpu_check
+
+    return gpu_check
 
 
 @pytest.mark.parametrize("quick", [False, True], ids=["full-size", "quick"])
