@@ -112,12 +112,14 @@ class SGLangAPI:
         return cls(Engine, FlattenedTensorBucket, MultiprocessingSerializer, monkey_patch_torch_reductions)
 
 
-def give_back_cuda_memory() -> None:
+def give_back_cuda_memory(collect_garbage: bool = True) -> None:
     """This process's cached free CUDA blocks back to the driver, and the CUDA IPC handles other processes have
-    released collected, so that SGLang's scheduler process can take that memory (as verl does before resuming)."""
+    released collected, so that SGLang's scheduler process can take that memory (as verl does before resuming).
+    `collect_garbage`: first a full collection, for tensors held only by reference cycles (once a step is enough)."""
     import gc
 
-    gc.collect()
+    if collect_garbage:
+        gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
         torch.cuda.ipc_collect()
@@ -207,10 +209,9 @@ class SGLangRollout(Rollout):
     def _take_back_signal_handlers(self) -> None:
         """Removes the handlers SGLang's event loop holds for SIGTERM and SIGQUIT; puts back the trainer's SIGTERM
         handler and `engine_died` for SIGQUIT."""
-        loop = getattr(getattr(self.engine, "tokenizer_manager", None), "event_loop", None)
+        loop = self.engine.tokenizer_manager.event_loop  # pinned by tests/contract: a rename must fail loudly
         for sig in (signal.SIGTERM, signal.SIGQUIT):
-            if loop is not None:
-                loop.remove_signal_handler(sig)
+            loop.remove_signal_handler(sig)
         signal.signal(signal.SIGTERM, self._trainer_sigterm)
         signal.signal(signal.SIGQUIT, engine_died)
 
@@ -266,10 +267,11 @@ class SGLangRollout(Rollout):
             if not ok:
                 raise RolloutFailed(f"SGLang refused a weight update ({len(bucket)} tensors from {bucket[0][0]!r}): "
                                     f"{message}")
-            del flat, payload, serialized  # this bucket's copy and handle: free before the next one
+            del bucket, flat, payload, serialized  # this bucket's copies and handle: free before the next is built
         resume = [tag for tag in AFTER_SYNC_TAGS if tag in self.released]
         if resume:
-            give_back_cuda_memory()  # the buckets' copies and their IPC handles, for the engine's KV cache
+            give_back_cuda_memory(collect_garbage=False)  # the buckets' copies (freed as each was sent) and their
+            # IPC handles, for the engine's KV cache; resume_memory collected garbage this step already
             self.engine.resume_memory_occupation(tags=resume)
             self.released -= set(resume)
         # The prefix cache indexes keys and values of the old weights (and, after a release, pages whose content

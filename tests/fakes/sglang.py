@@ -40,8 +40,8 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 
+import psutil
 import torch
 
 from platforms.backend.rollout import TorchRollout
@@ -81,38 +81,22 @@ def _free_port() -> int:  # sglang.srt.utils.network.get_free_port
         return s.getsockname()[1]
 
 
-def _children(pid: int) -> list[int]:
-    """Every descendant process of `pid` (psutil's children(recursive=True), read from /proc)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-    out, frontier = [], [pid]
-    while frontier:
-        kids = [p for p, pp in parents.items() if pp in frontier]
-        out += kids
-        frontier = kids
-    return out
-
-
-def _gone(pid: int) -> bool:
+def _gone(process: psutil.Process) -> bool:
+    """Dead or a zombie (not reaped here: the multiprocessing handle that started it still reads its exit code)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"  # a zombie is dead
-    except (OSError, IndexError):
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return True
 
 
 def kill_process_tree(pid: int, include_parent: bool = True, wait_timeout: float = 60) -> None:
     """sglang.srt.utils.common.kill_process_tree: SIGKILL every descendant, wait until they are gone, then the
     process itself."""
-    children = _children(pid)
+    children = psutil.Process(pid).children(recursive=True)
     for child in children:
         try:
-            os.kill(child, signal.SIGKILL)
-        except ProcessLookupError:
+            child.kill()
+        except psutil.NoSuchProcess:
             pass
     deadline = time.monotonic() + wait_timeout
     while not all(map(_gone, children)) and time.monotonic() < deadline:

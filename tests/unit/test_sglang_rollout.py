@@ -140,7 +140,8 @@ def test_memory_is_released_and_resumed(tiny_model_dir, rollouts, monkeypatch):
 
     r = rollouts()
     # where the trainer's cached CUDA blocks and the buckets' IPC handles go back (a no-op without a GPU)
-    monkeypatch.setattr(sglang_rollout, "give_back_cuda_memory", lambda: r.engine.log.append(("give_back",)))
+    monkeypatch.setattr(sglang_rollout, "give_back_cuda_memory",
+                        lambda collect_garbage=True: r.engine.log.append(("give_back",)))
     r.release_memory()
     r.release_memory()  # idempotent: one release only
     assert r.engine.released == fake.MEMORY_TAGS == {"kv_cache", "weights", "cuda_graph"}
