@@ -290,10 +290,12 @@ class TrainConfig(Checked):
             problem = wandb_login_problem()
             require(problem is None, "loggers", f"wandb: {problem}")
         if self.variant == "remix":
-            local = self.remix.offpolicy_fraction * self.batch_size / world
+            # The trainer draws int(p * B) responses in whole groups once for all processes (each keeps its
+            # share), so the bound is on the global batch whatever the number of processes.
+            drawn = self.remix.offpolicy_fraction * self.batch_size
             require(
-                self.remix.offpolicy_fraction == 0 or int(local) // self.rollout.group_size >= 1,
+                self.remix.offpolicy_fraction == 0 or int(drawn) // self.rollout.group_size >= 1,
                 "remix.offpolicy_fraction",
-                f"p x --batch-size{' / processes' if world > 1 else ''} = {local:g} responses is less than one "
-                f"group of {self.rollout.group_size}: raise --batch-size or --remix.offpolicy-fraction",
+                f"p x --batch-size = {drawn:g} responses is less than one group of {self.rollout.group_size}: "
+                "raise --batch-size or --remix.offpolicy-fraction",
             )

@@ -43,9 +43,9 @@ class Group:
     """All G responses to one prompt, stored and reused as a unit (ALGORITHM.md section 2).
 
     `behav_logp[i]` is the *learner's* float32 log-prob of response i under the policy that
-    generated it (version `version`); `engine_logp` keeps the engine's own numbers for the
-    sampler/learner mismatch metric only. `ref_logp` caches log-probs under pi_ref and is valid until
-    reincarnation (the buffer is cleared then).
+    generated it (version `version`); `engine_logp` keeps the engine's own numbers, for the
+    sampler/learner gap (metric and guard) and for --objective.rollout-correction. `ref_logp` caches
+    log-probs under pi_ref and is valid until reincarnation (the buffer is cleared then).
     """
 
     prompt_ids: list[int]

@@ -267,7 +267,7 @@ def newest_intact(checkpoints: list[Path], run_dir: Path) -> Path:
                       "older one", flush=True)
             return checkpoint
         damaged.append((checkpoint, problem))
-    raise RunError(f"{run_dir}: no intact checkpoint to resume from ({why_damaged(checkpoints[-1])}); "
+    raise RunError(f"{run_dir}: no intact checkpoint to resume from (the newest: {damaged[0][1]}); "
                    "start a new run with --resume never (RUN_DIR-2 beside it) or another --run-dir")
 
 

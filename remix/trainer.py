@@ -335,16 +335,19 @@ class Trainer:
         weight, cut = rollout_correction_weights(batch.fields["behav_logp"], batch.fields["engine_logp"],
                                                  batch.response_mask, self.cfg.objective)
         mask = batch.response_mask
+        parts = (("fresh", slice(h, None)), ("historical", slice(0, h)))
+        s = dist.sum_floats({f"{name}/{key}": value for name, rows in parts for key, value in (
+            ("weight", float(weight[rows].sum())), ("tokens", float(mask[rows].sum())),
+            ("cut_tokens", float(cut[rows].sum())), ("seqs", float(mask[rows].shape[0])),
+            ("cut_seqs", float(cut[rows].any(-1).sum())))})  # one collective for both parts
         out = {}
-        for name, rows in (("fresh", slice(h, None)), ("historical", slice(0, h))):
-            s = dist.sum_floats({"weight": float(weight[rows].sum()), "tokens": float(mask[rows].sum()),
-                                 "cut_tokens": float(cut[rows].sum()), "seqs": float(mask[rows].shape[0]),
-                                 "cut_seqs": float(cut[rows].any(-1).sum())})
-            if s["seqs"] == 0:
+        for name, _ in parts:
+            if s[f"{name}/seqs"] == 0:
                 continue
-            out[f"rollout_correction/{name}/weight_mean"] = s["weight"] / max(s["tokens"], 1.0)
+            tokens = max(s[f"{name}/tokens"], 1.0)
+            out[f"rollout_correction/{name}/weight_mean"] = s[f"{name}/weight"] / tokens
             if self.cfg.objective.rollout_correction == "token-tis":
-                out[f"rollout_correction/{name}/truncated_frac"] = s["cut_tokens"] / max(s["tokens"], 1.0)
+                out[f"rollout_correction/{name}/truncated_frac"] = s[f"{name}/cut_tokens"] / tokens
             else:
-                out[f"rollout_correction/{name}/masked_frac"] = s["cut_seqs"] / s["seqs"]
+                out[f"rollout_correction/{name}/masked_frac"] = s[f"{name}/cut_seqs"] / s[f"{name}/seqs"]
         return out

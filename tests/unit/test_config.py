@@ -5,7 +5,7 @@ import pytest
 import tyro
 
 from remix import schedule
-from remix.config import TrainConfig
+from remix.config import ReMixConfig, RolloutConfig, TrainConfig
 from remix.validation import ConfigError
 
 
@@ -52,8 +52,19 @@ def test_a_config_built_in_python_is_checked_at_construction(kwargs, flag):
         TrainConfig(**kwargs)
 
 
+def test_history_bound_is_on_the_global_batch_under_several_processes(monkeypatch):
+    """The historical draw is one for all processes (remix/trainer.py), so p x B = 8 responses fill one group of 8
+    on 2 processes as on 1; 7.2 do not."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    TrainConfig(batch_size=32, mini_batch_size=32, micro_batch_size=16,
+                remix=ReMixConfig(offpolicy_fraction=0.25), rollout=RolloutConfig(group_size=8))
+    with pytest.raises(ConfigError, match="--remix.offpolicy-fraction"):
+        TrainConfig(batch_size=32, mini_batch_size=32, micro_batch_size=16,
+                    remix=ReMixConfig(offpolicy_fraction=0.225), rollout=RolloutConfig(group_size=8))
+
+
 def test_help_shows_field_docs():
-    code = "import tyro; from remix.config import TrainConfig; tyro.cli(TrainConfig)"
+    code = "import tyro; from remix.config import ReMixConfig, RolloutConfig, TrainConfig; tyro.cli(TrainConfig)"
     proc = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0
     assert "share of each batch taken from the buffer" in proc.stdout
@@ -82,7 +93,7 @@ def test_help_lines_never_break_mid_sentence():
 
 def test_every_option_group_has_its_own_help():
     """A comment once leaked into the wrong group's help ('ppo options' showed the compile note)."""
-    code = "import tyro; from remix.config import TrainConfig; tyro.cli(TrainConfig)"
+    code = "import tyro; from remix.config import ReMixConfig, RolloutConfig, TrainConfig; tyro.cli(TrainConfig)"
     out = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True).stdout
     ppo = out[out.index("ppo options"):]
     ppo = ppo[:ppo.index("╰")]
