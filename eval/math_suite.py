@@ -24,7 +24,8 @@ import tyro
 
 from remix.reflection import reflects
 from remix.rewards import GraderPool
-from remix.validation import Checked, ConfigError, Limit, deferred_validation, require
+from remix.prompts import DEFAULT_TEMPLATE, PromptConfig
+from remix.validation import ConfigError, Limit, deferred_validation, require
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BENCHMARKS = ("aime2024", "amc2023", "math500", "minerva", "olympiadbench")
@@ -42,7 +43,10 @@ class SuiteError(ValueError):
 
 
 @dataclass
-class SuiteConfig(Checked):
+class SuiteConfig(PromptConfig):
+    """The prompt form (--prompt-template, --system-prompt, --no-chat-template) is training's (--data.*): the
+    default is the benchmark instruction; --prompt-from RUN_DIR takes a training run's."""
+
     model: str | None = None
     """Model to generate with: a built-in name (tiny-arith, smollm2-135m) or a local HF folder."""
     from_responses: Path | None = None
@@ -69,6 +73,8 @@ class SuiteConfig(Checked):
     """Grading worker processes."""
     grader_timeout_s: Annotated[float, Limit(gt=0)] = 5.0
     """Wall-clock limit per graded response; a response past it scores 0 and is counted."""
+    prompt_from: Path | None = None
+    """A training run's folder: prompt with the form its config.json recorded, instead of the three prompt flags."""
     grading: Literal["boxed", "lenient"] = "boxed"
     """boxed: the paper's rule (the last \\boxed{} after </think>; none scores 0).
     lenient: without a box, math-verify's own extraction (e.g. the last number); not comparable with the paper."""
@@ -80,8 +86,27 @@ class SuiteConfig(Checked):
                 "give exactly one of --model and --from-responses")
         require(self.samples == 1 or self.temperature > 0, "samples",
                 "more than 1 needs --temperature > 0 (greedy samples would all be equal)")
+        super().check()
+        require(self.prompt_from is None or self.prompt_form() == PromptConfig(), "prompt_from",
+                "give --prompt-from or the prompt flags, not both")
         unknown = [b for b in self.benchmarks if b not in BENCHMARKS]
         require(not unknown, "benchmarks", f"unknown benchmark(s) {unknown}; valid: {', '.join(BENCHMARKS)}")
+
+
+def prompt_form(cfg: SuiteConfig) -> PromptConfig:
+    """The prompt form: the flags', or the one --prompt-from's run recorded in its config.json."""
+    if cfg.prompt_from is None:
+        return cfg.prompt_form()
+    path = cfg.prompt_from / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))["data"]
+        return PromptConfig(data.get("prompt_template", DEFAULT_TEMPLATE), data.get("system_prompt"),
+                            data.get("chat_template", True))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as e:
+        raise SuiteError(f"--prompt-from {cfg.prompt_from}: no training run's config.json there ({e!r:.100})") \
+            from None
+    except ConfigError as e:
+        raise SuiteError(f"--prompt-from {path}: {e}") from None
 
 
 def load_benchmark(name: str, limit: int | None = None) -> list[dict]:
@@ -154,6 +179,9 @@ def generate(cfg: SuiteConfig, benchmarks: tuple[str, ...], pool: GraderPool, si
     model_dir = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rollout = get_platform(cfg.platform).make_rollout(model_dir, seed=cfg.seed)
+    form = prompt_form(cfg)
+    if form.system_prompt is not None and not (form.chat_template and getattr(tokenizer, "chat_template", None)):
+        raise SuiteError(f"--system-prompt: {cfg.model} has no chat template to put a system message in")
     problems = [(b, row) for b in benchmarks for row in load_benchmark(b, cfg.limit)]
     rows: list[dict] = []
     with tqdm(total=len(problems), desc="generating", unit="problem") as bar:
@@ -165,7 +193,7 @@ def generate(cfg: SuiteConfig, benchmarks: tuple[str, ...], pool: GraderPool, si
                 n=cfg.samples,
                 seed=cfg.seed + start,
             )
-            outputs = rollout.generate([encode_prompt(tokenizer, row["problem"]) for _, row in batch], params)
+            outputs = rollout.generate([encode_prompt(tokenizer, row["problem"], form) for _, row in batch], params)
             new = [
                 {
                     "benchmark": b,
@@ -247,6 +275,7 @@ def main(cfg: SuiteConfig) -> dict:
 
         resolve_model(cfg.model)
         get_platform(cfg.platform)
+        prompt_form(cfg)  # a bad --prompt-from, before anything is written
     out = cfg.out or Path("runs/eval") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for name in ("results.json", "generations.jsonl"):  # never overwrite an earlier evaluation
         if (out / name).exists():
@@ -269,6 +298,7 @@ def main(cfg: SuiteConfig) -> dict:
         "benchmarks": scores,
         "average": sum(s["pass@1"] for s in scores.values()) / len(scores),
         "grading": cfg.grading,  # the rule that produced these numbers
+        "prompt": None if responses is not None else asdict(prompt_form(cfg)),  # the prompt form generated with
         "model": cfg.model,
         "from_responses": str(cfg.from_responses) if cfg.from_responses else None,
         "samples": max(s["samples"] for s in scores.values()),

@@ -11,6 +11,7 @@ precedent policy is kept) is algorithm code: remix/schedule.py.
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -20,7 +21,10 @@ import tyro
 
 from remix.distributed import launched_rank, launched_world_size
 from remix.objective import ObjectiveConfig
-from remix.validation import Checked, Limit, require
+from remix.prompts import PromptConfig
+from remix.rewards.functions import BUILTIN as BUILTIN_REWARD
+from remix.rewards.functions import RewardSet, RewardSpecError
+from remix.validation import Checked, ConfigError, Limit, require
 
 PLATFORMS = ("cpu", "cuda", "xla")
 Algo = Literal["grpo", "ppo"]
@@ -48,13 +52,18 @@ class ModelConfig(Checked):
 
 
 @dataclass
-class DataConfig(Checked):
+class DataConfig(PromptConfig):
     FLAG_PREFIX = "data."
 
     task: Annotated[str, tyro.conf.arg(aliases=("--task",))] = "arith"
     """Training task: 'arith' (built-in generated arithmetic), 'math' or 'aime' (packaged sets), or 'file'."""
     path: Path | None = None
-    """A jsonl/json/parquet file of {problem, answer} rows; implies --task file."""
+    """A jsonl/json/parquet file, a folder of parquet shards, or a datasets save_to_disk folder (its train split).
+    It implies --task file."""
+    problem_key: str = "problem"
+    """The column of --data.path holding the problem (the prompt's {problem}); other columns reach the rewards."""
+    answer_key: str = "answer"
+    """The column of --data.path holding the reference answer (read only when the math reward is used)."""
     heldout_size: Annotated[int, Limit(ge=1)] = 256
     """Problems in the held-out evaluation split."""
     validation_size: Annotated[int, Limit(ge=0)] = 0
@@ -70,6 +79,10 @@ class DataConfig(Checked):
             self.task = "file"
 
     def check(self) -> None:
+        super().check()
+        builtin = f"names a column of --data.path; the {self.task} task's columns are problem and answer"
+        require(self.task == "file" or self.problem_key == "problem", "data.problem_key", builtin)
+        require(self.task == "file" or self.answer_key == "answer", "data.answer_key", builtin)
         require(self.task in ("arith", "math", "aime", "file"), "data.task",
                 f"must be arith, math, aime or file, got {self.task!r}")
         require(self.task != "file" or self.path is not None, "data.path", "--task file needs --data.path")
@@ -214,8 +227,15 @@ class TrainConfig(Checked):
     grader_timeout_s: Annotated[float, Limit(gt=0)] = 5.0
     """Hard wall-clock deadline per graded response; a timed-out response scores 0."""
     grading: Literal["boxed", "lenient"] = "boxed"
-    """Reward rule. boxed: the paper's (DeepScaleR's) grader; a response without a \\boxed{} after </think> scores 0.
+    """Rule of the math reward.
+    boxed: the paper's (DeepScaleR's) grader; a response without a \\boxed{} after </think> scores 0.
     lenient: without a box, math-verify's own extraction (e.g. the last number) is graded instead."""
+    reward: Annotated[tuple[str, ...], tyro.conf.UseAppendAction, tyro.conf.arg(
+        metavar="SPEC", help_behavior_hint="(default: math)")] = ()
+    """A reward function fn(response, row) -> float: math (the built-in), PATH.py:FUNCTION or module:FUNCTION.
+    Once per function; the reward is their sum weighted by --reward-weights; each is logged as reward/NAME/mean."""
+    reward_weights: tuple[float, ...] = ()
+    """One weight per --reward, in order (default: 1 each)."""
     checkpoint_every: Annotated[int, Limit(ge=0)] = 50
     """Checkpoint every this many steps (and always at the end); 0: only at the end."""
     keep_checkpoints: Annotated[int, Limit(ge=1)] = 1
@@ -246,9 +266,15 @@ class TrainConfig(Checked):
     ppo: PPOConfig = field(default_factory=PPOConfig)
 
     def normalize(self) -> None:
+        if not self.reward:
+            self.reward = (BUILTIN_REWARD,)
         if self.objective.loss_agg == "seq-mean-token-sum-norm" and self.objective.loss_agg_constant is None:
             # Dr. GRPO's constant: the maximum response length, the same at every step
             self.objective = replace(self.objective, loss_agg_constant=float(self.rollout.max_new_tokens))
+
+    def rewards(self) -> RewardSet:
+        """The reward functions of --reward and --reward-weights; the math reward reads --data.answer-key."""
+        return RewardSet(self.reward, self.reward_weights, self.data.answer_key, self.grading)
 
     def check(self) -> None:
         """The rules across fields (each field's own limits are declared with it)."""
@@ -281,6 +307,15 @@ class TrainConfig(Checked):
         )
         require(self.algo != "grpo" or self.rollout.group_size >= 2, "rollout.group_size",
                 "GRPO needs at least 2 responses per prompt")
+        require(not self.reward_weights or len(self.reward_weights) == len(self.reward), "reward_weights",
+                f"{len(self.reward_weights)} weights for {len(self.reward)} --reward functions "
+                f"({', '.join(self.reward)})")
+        require(all(math.isfinite(w) for w in self.reward_weights), "reward_weights",
+                f"must be finite numbers, got {self.reward_weights}")
+        try:
+            self.rewards().load()  # a missing file or function, or a module that fails to import: now, in one line
+        except RewardSpecError as e:
+            raise ConfigError(str(e)) from None
         for sink in self.loggers:  # fail at parse time, not after the run directory was made
             require(importlib.util.find_spec(sink) is not None, "loggers",
                     f"{sink} is not installed: pip install 'remix-rft[{sink}]'")

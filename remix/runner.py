@@ -44,7 +44,8 @@ from remix.config import TrainConfig
 from remix.data import ProblemSource, load_task
 from remix.interfaces import Platform
 from remix.plots import plot_accuracy_vs_rollouts
-from remix.prompts import encode_prompt
+from remix.prompts import PromptConfig, encode_prompt
+from remix.rewards.functions import BUILTIN as BUILTIN_REWARD
 from remix.rewards import GraderPool
 from remix.run_dir import (
     RunError,
@@ -55,7 +56,7 @@ from remix.run_dir import (
     write_config,
     write_metrics_through,
 )
-from remix.tracking import MetricsLog, NoLog, eval_curve, read_metrics
+from remix.tracking import MetricsLog, NoLog, eval_curve, eval_measure, read_metrics
 from remix.trainer import EncodedProblem, Trainer
 
 
@@ -65,11 +66,16 @@ def say(*args, **kwargs) -> None:
         print(*args, **kwargs, flush=True)
 
 
-def encode_problems(tokenizer, problems, max_tokens: int, what: str) -> list[EncodedProblem]:
-    """Prompt ids of every problem; prompts over `max_tokens` are dropped, counted and reported."""
+def encode_problems(tokenizer, problems, max_tokens: int, what: str, form: PromptConfig | None = None
+                    ) -> list[EncodedProblem]:
+    """Prompt ids of every problem in the prompt form `form` (default: the benchmark's); prompts over `max_tokens`
+    are dropped, counted and reported."""
+    form = form or PromptConfig()
+    if form.system_prompt is not None and not (form.chat_template and getattr(tokenizer, "chat_template", None)):
+        raise RunError("--data.system-prompt: the model's tokenizer has no chat template to put a system message in")
     kept = []
     for p in problems:
-        ids = encode_prompt(tokenizer, p.problem)
+        ids = encode_prompt(tokenizer, p.problem, form)
         if len(ids) <= max_tokens:
             kept.append(EncodedProblem(p, ids))
     dropped = len(problems) - len(kept)
@@ -86,7 +92,7 @@ def step_line(m: dict[str, Any], steps: int) -> str:
     parts = [
         f"step {m['step']}/{steps}",
         f"reward {m['reward/mean']:.3f}",
-        *([f"heldout {m['heldout/accuracy']:.3f}"] if "heldout/accuracy" in m else []),
+        *([f"heldout {m['heldout/reward']:.3f}"] if "heldout/reward" in m else []),
         f"rollouts {m['rollouts']}",
         f"len {m['response_length/mean']:.1f}",
         f"hist {m['historical_share']:.2f}",
@@ -105,8 +111,10 @@ def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
     from remix.models import ModelNotFound, resolve_model
 
     # Data first: a bad file is reported before any model is built or loaded.
+    d = cfg.data
+    answer_key = d.answer_key if BUILTIN_REWARD in cfg.reward else None  # only the math reward needs an answer
     train_problems, heldout_problems, validation_problems = load_task(
-        cfg.data.task, cfg.data.path, cfg.data.heldout_size, cfg.data.arith_levels, cfg.data.validation_size)
+        d.task, d.path, d.heldout_size, d.arith_levels, d.validation_size, d.problem_key, answer_key)
     if len(heldout_problems) < cfg.data.heldout_size:
         say(f"held-out split: {len(heldout_problems)} of {len(train_problems) + len(heldout_problems)} problems "
             f"(--data.heldout-size {cfg.data.heldout_size} capped at a fifth of the data)")
@@ -116,9 +124,10 @@ def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
                                      options=cfg.rollout, prompt_tokens=cfg.data.max_prompt_tokens)
     learner = platform.make_learner(model_dir, cfg)
     tokenizer = rollout.tokenizer
-    train = encode_problems(tokenizer, train_problems, cfg.data.max_prompt_tokens, "training set")
-    heldout = encode_problems(tokenizer, heldout_problems, cfg.data.max_prompt_tokens, "held-out set")
-    validation = encode_problems(tokenizer, validation_problems, cfg.data.max_prompt_tokens, "validation set") \
+    form = d.prompt_form()
+    train = encode_problems(tokenizer, train_problems, d.max_prompt_tokens, "training set", form)
+    heldout = encode_problems(tokenizer, heldout_problems, d.max_prompt_tokens, "held-out set", form)
+    validation = encode_problems(tokenizer, validation_problems, d.max_prompt_tokens, "validation set", form) \
         if validation_problems else []
     trainer = Trainer(cfg, rollout, learner, grader, tokenizer, ProblemSource(train, cfg.seed), heldout, validation)
     return trainer
@@ -233,7 +242,7 @@ def _train(cfg: TrainConfig, platform: Platform, signals: list[int], evaluate_st
     start: RunStart = dist.on_main(lambda: choose_run_dir(cfg), errors=(RunError,))
     run_dir = start.run_dir
     torch.manual_seed(cfg.seed)
-    with GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rule=cfg.grading) as grader:
+    with GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rewards=cfg.rewards()) as grader:
         trainer = build_trainer(cfg, platform, grader)  # bad data or model: stop before writing anything
         if signalled():
             raise Interrupted(signum(), trainer.step, checkpointed=False)
@@ -255,7 +264,8 @@ def _train(cfg: TrainConfig, platform: Platform, signals: list[int], evaluate_st
             if before is None:
                 before = {"step": 0, "rollouts": 0, **evaluate_start(cfg, trainer), "time/unix": round(time.time(), 3)}
                 log.log(before)
-                say(f"held-out accuracy before training: {before['heldout/accuracy']:.3f}")
+                measure = "accuracy" if "heldout/accuracy" in before else "reward"
+                say(f"held-out {measure} before training: {before[f'heldout/{measure}']:.3f}")
             if signalled():  # during the first evaluation: keep it, so that the same command goes on from here
                 checkpoints.save_unsaved(trainer)
                 raise Interrupted(signum(), trainer.step)
@@ -321,9 +331,10 @@ def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str,
     this_invocation = time.time() - wall_start
     plot_accuracy_vs_rollouts(records, run_dir / "accuracy.png",
                               f"{cfg.algo} {cfg.variant}, {cfg.model.name} on {cfg.data.task}")
+    measure = eval_measure(records)  # accuracy (the math reward alone) or the mean of the --reward functions' sum
     summary = {
-        "heldout_accuracy_before": before["heldout/accuracy"],
-        "heldout_accuracy_after": eval_curve(records)[-1][1],
+        f"heldout_{measure}_before": before[f"heldout/{measure}"],
+        f"heldout_{measure}_after": eval_curve(records)[-1][1],
         "rollouts": trainer.rollouts,
         "steps": trainer.step,
         "wall_seconds": round(earlier_s + this_invocation, 1),  # every invocation's kept work
@@ -342,7 +353,7 @@ def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str,
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     sinks = "".join(f", {name}/" for name in cfg.loggers if (run_dir / name).is_dir())
     took = f"{summary['wall_seconds']:.0f}s" + (f" ({this_invocation:.0f}s in this invocation)" if earlier_s else "")
-    print(f"held-out accuracy {summary['heldout_accuracy_before']:.3f} -> {summary['heldout_accuracy_after']:.3f} "
+    print(f"held-out {measure} {summary[f'heldout_{measure}_before']:.3f} -> {summary[f'heldout_{measure}_after']:.3f} "
           f"with {trainer.rollouts} rollouts in {took}; model/, metrics.jsonl{sinks}, accuracy.png and summary.json "
           f"in {run_dir}", flush=True)
     return summary

@@ -100,9 +100,15 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to metrics.jsonl")
 
 
+def eval_measure(records: list[dict[str, Any]], split: str = "heldout") -> str:
+    """What a run's evaluations measured: 'accuracy' (the math reward alone) or 'reward' (its --reward functions)."""
+    return "accuracy" if any(f"{split}/accuracy" in r for r in records) else "reward"
+
+
 def eval_curve(records: list[dict[str, Any]], split: str = "heldout") -> list[tuple[int, float]]:
-    """(rollouts, accuracy) at every evaluation of `split` (heldout or validation) in a run's metrics, in order."""
-    key = f"{split}/accuracy"
+    """(rollouts, accuracy or mean reward, see `eval_measure`) at every evaluation of `split` (heldout or validation)
+    in a run's metrics, in order."""
+    key = f"{split}/{eval_measure(records, split)}"
     return [(int(r["rollouts"]), float(r[key])) for r in records if key in r]
 
 

@@ -30,7 +30,8 @@ Simplifications relative to the paper, all deliberate:
   - PPO advantages are not whitened across the batch;
   - historical groups are drawn uniformly over the stored policy versions (the last N policies), then
     uniformly over that version's groups;
-  - evaluation is greedy decoding of a fixed held-out split, with the same grader as the benchmarks.
+  - evaluation is greedy decoding of a fixed held-out split, scored by the training rewards (the math reward is
+    the benchmarks' grader).
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class Trainer:
         self.rollout.release_memory()  # a colocated engine gives the accelerator to the learner
         t_generated = time.perf_counter()
         texts = [self.tokenizer.decode(g.token_ids, skip_special_tokens=True) for gens in generations for g in gens]
-        report = self.grader.grade(texts, [e.problem.answer for e in problems for _ in range(G)])
+        report = self.grader.grade(texts, [e.problem.row for e in problems for _ in range(G)])
         t_graded = time.perf_counter()
         fresh = []
         for i, (e, gens) in enumerate(zip(problems, generations)):
@@ -267,14 +268,14 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------------
     def evaluate(self, batch_size: int = EVAL_PROMPTS_PER_CALL) -> dict[str, float]:
-        """Greedy held-out accuracy with the same grader as training and the benchmarks (each process
+        """Greedy held-out reward (accuracy with the math reward) with the same rewards as training (each process
         evaluates every N-th problem; the counts are summed); the validation split's too, where there is one."""
-        out = self._greedy_accuracy(self.heldout, "heldout", batch_size)
+        out = self._greedy_score(self.heldout, "heldout", batch_size)
         if self.validation:
-            out.update(self._greedy_accuracy(self.validation, "validation", batch_size))
+            out.update(self._greedy_score(self.validation, "validation", batch_size))
         return out
 
-    def _greedy_accuracy(self, problems: list[EncodedProblem], name: str, batch_size: int) -> dict[str, float]:
+    def _greedy_score(self, problems: list[EncodedProblem], name: str, batch_size: int) -> dict[str, float]:
         params = SamplingParams(temperature=0.0, max_new_tokens=self.cfg.rollout.max_new_tokens, n=1)
         mine = problems[dist.rank()::dist.world_size()]
         texts = []
@@ -282,12 +283,22 @@ class Trainer:
             chunk = mine[s:s + batch_size]
             gens = self.rollout.generate([e.prompt_ids for e in chunk], params)
             texts += [self.tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in gens]
-        report = self.grader.grade(texts, [e.problem.answer for e in mine]) if mine else None
-        sums = dist.sum_floats({"correct": sum(report.scores) if report else 0.0, "n": len(mine),
-                                "timeouts": report.timeouts if report else 0, "reflecting": count_reflecting(texts)})
-        return {f"{name}/accuracy": sums["correct"] / sums["n"], f"{name}/timeouts": int(sums["timeouts"]),
-                # the paper's keyword measure on the greedy responses
-                f"{name}/reflection_keyword_rate": sums["reflecting"] / sums["n"]}
+        report = self.grader.grade(texts, [e.problem.row for e in mine]) if mine else None
+        names = self.grader.names
+        sums = dist.sum_floats({"reward": sum(report.scores) if report else 0.0, "n": len(mine),
+                                "timeouts": report.timeouts if report else 0, "errors": report.errors if report else 0,
+                                "reflecting": count_reflecting(texts),
+                                **{f"part/{j}": sum(p[j] for p in report.parts) if report else 0.0
+                                   for j in range(len(names))}})
+        out = {f"{name}/reward": sums["reward"] / sums["n"], f"{name}/timeouts": int(sums["timeouts"]),
+               f"{name}/errors": int(sums["errors"]),
+               # the paper's keyword measure on the greedy responses
+               f"{name}/reflection_keyword_rate": sums["reflecting"] / sums["n"]}
+        if self.cfg.rewards().is_math_only:  # the reward is correctness: its mean is an accuracy
+            out[f"{name}/accuracy"] = out[f"{name}/reward"]
+        if len(names) > 1:
+            out.update({f"{name}/reward/{n}": sums[f"part/{j}"] / sums["n"] for j, n in enumerate(names)})
+        return out
 
     def _step_metrics(self, k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch, passes,
                       sampler_gap, times) -> dict[str, Any]:
@@ -295,6 +306,7 @@ class Trainer:
         s = dist.sum_floats({
             "responses": sum(len(g) for g in fresh), "historical": h,
             "reward": sum(x for g in fresh for x in g.rewards),
+            **{f"part/{j}": sum(p[j] for p in report.parts) for j in range(len(report.names))},
             "length": sum(len(r) for g in fresh for r in g.responses),
             "truncated": sum(f == "length" for g in fresh for f in g.finish_reasons),
             "reflecting": count_reflecting(texts), "texts": len(texts),
@@ -303,6 +315,8 @@ class Trainer:
         })
         out: dict[str, Any] = {
             "step": k, "rollouts": self.rollouts, "reward/mean": s["reward"] / s["responses"],
+            # each --reward function's mean (before its weight) on this step's fresh responses
+            **{f"reward/{n}/mean": s[f"part/{j}"] / s["responses"] for j, n in enumerate(report.names)},
             "response_length/mean": s["length"] / s["responses"],
             "response/truncated_frac": s["truncated"] / s["responses"],
             # the paper's keyword measure on this step's fresh training samples (temperature as trained)

@@ -18,8 +18,11 @@ class HashGrader:
     no learning; hashed rewards make the groups' advantages non-trivial.
     """
 
+    names = ("hash",)
+
     def grade(self, responses, references, timeout_s=None) -> GradeReport:
-        return GradeReport(scores=[float(hashlib.sha1(r.encode()).digest()[0] % 2) for r in responses])
+        scores = [float(hashlib.sha1(r.encode()).digest()[0] % 2) for r in responses]
+        return GradeReport(scores=scores, parts=[(s,) for s in scores], names=self.names)
 
 
 def small_config(model_dir=None, **overrides) -> TrainConfig:
@@ -77,13 +80,17 @@ def final_weights(run_dir) -> dict[str, torch.Tensor]:
     return load_file(Path(run_dir) / "model" / "model.safetensors")
 
 
-def documented_metrics() -> set[str]:
-    """Metric names documented in docs/metrics.md (first column of its table)."""
+def undocumented_metrics(names) -> set[str]:
+    """Those of `names` not documented in docs/metrics.md (first column of its table; NAME there stands for a reward
+    function's name, e.g. `reward/NAME/mean`)."""
     import re
     from pathlib import Path
 
     text = (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text()
-    return {name for row in re.findall(r"^\| (`[^|]+`) \|", text, flags=re.M) for name in re.findall(r"`([^`]+)`", row)}
+    documented = [name for row in re.findall(r"^\| (`[^|]+`) \|", text, flags=re.M)
+                  for name in re.findall(r"`([^`]+)`", row)]
+    patterns = [re.compile("^" + re.escape(d).replace("NAME", "[^/]+") + "$") for d in documented]
+    return {n for n in names if not any(p.match(n) for p in patterns)}
 
 
 def _logged_steps(run_dir) -> list[int]:

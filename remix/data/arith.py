@@ -46,7 +46,9 @@ class ArithTask:
         for level in self.levels:
             held = []
             for i, (text, answer) in enumerate(_level_problems(level)):
-                p = Problem(id=f"arith-L{level}-{i}", problem=text, answer=str(answer))
+                pid = f"arith-L{level}-{i}"
+                p = Problem(id=pid, problem=text, answer=str(answer),
+                            row={"id": pid, "problem": text, "answer": str(answer)})
                 (held if _is_heldout(text) else self._train).append(p)
             self._heldout_by_level.append(held)
 

@@ -1,4 +1,10 @@
-"""Loading {problem, answer} rows from jsonl, json or parquet, with errors that name file, row, field."""
+"""Loading problem rows from jsonl, json or parquet files, a folder of parquet shards, or a Hugging Face `datasets`
+folder written by `save_to_disk`; errors name the file, the row and the field.
+
+The problem and the answer are read from the columns `--data.problem-key` and `--data.answer-key` (default `problem`
+and `answer`); every other column stays with the row for the reward functions (remix/rewards/functions.py). The
+answer column is needed only by the built-in math reward.
+"""
 
 from __future__ import annotations
 
@@ -37,21 +43,61 @@ def _answer(value: Any, path: Path, row: int) -> str | list[str]:
     raise DataError(path, row, "answer", f"expected a string, number or list, got {type(value).__name__}")
 
 
-def _row_to_problem(raw: Any, path: Path, row: int) -> Problem:
+def _row_to_problem(raw: Any, path: Path, row: int, problem_key: str, answer_key: str | None) -> Problem:
     if not isinstance(raw, dict):
-        raise DataError(path, row, None, f"expected an object with 'problem' and 'answer', got {type(raw).__name__}")
-    for name in ("problem", "answer"):
-        if name not in raw:
-            raise DataError(path, row, name, "missing")
-    problem = raw["problem"]
+        raise DataError(path, row, None, f"expected an object with '{problem_key}'"
+                        + (f" and '{answer_key}'" if answer_key else "") + f", got {type(raw).__name__}")
+    for name, flag in ((problem_key, "--data.problem-key"), (answer_key, "--data.answer-key")):
+        if name is not None and name not in raw:
+            raise DataError(path, row, name, f"missing ({flag}); the row's columns are {', '.join(map(str, raw))}")
+    problem = raw[problem_key]
     if not isinstance(problem, str) or not problem.strip():
-        raise DataError(path, row, "problem", f"expected a non-empty string, got {problem!r:.60}")
+        raise DataError(path, row, problem_key, f"expected a non-empty string, got {problem!r:.60}")
     pid = raw.get("id", raw.get("unique_id"))
-    return Problem(id=str(pid) if pid is not None else f"{path.stem}-{row}", problem=problem,
-                   answer=_answer(raw["answer"], path, row))
+    answer = _answer(raw[answer_key], path, row) if answer_key is not None else None
+    return Problem(id=str(pid) if pid is not None else f"{path.stem}-{row}", problem=problem, answer=answer, row=raw)
+
+
+def _read_arrow_stream(path: Path) -> list[dict]:
+    """The rows of one Arrow file of a `save_to_disk` folder (datasets writes the IPC stream format)."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(path)) as f:
+            return pa.ipc.open_stream(f).read_all().to_pylist()
+    except (OSError, ValueError) as e:  # pyarrow.ArrowInvalid is a ValueError
+        raise DataError(path, None, None, f"unreadable Arrow file: {e}") from None
+
+
+def _read_folder(path: Path) -> list[Any]:
+    """A `save_to_disk` folder (Dataset: state.json; DatasetDict: dataset_dict.json, whose `train` split is read), or
+    a folder of parquet shards read in name order."""
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        if "train" not in splits:
+            raise DataError(path, None, None, f"a DatasetDict without a 'train' split (its splits: "
+                            f"{', '.join(splits)}); give the split's folder, e.g. --data.path {path / splits[0]}"
+                            if splits else "a DatasetDict without splits")
+        return _read_folder(path / "train")
+    if (path / "state.json").is_file():
+        try:
+            state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+            files = [f["filename"] for f in state["_data_files"]]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise DataError(path / "state.json", None, None, f"not a datasets save_to_disk state: {e!r}") from None
+        rows = [r for name in files for r in _read_arrow_stream(path / name)]
+        return list(enumerate(rows, start=1))
+    shards = sorted(path.glob("*.parquet"))
+    if not shards:
+        raise DataError(path, None, None, "is a folder without .parquet shards or a datasets save_to_disk folder; "
+                        "give a .jsonl, .json or .parquet file or such a folder")
+    rows = [r for shard in shards for _, r in _read_rows(shard)]
+    return list(enumerate(rows, start=1))
 
 
 def _read_rows(path: Path) -> list[Any]:
+    if path.is_dir():
+        return _read_folder(path)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
@@ -83,14 +129,14 @@ def _read_rows(path: Path) -> list[Any]:
     raise DataError(path, None, None, f"unsupported file type {suffix!r}: use .jsonl, .json or .parquet")
 
 
-def load_problem_file(path: Path | str) -> list[Problem]:
-    """All rows of a dataset file as Problems; any bad row raises DataError before training starts."""
+def load_problem_file(path: Path | str, problem_key: str = "problem", answer_key: str | None = "answer"
+                      ) -> list[Problem]:
+    """All rows of a dataset file or folder as Problems; any bad row raises DataError before training starts.
+    `answer_key` None: no answer column is read (a reward that needs none)."""
     path = Path(path)
-    if path.is_dir():
-        raise DataError(path, None, None, "is a directory; give a .jsonl, .json or .parquet file")
-    if not path.is_file():
-        raise DataError(path, None, None, "no such file")
-    problems = [_row_to_problem(raw, path, row) for row, raw in _read_rows(path)]
+    if not path.exists():
+        raise DataError(path, None, None, "no such file or folder")
+    problems = [_row_to_problem(raw, path, row, problem_key, answer_key) for row, raw in _read_rows(path)]
     if not problems:
         raise DataError(path, None, None, "the dataset is empty")
     return problems

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Generic, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
 
 import torch
 
@@ -14,8 +14,10 @@ T = TypeVar("T")
 class Problem:
     id: str
     problem: str
-    answer: str | list[str]
-    """One answer or a list of acceptable answers, graded with math-verify."""
+    answer: str | list[str] | None
+    """One answer or a list of acceptable answers, graded with math-verify (None: the data has no answer column)."""
+    row: dict[str, Any] = field(default_factory=dict, compare=False)
+    """Every column of the dataset row, for the reward functions (arith: problem and answer)."""
 
 
 class ProblemSource(Generic[T]):

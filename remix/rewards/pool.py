@@ -5,10 +5,14 @@ math-verify's own SIGALRM timeouts work only on a main thread. So grading runs i
 processes ('forkserver' context, never plain fork: the parent holds torch threads), each grading its items
 one after another, with a wall-clock deadline per item enforced by the parent. A worker past its deadline is
 SIGKILLed and replaced and the item scores 0 (counted in `timeouts`); a worker that dies, or an item whose
-grading raised, scores 0 and is counted in `errors`. Both are logged. A worker holds a few items at a time
-(`PIPELINE_ITEMS`, at most `PIPELINE_BYTES` of text), so it never waits a round trip between two items (the
+grading raised, scores 0 and is counted in `errors`. Both are logged (errors in one line per `grade` call). A
+worker holds a few items at a time (`PIPELINE_ITEMS`, at most `PIPELINE_BYTES` of text), so it never waits a round
+trip between two items (the
 round trip takes longer than a grade of a short answer); the items queued behind one that is killed go back to
 the pool and are graded again by another worker.
+
+What a worker computes is the pool's scorer: a `RewardSet` (the trainer's --reward functions, items are dataset
+rows), or by default one function of (response, reference) such as the math grader (the benchmarks' path).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from typing import Self
 
+from remix.rewards.functions import RewardSet, Scored
 from remix.rewards.math_reward import GRADING_RULES, GradingRule, verify_in_process
 
 logger = logging.getLogger(__name__)
@@ -36,8 +41,20 @@ PIPELINE_ITEMS = 8
 PIPELINE_BYTES = 16 * 1024
 
 
-def _worker_main(conn, verify_fn) -> None:
-    """Worker loop: receive (index, response, reference), send back (index, score, error)."""
+@dataclass(frozen=True)
+class ByReference:
+    """The pool's default scorer: one function `verify_fn(response, reference) -> float`; items are references."""
+
+    verify_fn: object
+    names: tuple[str, ...] = ("score",)
+
+    def score(self, response: str, reference) -> Scored:
+        value = float(self.verify_fn(response, reference))
+        return Scored(value, (value,))
+
+
+def _worker_main(conn, scorer) -> None:
+    """Worker loop: receive (index, response, item), send back (index, Scored)."""
     import signal
 
     import math_verify.grader
@@ -60,17 +77,19 @@ def _worker_main(conn, verify_fn) -> None:
             return
         if msg is None:
             return
-        index, response, reference = msg
+        index, response, item = msg
         try:
-            score, error = float(verify_fn(response, reference)), None
+            scored = scorer.score(response, item)
         except Exception as e:  # noqa: BLE001 -- not swallowed: the parent counts it in `errors` and logs it
-            score, error = 0.0, type(e).__name__
-        conn.send((index, score, error))
+            scored = Scored(0.0, (0.0,) * len(scorer.names), type(e).__name__)
+        conn.send((index, scored))
 
 
 @dataclass
 class GradeReport:
-    scores: list[float]
+    scores: list[float]  # per item: the weighted sum of the scorer's functions (0 for a timeout or a crash)
+    parts: list[tuple[float, ...]] = field(default_factory=list)  # per item: each function's value (by `names`)
+    names: tuple[str, ...] = ()
     timeouts: int = 0
     errors: int = 0  # worker crashes and exceptions raised while grading an item
     timed_out: list[int] = field(default_factory=list)  # indices of the items that timed out
@@ -78,12 +97,13 @@ class GradeReport:
     # never less than the deadline (later only by how late the pool woke up on a busy machine)
     killed_after_s: list[float] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)  # indices of the items counted in `errors`
+    error_messages: list[str] = field(default_factory=list)  # for each of `failed`: what went wrong
 
 
 class _Worker:
-    def __init__(self, ctx, verify_fn):
+    def __init__(self, ctx, scorer):
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker_main, args=(child, verify_fn), daemon=True)
+        self.proc = ctx.Process(target=_worker_main, args=(child, scorer), daemon=True)
         self.proc.start()
         child.close()
         self.ready = False
@@ -112,23 +132,28 @@ class GraderPool:
     Not thread-safe: one `grade` call at a time, from the process that created the pool.
     """
 
-    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, verify_fn=None, rule: GradingRule = "boxed"):
-        """`rule`: the grading rule of `verify_in_process`; `verify_fn` replaces that function (tests)."""
+    def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, verify_fn=None, rule: GradingRule = "boxed",
+                 rewards: RewardSet | None = None):
+        """`rewards`: the reward functions (then `grade` takes dataset rows). Without it items are references, graded
+        by `verify_in_process` under `rule`, or by `verify_fn(response, reference)` (tests)."""
         if num_workers < 1 or timeout_s <= 0:
             raise ValueError("num_workers must be >= 1 and timeout_s > 0")
         if rule not in GRADING_RULES:
             raise ValueError(f"unknown grading rule {rule!r}; choose one of {GRADING_RULES}")
+        if rewards is not None and verify_fn is not None:
+            raise ValueError("give rewards or verify_fn, not both")
         if verify_fn is None:
             verify_fn = functools.partial(verify_in_process, rule=rule)
         self.rule = rule
         self.timeout_s = timeout_s
-        self._verify_fn = verify_fn  # a picklable module-level function (tests swap it)
+        # picklable: a RewardSet holds specs; a verify_fn must be a module-level function (tests swap it)
+        self._scorer = rewards if rewards is not None else ByReference(verify_fn)
         self.pid = os.getpid()
         self._ctx = mp.get_context("forkserver")
         # Import math-verify/sympy once in the fork server, so a replacement worker starts in ms; the fork
         # server also ignores SIGTERM (remix/rewards/forkserver.py says why).
         self._ctx.set_forkserver_preload(["__main__", __name__, "remix.rewards.forkserver"])
-        self._workers = [_Worker(self._ctx, verify_fn) for _ in range(num_workers)]
+        self._workers = [_Worker(self._ctx, self._scorer) for _ in range(num_workers)]
         self._start_failures = 0  # workers in a row that exited on their own before saying ready
 
     def worker_pids(self) -> list[int]:
@@ -149,16 +174,23 @@ class GraderPool:
 
     def _replace(self, i: int) -> None:
         self._workers[i].kill()
-        self._workers[i] = _Worker(self._ctx, self._verify_fn)
+        self._workers[i] = _Worker(self._ctx, self._scorer)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the scorer's functions, the order of `GradeReport.parts`."""
+        return self._scorer.names
 
     def grade(self, responses: list[str], references: list, timeout_s: float | None = None) -> GradeReport:
+        """Scores every response against its item (a reference, or a dataset row with `rewards`)."""
         if len(responses) != len(references):
             raise ValueError(f"{len(responses)} responses but {len(references)} references")
         if not self._workers:
             raise RuntimeError("GraderPool is closed")
         deadline = self.timeout_s if timeout_s is None else timeout_s
         self._replace_dead_idle_workers()
-        report = GradeReport(scores=[0.0] * len(responses))
+        zeros = (0.0,) * len(self.names)
+        report = GradeReport(scores=[0.0] * len(responses), parts=[zeros] * len(responses), names=self.names)
         pending, remaining = deque(range(len(responses))), len(responses)
         sizes = [len(r.encode("utf-8", "surrogatepass")) + 256 for r in responses]  # 256: index, reference, pickle
         try:
@@ -175,6 +207,11 @@ class GraderPool:
                 if w.inflight:
                     self._replace(i)
             raise
+        if report.failed:
+            first = min(range(len(report.failed)), key=lambda j: report.failed[j])
+            logger.warning("grading: a reward function failed on %d of %d responses (it scored 0 there); first, "
+                           "item %d: %s", len(report.failed), len(responses), report.failed[first],
+                           report.error_messages[first])
         return report
 
     def _replace_dead_idle_workers(self) -> None:
@@ -244,17 +281,17 @@ class GraderPool:
                 w.ready = True
                 self._start_failures = 0
                 continue
-            index, score, error = msg
+            index, scored = msg
             if not w.inflight or index != w.inflight[0]:
                 raise RuntimeError(f"grader worker {w.proc.pid} answered item {index} out of order")
             w.inflight.popleft()
             w.inflight_bytes -= sizes[index]
             w.started = time.monotonic()  # the next item's start as the parent knows it: never before the true one
-            report.scores[index] = score
-            if error is not None:
+            report.scores[index], report.parts[index] = scored.total, scored.parts
+            if scored.error is not None:
                 report.errors += 1
                 report.failed.append(index)
-                logger.warning("grading item %d raised %s; scored 0", index, error)
+                report.error_messages.append(scored.error)
             done += 1
         return done
 
@@ -280,6 +317,7 @@ class GraderPool:
             return 0
         report.errors += 1
         report.failed.append(item)
+        report.error_messages.append(f"its grader worker died (exit code {w.proc.exitcode})")
         return 1
 
     def _on_deadline(self, i: int, w: _Worker, now: float, deadline: float, report: GradeReport, responses,

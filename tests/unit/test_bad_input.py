@@ -170,7 +170,7 @@ def test_cli_reports_bad_data_before_training_and_writes_nothing(tmp_path):
 def test_a_directory_as_data_path_says_so(tmp_path):
     from remix.data import DataError, load_problem_file
 
-    with pytest.raises(DataError, match="is a directory; give a .jsonl, .json or .parquet file"):
+    with pytest.raises(DataError, match="is a folder without .parquet shards or a datasets save_to_disk folder"):
         load_problem_file(tmp_path)
 
 

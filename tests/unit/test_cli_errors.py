@@ -66,6 +66,16 @@ CASES: dict[str, list[str]] = {
     "objective.tis_cap": ["--objective.tis-cap", "0"],
     "objective.seq_mis_bounds": ["--objective.seq-mis-bounds", "2", "1"],
     "objective.geo_mis_bounds": ["--objective.geo-mis-bounds", "0", "1"],
+    "data.problem_key": ["--data.problem-key", "question"],  # on the arith task
+    "data.answer_key": ["--data.answer-key", "solution"],
+    "reward_weights": ["--reward", "math", "--reward-weights", "1", "2"],
+}
+# Checks of a base class shared with eval.math_suite (remix/prompts.py: PromptConfig), whose flag prefix is the
+# config's own, and the reward specs, checked by loading them: the same one-line treatment.
+SHARED_CASES: dict[str, list[str]] = {
+    "data.prompt_template": ["--data.prompt-template", "Solve it."],
+    "data.system_prompt": ["--data.system-prompt", "You are terse.", "--data.no-chat-template"],
+    "reward": ["--reward", "no_such_file.py:score"],
 }
 # Checked by the parser itself (a Literal: the flag accepts no other value), so unreachable from the CLI.
 PARSER_CHECKED = {"objective.kl_estimator", "objective.loss_agg", "objective.rollout_correction"}
@@ -101,12 +111,12 @@ def test_every_check_has_a_case():
     assert required_fields() == set(CASES) | PARSER_CHECKED
 
 
-@pytest.mark.parametrize("field", sorted(CASES))
+@pytest.mark.parametrize("field", sorted(CASES | SHARED_CASES))
 def test_bad_value_is_one_line_naming_the_flag_with_exit_2(field, capsys):
     if field == "loggers" and importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed: --loggers wandb is valid here")
     with pytest.raises(SystemExit) as e:
-        run_script_main()(CASES[field])
+        run_script_main()((CASES | SHARED_CASES)[field])
     err = capsys.readouterr().err
     flag = "--" + field.replace("_", "-")
     assert e.value.code == 2
@@ -129,7 +139,7 @@ def test_run_dir_help_shows_one_default():
     import subprocess
 
     out = subprocess.run([sys.executable, str(ROOT / "scripts" / "run.py"), "--help"], capture_output=True, text=True,
-                         env={**__import__("os").environ, "COLUMNS": "200"}).stdout
+                         env={**__import__("os").environ, "COLUMNS": "80"}).stdout  # one column
     block = out[out.index("--run-dir"):out.index("--eval-every")]
     assert block.count("default") == 1 and "runs/<algo>-<variant>-<time>" in block
 

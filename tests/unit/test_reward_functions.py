@@ -1,0 +1,98 @@
+"""--reward functions: loading a spec (one-line errors), scoring with weights, and the user's code failing inside the
+grader pool without taking grading down (remix/rewards/functions.py)."""
+
+from __future__ import annotations
+
+import logging
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+
+from remix.rewards import GraderPool, RewardSet, RewardSpecError, load_reward
+
+FAKES = Path(__file__).resolve().parents[1] / "fakes"
+USER = f"{FAKES / 'user_rewards.py'}"
+
+
+def spec(name: str) -> str:
+    return f"{USER}:{name}"
+
+
+def test_a_spec_names_a_file_a_module_or_the_builtin():
+    assert load_reward(spec("boxed"))("so \\boxed{3}", {}) == 1.0
+    assert load_reward("tests.fakes.user_rewards:half_length")("abcd", {}) == 2.0
+    assert load_reward("math")("\\boxed{7}", {"answer": "7"}) == 1.0
+    assert load_reward("math", answer_key="solution")("\\boxed{7}", {"solution": 7}) == 1.0
+    assert load_reward("math", rule="lenient")("it is 7", {"answer": "7"}) == 1.0
+    assert load_reward("math")("it is 7", {"answer": "7"}) == 0.0
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("no_such_file.py:f", r"^--reward: 'no_such_file.py:f': no such file no_such_file.py$"),
+    (f"{FAKES / 'user_rewards.py'}:nope", r"has no 'nope' \(its functions: boxed, half_length, hangs_on_every_third, "),
+    (f"{FAKES / 'user_rewards.py'}:NOT_A_FUNCTION", r"NOT_A_FUNCTION is a int, not a function$"),
+    (f"{FAKES / 'user_rewards.py'}:three_arguments", r"three_arguments\(response: str, row: dict, extra\) -> float "
+                                                      r"cannot be called as three_arguments\(response, row\)$"),
+    (f"{FAKES / 'broken_reward_module.py'}:f", r"importing .*broken_reward_module.py raised RuntimeError: this module "),
+    ("no_such_module_xyz:f", r"importing no_such_module_xyz raised ModuleNotFoundError"),
+    ("justaname", r"expected 'math', PATH.py:FUNCTION or module:FUNCTION$"),
+])
+def test_a_bad_spec_is_one_line_naming_it(bad, message):
+    with pytest.raises(RewardSpecError, match=message) as e:
+        load_reward(bad)
+    assert "\n" not in str(e.value) and str(e.value).startswith(f"--reward: '{bad}': ")
+
+
+def test_the_reward_is_the_weighted_sum_and_each_part_is_kept():
+    rewards = RewardSet((spec("boxed"), "math", spec("half_length")), (0.1, 1.0, 0.5))
+    scored = rewards.score("\\boxed{4}", {"answer": "4"})
+    assert scored.parts == (1.0, 1.0, len("\\boxed{4}") / 2) and scored.error is None
+    assert scored.total == pytest.approx(0.1 + 1.0 + 0.5 * len("\\boxed{4}") / 2)
+    assert rewards.names == ("boxed", "math", "half_length")
+    assert RewardSet(("math", "math")).names == ("math0", "math1")
+    assert RewardSet().is_math_only and not RewardSet(("math",), (2.0,)).is_math_only
+
+
+@pytest.mark.parametrize("name, what", [
+    ("raises", "raises raised KeyError: 'no_such_column'"),
+    ("returns_nan", "returns_nan returned nan (float), not a finite number"),
+    ("returns_string", "returns_string returned '1.0' (str), not a finite number"),
+    ("returns_none", "returns_none returned None (NoneType), not a finite number"),
+])
+def test_a_failing_function_scores_zero_alone_and_says_what_it_did(name, what):
+    scored = RewardSet((spec("boxed"), spec(name)), (1.0, 1.0)).score("\\boxed{1}", {})
+    assert scored.parts == (1.0, 0.0) and scored.total == 1.0  # the other function still counts
+    assert scored.error == what
+
+
+def test_a_reward_set_pickles_after_scoring():
+    """Worker processes receive it by pickle; the functions it loaded (from a user's file: not picklable by
+    reference) are cached outside it."""
+    rewards = RewardSet((spec("boxed"),))
+    rewards.score("x", {})
+    assert pickle.loads(pickle.dumps(rewards)) == rewards
+
+
+def test_user_rewards_run_in_the_pool_with_the_deadline_and_the_counts(caplog):
+    """A function from a user's file, loaded in the workers; one that hangs costs the responses it hangs on (a
+    timeout each), one that raises or returns NaN costs its own part of each score; all in one line per grade."""
+    responses = ["\\boxed{1}", "ab", "\\boxed{22}", "abcd"]  # lengths 9, 2, 10, 4: the first hangs
+    rows = [{"answer": "1"}, {"answer": "2"}, {"answer": "22"}, {"answer": "5"}]
+    rewards = RewardSet(("math", spec("hangs_on_every_third"), spec("returns_nan")), (1.0, 0.5, 1.0))
+    with caplog.at_level(logging.WARNING), GraderPool(2, timeout_s=1.0, rewards=rewards) as pool:
+        report = pool.grade(responses, rows)
+    assert report.timed_out == [0] and report.timeouts == 1
+    assert report.parts[1:] == [(0.0, 1.0, 0.0), (1.0, 1.0, 0.0), (0.0, 1.0, 0.0)]
+    assert report.scores == [0.0, 0.5, 1.5, 0.5]
+    assert report.errors == 3 and sorted(report.failed) == [1, 2, 3]
+    assert report.names == ("math", "hangs_on_every_third", "returns_nan")
+    lines = [r.getMessage() for r in caplog.records if "reward function failed" in r.getMessage()]
+    assert lines == ["grading: a reward function failed on 3 of 4 responses (it scored 0 there); first, item 1: "
+                     "returns_nan returned nan (float), not a finite number"]
+
+
+def test_nan_never_reaches_the_advantages():
+    scored = RewardSet((spec("returns_nan"),)).score("x", {})
+    assert scored.total == 0.0 and not math.isnan(scored.total)
