@@ -35,7 +35,7 @@ def test_a_spec_names_a_file_a_module_or_the_builtin():
     (f"{FAKES / 'user_rewards.py'}:NOT_A_FUNCTION", r"NOT_A_FUNCTION is a int, not a function$"),
     (f"{FAKES / 'user_rewards.py'}:three_arguments", r"three_arguments\(response: str, row: dict, extra\) -> float "
                                                       r"cannot be called as three_arguments\(response, row\)$"),
-    (f"{FAKES / 'broken_reward_module.py'}:f", r"importing .*broken_reward_module.py raised RuntimeError: this module "),
+    (f"{FAKES / 'broken_reward_module.py'}:f", r"importing .*broken_reward_module.py raised RuntimeError: this module"),
     ("no_such_module_xyz:f", r"importing no_such_module_xyz raised ModuleNotFoundError"),
     ("justaname", r"expected 'math', PATH.py:FUNCTION or module:FUNCTION$"),
 ])
