@@ -96,3 +96,20 @@ def test_user_rewards_run_in_the_pool_with_the_deadline_and_the_counts(caplog):
 def test_nan_never_reaches_the_advantages():
     scored = RewardSet((spec("returns_nan"),)).score("x", {})
     assert scored.total == 0.0 and not math.isnan(scored.total)
+
+
+def test_the_reverse_digits_example_scores_as_its_readme_says(tmp_path):
+    root = FAKES.parents[1] / "examples" / "reverse_digits"
+    exact = load_reward(f"{root / 'reward.py'}:reversed_exactly")
+    partial = load_reward(f"{root / 'reward.py'}:digits_in_place")
+    row = {"question": "Reverse the digits of 470.", "number": "470"}
+    assert exact("so \\boxed{074}", row) == 1.0 and exact("\\boxed{74}", row) == 0.0  # strings: 074 is not 74
+    assert partial("\\boxed{074}", row) == 1.0 and partial("\\boxed{0}", row) == pytest.approx(1 / 3)
+    assert partial("\\boxed{0745}", row) == 0.75 and partial("no box", row) == 0.0
+    # the committed data is what its script writes
+    import runpy
+    import shutil
+
+    shutil.copy(root / "make_data.py", tmp_path / "make_data.py")
+    runpy.run_path(str(tmp_path / "make_data.py"))
+    assert (tmp_path / "data.jsonl").read_text() == (root / "data.jsonl").read_text()
