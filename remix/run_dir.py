@@ -141,6 +141,9 @@ def differing_fields(saved: dict[str, Any], cfg: TrainConfig) -> tuple[list[str]
     flattened configs."""
     old = flatten_config({k: v for k, v in saved.items() if k != "provenance"})
     new = flatten_config(config_json(cfg))
+    # A field added to remix after that run started (its config.json lacks it) had, in effect, its default then.
+    defaults = flatten_config(config_json(TrainConfig()))
+    old.update({k: defaults[k] for k in new.keys() - old.keys() if k in defaults})
     return sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k)), old, new
 
 

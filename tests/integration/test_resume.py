@@ -124,6 +124,23 @@ def test_config_conflict_on_resume_names_the_field(tiny_model_dir, straight_run,
     assert json.loads((straight_run / "summary.json").read_text())["steps"] == N  # untouched
 
 
+def test_a_run_from_before_a_field_existed_resumes_with_that_fields_default(tmp_path):
+    """A config.json written by an older remix lacks the fields added since: it had their defaults, so resuming it
+    with the defaults is no conflict, and with another value is one."""
+    from remix.run_dir import RunError, check_resumable, config_json
+    from tests.helpers import small_config
+
+    cfg = small_config()
+    saved = config_json(cfg)
+    for key in ("reward", "reward_weights"):
+        del saved[key]
+    for key in ("problem_key", "answer_key", "prompt_template", "system_prompt", "chat_template"):
+        del saved["data"][key]
+    check_resumable(saved, cfg, tmp_path)
+    with pytest.raises(RunError, match=r"reward_weights: \[\] -> \[2.0\]"):
+        check_resumable(saved, small_config(reward_weights=(2.0,)), tmp_path)
+
+
 def test_resume_never_starts_fresh_in_a_new_directory(tiny_model_dir, straight_run, tmp_path):
     run_dir = tmp_path / "run"
     _run(small_cli_flags(tiny_model_dir, run_dir, 1))
