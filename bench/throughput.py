@@ -160,7 +160,7 @@ def case_steps(model: str, steps: int) -> dict:
     if model != "tiny-arith":  # a batch that gives one step in about 2 minutes on 2 cores
         cfg = dataclasses.replace(cfg, batch_size=16, mini_batch_size=8, micro_batch_size=8,
                                   rollout=dataclasses.replace(cfg.rollout, max_new_tokens=64, group_size=4))
-    with GraderPool(cfg.grader_workers, cfg.grader_timeout_s) as grader:
+    with GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rewards=cfg.rewards()) as grader:
         trainer = build_trainer(cfg, get_platform(cfg.platform), grader)
         gen_tokens, learn_tokens = [], []
         real_generate, real_update = trainer.rollout.generate, trainer.learner.update

@@ -120,7 +120,7 @@ def run_remix(cfg: TRLBenchConfig, model_dir: Path, variant: str) -> dict:
         optim=dataclasses.replace(base.optim, lr=LR),
         objective=dataclasses.replace(base.objective, kl_coef=KL, clip_eps=0.2, loss_agg="token-mean"),
     )
-    with GraderPool(2, 5.0) as pool:
+    with GraderPool(2, 5.0, rewards=tc.rewards()) as pool:
         trainer = build_trainer(tc, get_platform(tc.platform), pool)
         trainer.train_step()  # warm-up batch: torch.compile of the objective
         start, rollouts_before, generated = time.perf_counter(), trainer.rollouts, 0.0

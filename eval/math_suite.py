@@ -180,8 +180,6 @@ def generate(cfg: SuiteConfig, benchmarks: tuple[str, ...], pool: GraderPool, si
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rollout = get_platform(cfg.platform).make_rollout(model_dir, seed=cfg.seed)
     form = prompt_form(cfg)
-    if form.system_prompt is not None and not (form.chat_template and getattr(tokenizer, "chat_template", None)):
-        raise SuiteError(f"--system-prompt: {cfg.model} has no chat template to put a system message in")
     problems = [(b, row) for b in benchmarks for row in load_benchmark(b, cfg.limit)]
     rows: list[dict] = []
     with tqdm(total=len(problems), desc="generating", unit="problem") as bar:
@@ -273,9 +271,13 @@ def main(cfg: SuiteConfig) -> dict:
         from platforms import get_platform
         from remix.models import resolve_model
 
-        resolve_model(cfg.model)
+        from transformers import AutoTokenizer
+
         get_platform(cfg.platform)
-        prompt_form(cfg)  # a bad --prompt-from, before anything is written
+        try:  # a bad --prompt-from, or a system prompt the model's tokenizer cannot take: before anything is written
+            prompt_form(cfg).check_tokenizer(AutoTokenizer.from_pretrained(resolve_model(cfg.model)))
+        except ValueError as e:
+            raise SuiteError(str(e)) from None
     out = cfg.out or Path("runs/eval") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     for name in ("results.json", "generations.jsonl"):  # never overwrite an earlier evaluation
         if (out / name).exists():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from remix.validation import Checked, require
+from remix.validation import Checked, flag, require
 
 PROMPT_SUFFIX = "Let's think step by step and output the final answer within \\boxed{}."
 DEFAULT_TEMPLATE = "{problem} " + PROMPT_SUFFIX
@@ -35,6 +35,14 @@ class PromptConfig(Checked):
         require(self.system_prompt is None or self.chat_template, self.FLAG_PREFIX + "system_prompt",
                 "needs the chat template (drop --no-chat-template)")
 
+    def check_tokenizer(self, tokenizer) -> None:
+        """ValueError naming --...system-prompt when there is a system message and no chat template to put it in
+        (the config alone cannot know: it depends on the model's tokenizer)."""
+        if self.system_prompt is not None and not (self.chat_template and getattr(tokenizer, "chat_template", None)):
+            name = getattr(tokenizer, "name_or_path", "") or "this model"
+            raise ValueError(f"{flag(self.FLAG_PREFIX + 'system_prompt')}: the model's tokenizer ({name}) has no chat "
+                             "template to put a system message in")
+
     def prompt_form(self) -> PromptConfig:
         """These three fields alone (from a config that derives from this one)."""
         return PromptConfig(self.prompt_template, self.system_prompt, self.chat_template)
@@ -48,6 +56,7 @@ def format_prompt(problem: str, template: str = DEFAULT_TEMPLATE) -> str:
 def encode_prompt(tokenizer, problem: str, form: PromptConfig | None = None) -> list[int]:
     """Token ids of the prompt for `problem` in `form` (default: the benchmark form), ready for generation."""
     form = form or PromptConfig()
+    form.check_tokenizer(tokenizer)
     text = format_prompt(problem, form.prompt_template)
     if form.chat_template and getattr(tokenizer, "chat_template", None):
         system = [{"role": "system", "content": form.system_prompt}] if form.system_prompt is not None else []
@@ -57,7 +66,4 @@ def encode_prompt(tokenizer, problem: str, form: PromptConfig | None = None) -> 
         if hasattr(ids, "keys") and "input_ids" in ids:
             ids = ids["input_ids"]
         return list(ids)
-    if form.system_prompt is not None:
-        raise ValueError(f"{getattr(tokenizer, 'name_or_path', 'the tokenizer')} has no chat template to put "
-                         "--data.system-prompt in")
     return tokenizer(text, add_special_tokens=True)["input_ids"]

@@ -71,8 +71,10 @@ def encode_problems(tokenizer, problems, max_tokens: int, what: str, form: Promp
     """Prompt ids of every problem in the prompt form `form` (default: the benchmark's); prompts over `max_tokens`
     are dropped, counted and reported."""
     form = form or PromptConfig()
-    if form.system_prompt is not None and not (form.chat_template and getattr(tokenizer, "chat_template", None)):
-        raise RunError("--data.system-prompt: the model's tokenizer has no chat template to put a system message in")
+    try:
+        form.check_tokenizer(tokenizer)
+    except ValueError as e:
+        raise RunError(str(e)) from None
     kept = []
     for p in problems:
         ids = encode_prompt(tokenizer, p.problem, form)
@@ -112,9 +114,12 @@ def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
 
     # Data first: a bad file is reported before any model is built or loaded.
     d = cfg.data
-    answer_key = d.answer_key if BUILTIN_REWARD in cfg.reward else None  # only the math reward needs an answer
+    # The math reward grades the answer column; without it the column is checked only if named (it is the
+    # user's rewards' to read), and a task without an answer column needs none.
+    graded = BUILTIN_REWARD in cfg.reward
+    answer_key = d.answer_key if graded or d.answer_key != "answer" else None
     train_problems, heldout_problems, validation_problems = load_task(
-        d.task, d.path, d.heldout_size, d.arith_levels, d.validation_size, d.problem_key, answer_key)
+        d.task, d.path, d.heldout_size, d.arith_levels, d.validation_size, d.problem_key, answer_key, graded)
     if len(heldout_problems) < cfg.data.heldout_size:
         say(f"held-out split: {len(heldout_problems)} of {len(train_problems) + len(heldout_problems)} problems "
             f"(--data.heldout-size {cfg.data.heldout_size} capped at a fifth of the data)")
@@ -124,7 +129,7 @@ def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
                                      options=cfg.rollout, prompt_tokens=cfg.data.max_prompt_tokens)
     learner = platform.make_learner(model_dir, cfg)
     tokenizer = rollout.tokenizer
-    form = d.prompt_form()
+    form = d  # a PromptConfig: its errors name --data.* flags
     train = encode_problems(tokenizer, train_problems, d.max_prompt_tokens, "training set", form)
     heldout = encode_problems(tokenizer, heldout_problems, d.max_prompt_tokens, "held-out set", form)
     validation = encode_problems(tokenizer, validation_problems, d.max_prompt_tokens, "validation set", form) \

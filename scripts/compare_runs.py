@@ -22,7 +22,7 @@ import tyro
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from remix.plots import plot_runs  # noqa: E402
-from remix.tracking import eval_curve, read_metrics  # noqa: E402
+from remix.tracking import eval_curve, eval_measure, read_metrics  # noqa: E402
 
 
 @dataclass
@@ -89,12 +89,17 @@ def main(cfg: CompareConfig) -> Path:
     for run_dir in cfg.runs:
         name = run_dir.name if run_dir.name not in loaded else str(run_dir)
         loaded[name] = load_run(run_dir)
+    measures = {name: eval_measure(records) for name, (records, _) in loaded.items()}
+    if len(set(measures.values())) > 1:  # an accuracy and a mean reward on one axis would read as comparable
+        raise CompareError("runs: some measured held-out accuracy (the math reward) and others a mean reward (their "
+                           "own --reward): " + ", ".join(f"{n}: {m}" for n, m in measures.items()))
+    measure = next(iter(measures.values()))
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise CompareError(f"--out {out}: cannot create its folder ({e.strerror})") from None
     print(table({name: summary for name, (_, summary) in loaded.items()}))
-    plot_runs({name: records for name, (records, _) in loaded.items()}, out, "held-out accuracy against rollouts")
+    plot_runs({name: records for name, (records, _) in loaded.items()}, out, f"held-out {measure} against rollouts")
     print(f"wrote {out}")
     return out
 

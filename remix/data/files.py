@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ def _answer(value: Any, path: Path, row: int) -> str | list[str]:
     raise DataError(path, row, "answer", f"expected a string, number or list, got {type(value).__name__}")
 
 
-def _row_to_problem(raw: Any, path: Path, row: int, problem_key: str, answer_key: str | None) -> Problem:
+def _row_to_problem(raw: Any, path: Path, row: int, problem_key: str, answer_key: str | None,
+                    answer_is_graded: bool) -> Problem:
     if not isinstance(raw, dict):
         raise DataError(path, row, None, f"expected an object with '{problem_key}'"
                         + (f" and '{answer_key}'" if answer_key else "") + f", got {type(raw).__name__}")
@@ -54,7 +56,7 @@ def _row_to_problem(raw: Any, path: Path, row: int, problem_key: str, answer_key
     if not isinstance(problem, str) or not problem.strip():
         raise DataError(path, row, problem_key, f"expected a non-empty string, got {problem!r:.60}")
     pid = raw.get("id", raw.get("unique_id"))
-    answer = _answer(raw[answer_key], path, row) if answer_key is not None else None
+    answer = _answer(raw[answer_key], path, row) if answer_key is not None and answer_is_graded else None
     return Problem(id=str(pid) if pid is not None else f"{path.stem}-{row}", problem=problem, answer=answer, row=raw)
 
 
@@ -69,11 +71,31 @@ def _read_arrow_stream(path: Path) -> list[dict]:
         raise DataError(path, None, None, f"unreadable Arrow file: {e}") from None
 
 
+# A shard of a Hub dataset's split: train-00000-of-00003.parquet (directly in the folder or in data/).
+_SPLIT_SHARD = re.compile(r"^(?P<split>[A-Za-z0-9_.]+)-\d+-of-\d+\.parquet$")
+
+
+def _parquet_shards(path: Path) -> list[Path]:
+    """The parquet files of a folder (and its subfolders), in name order; of a Hub-style folder whose shards are
+    named by split, those of the `train` split only (never test rows in training)."""
+    shards = sorted(path.rglob("*.parquet"))
+    splits = {m.group("split") for s in shards if (m := _SPLIT_SHARD.match(s.name))}
+    if len(splits) > 1:
+        if "train" not in splits:
+            raise DataError(path, None, None, f"parquet shards of several splits ({', '.join(sorted(splits))}) and "
+                            "none named train; give one split's file or folder")
+        shards = [s for s in shards if (m := _SPLIT_SHARD.match(s.name)) and m.group("split") == "train"]
+    return shards
+
+
 def _read_folder(path: Path) -> list[Any]:
     """A `save_to_disk` folder (Dataset: state.json; DatasetDict: dataset_dict.json, whose `train` split is read), or
-    a folder of parquet shards read in name order."""
+    a folder of parquet shards read in name order (a Hub-style folder: its train split's)."""
     if (path / "dataset_dict.json").is_file():
-        splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        try:
+            splits = json.loads((path / "dataset_dict.json").read_text(encoding="utf-8")).get("splits", [])
+        except (json.JSONDecodeError, AttributeError) as e:
+            raise DataError(path / "dataset_dict.json", None, None, f"not a DatasetDict's split list: {e!r}") from None
         if "train" not in splits:
             raise DataError(path, None, None, f"a DatasetDict without a 'train' split (its splits: "
                             f"{', '.join(splits)}); give the split's folder, e.g. --data.path {path / splits[0]}"
@@ -87,7 +109,7 @@ def _read_folder(path: Path) -> list[Any]:
             raise DataError(path / "state.json", None, None, f"not a datasets save_to_disk state: {e!r}") from None
         rows = [r for name in files for r in _read_arrow_stream(path / name)]
         return list(enumerate(rows, start=1))
-    shards = sorted(path.glob("*.parquet"))
+    shards = _parquet_shards(path)
     if not shards:
         raise DataError(path, None, None, "is a folder without .parquet shards or a datasets save_to_disk folder; "
                         "give a .jsonl, .json or .parquet file or such a folder")
@@ -129,14 +151,16 @@ def _read_rows(path: Path) -> list[Any]:
     raise DataError(path, None, None, f"unsupported file type {suffix!r}: use .jsonl, .json or .parquet")
 
 
-def load_problem_file(path: Path | str, problem_key: str = "problem", answer_key: str | None = "answer"
-                      ) -> list[Problem]:
+def load_problem_file(path: Path | str, problem_key: str = "problem", answer_key: str | None = "answer",
+                      answer_is_graded: bool = True) -> list[Problem]:
     """All rows of a dataset file or folder as Problems; any bad row raises DataError before training starts.
-    `answer_key` None: no answer column is read (a reward that needs none)."""
+    `answer_key` None: no answer column is read (a reward that needs none). `answer_is_graded` False: the column must
+    exist but may hold anything (the user's rewards read it from the row; `Problem.answer` is None)."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, None, "no such file or folder")
-    problems = [_row_to_problem(raw, path, row, problem_key, answer_key) for row, raw in _read_rows(path)]
+    problems = [_row_to_problem(raw, path, row, problem_key, answer_key, answer_is_graded)
+                for row, raw in _read_rows(path)]
     if not problems:
         raise DataError(path, None, None, "the dataset is empty")
     return problems

@@ -15,20 +15,21 @@ PACKAGED_TASKS = {"math": PACKAGED / "math.jsonl", "aime": PACKAGED / "aime.json
 
 
 def load_task(task: str, path: Path | None, heldout_size: int, levels: tuple[int, ...], validation_size: int = 0,
-              problem_key: str = "problem", answer_key: str | None = "answer"
+              problem_key: str = "problem", answer_key: str | None = "answer", answer_is_graded: bool = True
               ) -> tuple[list[Problem], list[Problem], list[Problem]]:
     """(train, heldout, validation) problems for `--task` / `--data.path`. Neither the held-out nor the
     validation split ever trains, and they are disjoint; validation (for choosing hyperparameters) is
     empty unless asked for. From a file or a packaged set the held-out split has min(heldout_size,
     rows // 5) problems and validation min(validation_size, rows // 5); asking for validation never
     changes the held-out split. `problem_key`/`answer_key` name a file's columns (answer_key None: no answer
-    column is read); the built-in and packaged tasks have `problem` and `answer`."""
+    column is read; `answer_is_graded` False: it must exist, holding anything); the built-in and packaged tasks have
+    `problem` and `answer`."""
     if task == "arith":
         arith = ArithTask(levels)
         pool = arith.heldout_problems(heldout_size + validation_size)  # held-out first: the same with or without
         return arith.train_problems(), pool[:heldout_size], pool[heldout_size:]
     if task == "file":
-        rows = load_problem_file(path, problem_key, answer_key)
+        rows = load_problem_file(path, problem_key, answer_key, answer_is_graded)
     elif task in PACKAGED_TASKS:
         rows = load_problem_file(PACKAGED_TASKS[task])
     else:

@@ -43,6 +43,12 @@ class RewardSpecError(ValueError):
     """A --reward spec that names no usable function; the message is one line naming the spec."""
 
 
+def _one_line(text: str, limit: int = 200) -> str:
+    """`text` on one line (runs of whitespace, newlines included, as one space), cut at `limit` characters."""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def math_reward(response: str, row: dict, answer_key: str = "answer", rule: GradingRule = "boxed") -> float:
     """The built-in reward: 1.0 when the response's final answer equals `row[answer_key]` under `rule`, else 0.0."""
     return verify_in_process(response, row[answer_key], rule=rule)
@@ -63,7 +69,8 @@ def _import_file(path: Path, spec: str):
         module_spec.loader.exec_module(module)
     except Exception as e:
         del sys.modules[name]
-        raise RewardSpecError(f"--reward: '{spec}': importing {path} raised {type(e).__name__}: {e}") from e
+        raise RewardSpecError(f"--reward: '{spec}': importing {path} raised {type(e).__name__}: {_one_line(str(e))}"
+                              ) from e
     return module
 
 
@@ -83,7 +90,8 @@ def load_reward(spec: str, answer_key: str = "answer", rule: GradingRule = "boxe
         try:
             module = importlib.import_module(where)
         except Exception as e:  # ImportError, or the module's own code failing: either way one line
-            raise RewardSpecError(f"--reward: '{spec}': importing {where} raised {type(e).__name__}: {e}") from e
+            raise RewardSpecError(f"--reward: '{spec}': importing {where} raised {type(e).__name__}: "
+                                  f"{_one_line(str(e))}") from e
     fn = getattr(module, attr, None)
     if fn is None:
         functions = sorted(n for n, v in vars(module).items()  # its own, not those it imported
@@ -107,7 +115,7 @@ def reward_name(spec: str) -> str:
     return spec if spec == BUILTIN else spec.rpartition(":")[2]
 
 
-_LOADED: dict[RewardSet, list[RewardFn]] = {}
+_LOADED: dict[RewardSet, list[RewardFn] | RewardSpecError] = {}
 
 
 @dataclass(frozen=True)
@@ -153,28 +161,40 @@ class RewardSet:
         """Imports every function (RewardSpecError on the first that cannot be): run it once before training."""
         return [load_reward(s, self.answer_key, self.rule) for s in self.specs]
 
-    def _functions(self) -> list[RewardFn]:
+    def prepare(self) -> None:
+        """Imports the functions in this process ahead of scoring (a grader worker, before it says it is ready)."""
+        self._functions()
+
+    def _functions(self) -> list[RewardFn] | RewardSpecError:
         # Cached per process outside the instance, so that the instance stays picklable (a function from a user's
-        # file is not) and each worker imports the user's module once.
+        # file is not) and each worker imports the user's module once. A failure is cached too: a module that
+        # imported in the trainer but not in a worker (another environment) fails each response with its message.
         if self not in _LOADED:
-            _LOADED[self] = self.load()
+            try:
+                _LOADED[self] = self.load()
+            except RewardSpecError as e:
+                _LOADED[self] = e
         return _LOADED[self]
 
     def score(self, response: str, row: dict[str, Any]) -> Scored:
         """Every function on one response. The user's code cannot break grading: an exception or a value that is not
         a finite number scores 0 for that function, and `error` says which function and what it did."""
         weights = self.weights or (1.0,) * len(self.specs)
+        functions = self._functions()
+        if isinstance(functions, RewardSpecError):
+            return Scored(0.0, (0.0,) * len(self.specs), f"not loaded in the grader worker: {functions}")
         parts, errors = [], []
-        for name, fn in zip(self.names, self._functions()):
+        for name, fn in zip(self.names, functions):
             try:
                 value = fn(response, row)
             except Exception as e:  # noqa: BLE001 -- not swallowed: reported in `error`, counted by the pool
                 parts.append(0.0)
-                errors.append(f"{name} raised {type(e).__name__}: {str(e)[:200]}")
+                errors.append(f"{name} raised {type(e).__name__}: {_one_line(str(e))}")
                 continue
             if not isinstance(value, numbers.Real) or not math.isfinite(float(value)):  # bools count as 0 and 1
                 parts.append(0.0)
-                errors.append(f"{name} returned {value!r:.60} ({type(value).__name__}), not a finite number")
+                errors.append(f"{name} returned {_one_line(repr(value), 60)} ({type(value).__name__}), not a finite "
+                              "number")
                 continue
             parts.append(float(value))
         total = sum(w * p for w, p in zip(weights, parts))

@@ -5,7 +5,7 @@ math-verify's own SIGALRM timeouts work only on a main thread. So grading runs i
 processes ('forkserver' context, never plain fork: the parent holds torch threads), each grading its items
 one after another, with a wall-clock deadline per item enforced by the parent. A worker past its deadline is
 SIGKILLed and replaced and the item scores 0 (counted in `timeouts`); a worker that dies, or an item whose
-grading raised, scores 0 and is counted in `errors`. Both are logged (errors in one line per `grade` call). A
+grading raised, scores 0 and is counted in `errors`. Both are logged in one line per `grade` call. A
 worker holds a few items at a time (`PIPELINE_ITEMS`, at most `PIPELINE_BYTES` of text), so it never waits a round
 trip between two items (the
 round trip takes longer than a grade of a short answer); the items queued behind one that is killed go back to
@@ -21,6 +21,7 @@ import functools
 import logging
 import multiprocessing as mp
 import os
+import pickle
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -48,6 +49,9 @@ class ByReference:
     verify_fn: object
     names: tuple[str, ...] = ("score",)
 
+    def prepare(self) -> None:
+        """Nothing to import ahead of the first item."""
+
     def score(self, response: str, reference) -> Scored:
         value = float(self.verify_fn(response, reference))
         return Scored(value, (value,))
@@ -65,6 +69,8 @@ def _worker_main(conn, scorer) -> None:
     # neither dies mid-item, which would score that item 0, nor prints a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # The user's reward modules are imported now, under the start-up bound, not inside the first item's deadline.
+    scorer.prepare()
 
     # We disable math-verify's timeouts on purpose (the pool deadline is the guard): silence the
     # warning it would otherwise log once per worker.
@@ -189,10 +195,20 @@ class GraderPool:
             raise RuntimeError("GraderPool is closed")
         deadline = self.timeout_s if timeout_s is None else timeout_s
         self._replace_dead_idle_workers()
+        if isinstance(self._scorer, ByReference) and any(isinstance(item, dict) for item in references):
+            raise TypeError("this pool grades responses against reference answers, and was handed dataset rows: "
+                            "build it with rewards=RewardSet(...) (TrainConfig.rewards()) to score rows")
         zeros = (0.0,) * len(self.names)
         report = GradeReport(scores=[0.0] * len(responses), parts=[zeros] * len(responses), names=self.names)
         pending, remaining = deque(range(len(responses))), len(responses)
-        sizes = [len(r.encode("utf-8", "surrogatepass")) + 256 for r in responses]  # 256: index, reference, pickle
+        # What a send puts in the pipe, so that the bytes in flight stay below its buffer: the response, and the item
+        # (a row may carry long columns such as test cases), pickled once per distinct row; 256 for the rest.
+        item_bytes: dict[int, int] = {}
+        for item in references:
+            if id(item) not in item_bytes:
+                item_bytes[id(item)] = len(pickle.dumps(item))
+        sizes = [len(r.encode("utf-8", "surrogatepass")) + item_bytes[id(item)] + 256
+                 for r, item in zip(responses, references)]
         try:
             while remaining:
                 self._hand_out(pending, responses, references, sizes)
@@ -207,12 +223,23 @@ class GraderPool:
                 if w.inflight:
                     self._replace(i)
             raise
+        self._log_summary(report, responses, deadline)
+        return report
+
+    @staticmethod
+    def _log_summary(report: GradeReport, responses: list[str], deadline: float) -> None:
+        """One warning line for the call's timeouts and failures (none when there were none)."""
+        problems = []
+        if report.timeouts:
+            item = min(report.timed_out)
+            problems.append(f"{report.timeouts} timed out after {deadline:g} s and scored 0 (first: item {item}, "
+                            f"{len(responses[item])} chars beginning {responses[item][:40]!r})")
         if report.failed:
             first = min(range(len(report.failed)), key=lambda j: report.failed[j])
-            logger.warning("grading: a reward function failed on %d of %d responses (it scored 0 there); first, "
-                           "item %d: %s", len(report.failed), len(responses), report.failed[first],
-                           report.error_messages[first])
-        return report
+            problems.append(f"a reward function failed on {len(report.failed)} and scored 0 there (first: item "
+                            f"{report.failed[first]}: {report.error_messages[first]})")
+        if problems:
+            logger.warning("grading %d responses: %s", len(responses), "; ".join(problems))
 
     def _replace_dead_idle_workers(self) -> None:
         """Workers that died between batches (killed by an operator, or by SGLang's engine shutdown, which kills
@@ -326,7 +353,7 @@ class GraderPool:
         is SIGKILLed (sympy may be stuck in C code) and replaced, the items queued behind it go back."""
         item = w.inflight[0]
         response = responses[item]
-        logger.warning("grading item %d timed out after %.1fs (response of %d chars: %r...); scored 0", item,
+        logger.debug("grading item %d timed out after %.1fs (response of %d chars: %r...); scored 0", item,
                        deadline, len(response), response[:60])
         report.timeouts += 1
         report.timed_out.append(item)

@@ -4,6 +4,7 @@ ones that hang, raise or return NaN, during a real run), the prompt form recorde
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -29,13 +30,19 @@ def _config(model_dir, tmp_path, **overrides) -> TrainConfig:
     return small_config(model_dir, steps=3, eval_every=0, data=data, run_dir=tmp_path / "run", **overrides)
 
 
-def test_a_hanging_a_raising_and_a_nan_reward_never_stop_a_run(tiny_model_dir, tmp_path):
+def test_a_hanging_a_raising_and_a_nan_reward_never_stop_a_run(tiny_model_dir, tmp_path, caplog):
     cfg = _config(tiny_model_dir, tmp_path, grader_timeout_s=0.5,
                   reward=(f"{USER}:boxed", f"{USER}:hangs_on_every_third", f"{USER}:raises", f"{USER}:returns_nan",
                           "math"),
                   reward_weights=(0.5, 0.1, 1.0, 1.0, 1.0))
-    summary = run(cfg)
+    with caplog.at_level(logging.WARNING, logger="remix.rewards.pool"):
+        summary = run(cfg)
     assert summary["steps"] == 3
+    # reported in one line per grading call (3 steps, 2 evaluations), however many responses failed
+    lines = [r.getMessage() for r in caplog.records if r.name == "remix.rewards.pool"]
+    assert 3 <= len(lines) <= 5 and all("\n" not in line for line in lines)
+    assert all(line.startswith("grading ") for line in lines)
+    assert sum("a reward function failed on" in line and "raises raised KeyError" in line for line in lines) >= 3
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     steps = [r for r in records if r["step"] > 0]
     # every fresh response ran the raising and the NaN function (errors), except those lost to the hang (timeouts)

@@ -13,7 +13,7 @@ import torch
 
 import platforms.backend.logprobs as backend_logprobs
 from remix.checkpoint import list_checkpoints
-from remix.rewards import GraderPool, verify_in_process
+from remix.rewards import GraderPool, RewardSet, verify_in_process
 from remix.runner import TrainingHalted
 from tests.helpers import build_trainer, run, same_weights, small_config, weights
 
@@ -73,16 +73,17 @@ def test_too_many_consecutive_skips_stop_the_run_with_a_checkpoint(tiny_model_di
 # --- the grader during training --------------------------------------------------------------------
 
 
-def slow_on_some_verify(response: str, reference) -> float:
-    """Hangs (past any deadline) on about a quarter of the responses; grades the rest normally."""
+def slow_on_some_reward(response: str, row: dict) -> float:
+    """A --reward function that hangs (past any deadline) on about a quarter of the responses and grades the rest as
+    the math reward does."""
     if hash(response) % 4 == 0:
         time.sleep(60)
-    return verify_in_process(response, reference)
+    return verify_in_process(response, row["answer"])
 
 
 def test_grader_worker_killed_during_a_step_does_not_stop_training(tiny_model_dir):
     cfg = small_config(tiny_model_dir, steps=3, grader_workers=2)
-    with GraderPool(2, timeout_s=5.0) as pool:
+    with GraderPool(2, timeout_s=5.0, rewards=cfg.rewards()) as pool:
         trainer = build_trainer(cfg, pool)
         trainer.train_step()
         real_grade = pool.grade
@@ -102,7 +103,8 @@ def test_grader_worker_killed_during_a_step_does_not_stop_training(tiny_model_di
 
 def test_hung_grader_workers_time_out_and_training_goes_on(tiny_model_dir):
     cfg = small_config(tiny_model_dir, steps=2, grader_workers=2)
-    with GraderPool(2, timeout_s=0.5, verify_fn=slow_on_some_verify) as pool:
+    rewards = RewardSet(("tests.integration.test_robustness:slow_on_some_reward",))  # loaded by the workers
+    with GraderPool(2, timeout_s=0.5, rewards=rewards) as pool:
         trainer = build_trainer(cfg, pool)
         timer = threading.Timer(120, lambda: os.kill(os.getpid(), signal.SIGINT))  # a hang fails the test
         timer.start()

@@ -64,3 +64,17 @@ def test_bad_input_is_one_line_and_overwrites_nothing(tmp_path, capsys, case):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert (out.read_bytes() == b"mine") if case == "existing-out" else not out.exists()
+
+
+def test_an_accuracy_run_and_a_reward_run_are_not_put_on_one_axis(tmp_path, capsys):
+    a = _fake_run(tmp_path / "a", 0.5)
+    b = _fake_run(tmp_path / "b", 0.4)
+    metrics = (b / "metrics.jsonl").read_text().replace("heldout/accuracy", "heldout/reward")
+    (b / "metrics.jsonl").write_text(metrics)  # a run with its own --reward functions
+    with pytest.raises(SystemExit) as e:
+        _cli()([str(a), str(b), "--out", str(tmp_path / "cmp.png")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1 and "a: accuracy, b: reward" in err
+    assert not (tmp_path / "cmp.png").exists()
+    _cli()([str(b), "--out", str(tmp_path / "b.png")])  # reward runs alone compare as rewards
+    assert (tmp_path / "b.png").stat().st_size > 1000

@@ -98,3 +98,40 @@ def test_prompt_and_column_flags_are_checked(kwargs, flag):
 
     with pytest.raises(ConfigError, match=flag):
         DataConfig(**kwargs)
+
+
+def test_hub_style_parquet_shards_read_the_train_split_only(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "hub" / "data"
+    data.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(ROWS[:3]), data / "train-00000-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(ROWS[3:5]), data / "train-00001-of-00002.parquet")
+    pq.write_table(pa.Table.from_pylist(ROWS[5:]), data / "test-00000-of-00001.parquet")
+    assert [p.row for p in load_problem_file(tmp_path / "hub", "question", "solution")] == ROWS[:5]
+    (data / "train-00000-of-00002.parquet").rename(data / "validation-00000-of-00001.parquet")
+    (data / "train-00001-of-00002.parquet").unlink()
+    with pytest.raises(DataError, match=r"parquet shards of several splits \(test, validation\) and none named train"):
+        load_problem_file(tmp_path / "hub", "question", "solution")
+
+
+def test_an_answer_column_the_rewards_read_must_exist_and_may_hold_anything(tmp_path):
+    rows = [{"question": "q", "tests": {"in": [1], "out": [2]}}] * 5
+    path = write_jsonl(tmp_path / "d.jsonl", rows)
+    problems = load_problem_file(path, "question", "tests", answer_is_graded=False)
+    assert problems[0].answer is None and problems[0].row["tests"] == {"in": [1], "out": [2]}
+    with pytest.raises(DataError, match=r"field 'solution': missing \(--data.answer-key\)"):
+        load_problem_file(path, "question", "solution", answer_is_graded=False)
+
+
+def test_a_system_prompt_needs_a_tokenizer_with_a_chat_template(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from remix.config import DataConfig
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tok.chat_template = None
+    with pytest.raises(ValueError, match=r"^--data.system-prompt: the model's tokenizer \(.*\) has no chat template"):
+        encode_prompt(tok, "q", DataConfig(system_prompt="Be brief."))
+    assert encode_prompt(tok, "q", DataConfig()) == tok(format_prompt("q"))["input_ids"]  # plain text

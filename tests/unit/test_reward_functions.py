@@ -88,9 +88,10 @@ def test_user_rewards_run_in_the_pool_with_the_deadline_and_the_counts(caplog):
     assert report.scores == [0.0, 0.5, 1.5, 0.5]
     assert report.errors == 3 and sorted(report.failed) == [1, 2, 3]
     assert report.names == ("math", "hangs_on_every_third", "returns_nan")
-    lines = [r.getMessage() for r in caplog.records if "reward function failed" in r.getMessage()]
-    assert lines == ["grading: a reward function failed on 3 of 4 responses (it scored 0 there); first, item 1: "
-                     "returns_nan returned nan (float), not a finite number"]
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert lines == ["grading 4 responses: 1 timed out after 1 s and scored 0 (first: item 0, 9 chars beginning "
+                     "'\\\\boxed{1}'); a reward function failed on 3 and scored 0 there (first: item 1: returns_nan "
+                     "returned nan (float), not a finite number)"]
 
 
 def test_nan_never_reaches_the_advantages():
@@ -113,3 +114,40 @@ def test_the_reverse_digits_example_scores_as_its_readme_says(tmp_path):
     shutil.copy(root / "make_data.py", tmp_path / "make_data.py")
     runpy.run_path(str(tmp_path / "make_data.py"))
     assert (tmp_path / "data.jsonl").read_text() == (root / "data.jsonl").read_text()
+
+
+def test_rows_larger_than_a_pipe_never_block_the_deadline():
+    """Each item carries its whole row (long columns such as test cases): the bytes a worker holds in flight count
+    the row, so the pool never blocks in a send to a worker hung on its first item (it could not enforce the
+    deadline there)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    rows = [{"tests": "x" * 200_000, "i": i} for i in range(6)]
+    responses = ["abc", "ab", "abcd", "a", "abcde", "ab"]  # the first hangs (length 3)
+    timer = threading.Timer(60, lambda: os.kill(os.getpid(), signal.SIGINT))  # a blocked send fails the test
+    timer.start()
+    try:
+        with GraderPool(1, timeout_s=1.0, rewards=RewardSet((spec("hangs_on_every_third"),))) as pool:
+            start = time.monotonic()
+            report = pool.grade(responses, rows)
+    finally:
+        timer.cancel()
+    assert report.timed_out == [0] and report.scores == [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    assert time.monotonic() - start < 30
+
+
+def test_a_module_reward_is_imported_by_the_workers_and_a_pool_of_references_refuses_rows():
+    with GraderPool(1, timeout_s=5.0, rewards=RewardSet(("tests.fakes.user_rewards:boxed",))) as pool:
+        assert pool.grade(["\\boxed{1}", "none"], [{}, {}]).scores == [1.0, 0.0]
+    with GraderPool(1, timeout_s=5.0) as pool, pytest.raises(TypeError, match="build it with rewards="):
+        pool.grade(["\\boxed{1}"], [{"answer": "1"}])
+
+
+def test_a_function_a_worker_cannot_import_fails_each_response_with_its_message():
+    missing = RewardSet(("no_such_module_xyz:f",))
+    scored = missing.score("x", {})
+    assert scored.total == 0.0 and scored.error.startswith("not loaded in the grader worker: --reward: "
+                                                          "'no_such_module_xyz:f': importing no_such_module_xyz")
