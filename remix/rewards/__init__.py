@@ -8,9 +8,9 @@
     remix/rewards/forkserver.py   what the pool's fork server imports (it ignores SIGTERM)
 """
 
-from remix.rewards.functions import RewardSet, RewardSpecError, Scored, load_reward, math_reward
+from remix.rewards.functions import RewardSet, RewardSpecError, Scored, grade_math, load_reward
 from remix.rewards.math_reward import GRADING_RULES, GradingRule, extract_answer, verify_in_process
 from remix.rewards.pool import GradeReport, GraderPool
 
 __all__ = ["GRADING_RULES", "GradeReport", "GraderPool", "GradingRule", "RewardSet", "RewardSpecError", "Scored",
-           "extract_answer", "load_reward", "math_reward", "verify_in_process"]
+           "extract_answer", "grade_math", "load_reward", "verify_in_process"]

@@ -49,7 +49,7 @@ def _one_line(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def math_reward(response: str, row: dict, answer_key: str = "answer", rule: GradingRule = "boxed") -> float:
+def grade_math(response: str, row: dict, answer_key: str = "answer", rule: GradingRule = "boxed") -> float:
     """The built-in reward: 1.0 when the response's final answer equals `row[answer_key]` under `rule`, else 0.0."""
     return verify_in_process(response, row[answer_key], rule=rule)
 
@@ -77,7 +77,7 @@ def _import_file(path: Path, spec: str):
 def load_reward(spec: str, answer_key: str = "answer", rule: GradingRule = "boxed") -> RewardFn:
     """The function a spec names, checked to take (response, row). RewardSpecError (one line) otherwise."""
     if spec == BUILTIN:
-        return functools.partial(math_reward, answer_key=answer_key, rule=rule)
+        return functools.partial(grade_math, answer_key=answer_key, rule=rule)
     where, sep, attr = spec.rpartition(":")
     if not sep or not where or not attr:
         raise RewardSpecError(f"--reward: '{spec}': expected 'math', PATH.py:FUNCTION or module:FUNCTION")
