@@ -20,12 +20,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import tyro
 
 from remix.reflection import reflects
 from remix.rewards import GraderPool
 from remix.prompts import DEFAULT_TEMPLATE, PromptConfig
-from remix.validation import ConfigError, Limit, deferred_validation, require
+from remix.validation import ConfigError, Limit, parse_cli, require
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 BENCHMARKS = ("aime2024", "amc2023", "math500", "minerva", "olympiadbench")
@@ -325,8 +324,7 @@ def cli(argv: list[str] | None = None) -> None:
     from platforms import PlatformUnavailable
     from remix.models import ModelNotFound
 
-    with deferred_validation():
-        cfg = tyro.cli(SuiteConfig, args=argv, description=__doc__)
+    cfg = parse_cli(SuiteConfig, argv, __doc__)
     try:
         cfg.validate()
         main(cfg)

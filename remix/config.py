@@ -268,9 +268,14 @@ class TrainConfig(Checked):
     def normalize(self) -> None:
         if not self.reward:
             self.reward = (BUILTIN_REWARD,)
+
+    def loss_objective(self) -> ObjectiveConfig:
+        """--objective as the loss uses it. Dr. GRPO's divisor, when --objective.loss-agg-constant is not given, is
+        the maximum response length, the same at every step; resolved here, where it is used, so a config copied
+        with another --rollout.max-new-tokens (dataclasses.replace) never keeps the old one."""
         if self.objective.loss_agg == "seq-mean-token-sum-norm" and self.objective.loss_agg_constant is None:
-            # Dr. GRPO's constant: the maximum response length, the same at every step
-            self.objective = replace(self.objective, loss_agg_constant=float(self.rollout.max_new_tokens))
+            return replace(self.objective, loss_agg_constant=float(self.rollout.max_new_tokens))
+        return self.objective
 
     def rewards(self) -> RewardSet:
         """The reward functions of --reward and --reward-weights; the math reward reads --data.answer-key."""

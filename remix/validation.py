@@ -8,18 +8,25 @@ declared limit, every nested config, then `check()`, and raises `ConfigError` na
 
 `Checked.__post_init__` validates, so a config built in Python fails at construction. The command line is
 different: tyro builds the dataclasses while it parses, and a ConfigError there would come out inside tyro's
-framed usage message. So the entry points parse inside `deferred_validation()` (which switches the
-construction-time check off) and call `validate()` themselves, making a bad value one line with exit status 2.
+framed usage message. So the entry points parse with `parse_cli` (inside `deferred_validation()`, which switches
+the construction-time check off) and call `validate()` themselves, making a bad value one line with exit status 2.
+`parse_cli` also turns tyro's own parse errors (an unknown flag, a value outside a choice, a value that is not a
+number) into that one line; `--help` is tyro's, unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
+import sys
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+T = TypeVar("T")
 
 _deferred = False
 
@@ -120,3 +127,41 @@ def deferred_validation() -> Iterator[None]:
         yield
     finally:
         _deferred = before
+
+
+_FRAME = " │╭╮╰╯┃┏┓┗┛"
+
+
+def parse_error_line(text: str) -> str:
+    """The message of a tyro parse error, as one line: the first block of text after its title, whether tyro drew the
+    frame with box characters or with plain dashes (it depends on the terminal)."""
+    lines = [line.strip(_FRAME) for line in text.splitlines()]
+    groups: list[list[str]] = [[]]
+    for line in lines[1:]:  # lines[0] is the title (in the frame's top border, or above a rule)
+        if not line or set(line) <= set("-─━"):
+            groups.append([])
+        else:
+            groups[-1].append(line)
+    message = next((" ".join(g) for g in groups if g), "")
+    return message or " ".join(line for line in lines if line) or "the command line could not be parsed"
+
+
+def parse_cli(cls: type[T], args: Sequence[str] | None = None, description: str | None = None) -> T:
+    """`tyro.cli(cls)` with validation deferred (the caller runs `validate()`), and tyro's framed parse errors as one
+    line, `error: ... (--help lists every option)`, with exit status 2. What tyro writes otherwise (`--help` on
+    stdout, warnings on stderr) passes through unchanged."""
+    import tyro
+
+    captured = io.StringIO()
+    with deferred_validation():
+        try:
+            with contextlib.redirect_stderr(captured):
+                cfg = tyro.cli(cls, args=args, description=description)
+        except SystemExit as e:
+            if e.code in (0, None):
+                sys.stderr.write(captured.getvalue())
+                raise
+            print(f"error: {parse_error_line(captured.getvalue())} (--help lists every option)", file=sys.stderr)
+            raise SystemExit(2) from None
+    sys.stderr.write(captured.getvalue())
+    return cfg

@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a 
 
 from remix.plots import plot_runs  # noqa: E402
 from remix.tracking import eval_curve, eval_measure, read_metrics  # noqa: E402
+from remix.validation import parse_cli  # noqa: E402
 
 
 @dataclass
@@ -105,7 +106,7 @@ def main(cfg: CompareConfig) -> Path:
 
 
 def cli(argv: list[str] | None = None) -> None:
-    cfg = tyro.cli(CompareConfig, args=argv, description=__doc__)
+    cfg = parse_cli(CompareConfig, argv, __doc__)
     try:
         main(cfg)
     except CompareError as e:

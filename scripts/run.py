@@ -18,8 +18,6 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import tyro
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable from a checkout without install
 
 from platforms import PlatformUnavailable, get_platform  # noqa: E402
@@ -29,12 +27,11 @@ from remix.data import DataError  # noqa: E402
 from remix.interfaces import RolloutFailed  # noqa: E402
 from remix.models import ModelNotFound  # noqa: E402
 from remix.runner import Interrupted, RunError, StoppedAtOnce, TrainingHalted, run  # noqa: E402
-from remix.validation import ConfigError, deferred_validation  # noqa: E402
+from remix.validation import ConfigError, parse_cli  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
-    with deferred_validation():  # bad values become one line below, not the parser's framed message
-        cfg = tyro.cli(TrainConfig, args=argv)
+    cfg = parse_cli(TrainConfig, argv)  # a flag tyro cannot parse: one line, exit 2; bad values: one line below
     try:
         cfg.validate()
         run(cfg, get_platform(cfg.platform))

@@ -112,7 +112,8 @@ class TorchLearner(Learner):
                                                                      trainable=False)
         self.optimizer = self._new_optimizer(self.policy, cfg.optim.lr)
         # XLA traces the objective into the step's graph instead of torch.compiling it (platforms/xla says why)
-        self.objective = cfg.objective if plan.compile_objective else replace(cfg.objective, compile=False)
+        objective = cfg.loss_objective()  # Dr. GRPO's divisor resolved from this config's --rollout.max-new-tokens
+        self.objective = objective if plan.compile_objective else replace(objective, compile=False)
         self.critic: nn.Module | None = None
         if cfg.algo == "ppo":
             backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
@@ -179,7 +180,7 @@ class TorchLearner(Learner):
         def critic_loss(micro: TokenBatch):
             f = micro.fields
             return value_loss(self.critic(micro), f["old_values"], f["returns"], micro.response_mask,
-                              cfg.ppo.value_clip, cfg.objective.loss_agg, cfg.objective.loss_agg_constant,
+                              cfg.ppo.value_clip, self.objective.loss_agg, self.objective.loss_agg_constant,
                               global_tokens, global_seqs)
 
         if self.plan.static is not None:

@@ -208,3 +208,35 @@ def test_eval_suite_with_a_bad_model_writes_nothing(capsys, tmp_path):
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--nope"], "error: Unrecognized options: --nope (--help lists every option)"),
+    (["--algo", "xyz"], "error: invalid choice 'xyz' for argument '--algo'. Expected one of ('grpo', 'ppo')."),
+    (["--steps", "abc"], "error: Error parsing --steps: invalid literal for int() with base 10: 'abc'"),
+    (["--rollout.group-size"], "error: Missing value for argument '--rollout.group-size'."),
+])
+def test_what_the_parser_itself_rejects_is_one_line_too(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        run_script_main()(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_the_parse_error_is_read_from_either_frame():
+    from remix.validation import parse_error_line
+
+    boxed = ("╭─ Unrecognized options ───────────╮\n│ Unrecognized options: --nope     │\n"
+             "│ ──────────────────────────────── │\n│ For full helptext, run -c --help │\n"
+             "╰──────────────────────────────────╯\n")
+    plain = (" Invalid choice              \n ---------------------------- \n  invalid choice 'x' for      \n"
+             "  argument '--algo'.          \n  ----------------------------\n  For full helptext, run p --help\n")
+    assert parse_error_line(boxed) == "Unrecognized options: --nope"
+    assert parse_error_line(plain) == "invalid choice 'x' for argument '--algo'."
+
+
+def test_help_is_the_parsers_own(capsys):
+    with pytest.raises(SystemExit) as e:
+        run_script_main()(["--help"])
+    out = capsys.readouterr()
+    assert e.value.code == 0 and "--rollout.group-size" in out.out and out.err == ""

@@ -142,17 +142,23 @@ def test_loss_agg_constant_divides_token_sums():
 
 def test_dr_grpo_divides_by_a_constant_not_by_the_padded_width():
     """One long response widening the batch must not rescale the others' contributions: the training
-    config fixes the divisor at the maximum response length."""
+    config fixes the divisor at the maximum response length, resolved where the loss is built (a config copied
+    with another length gets that length's divisor)."""
+    from dataclasses import replace
+
     from remix.config import RolloutConfig, TrainConfig
 
     train = TrainConfig(rollout=RolloutConfig(max_new_tokens=40),
                         objective=ObjectiveConfig(loss_agg="seq-mean-token-sum-norm"))
-    assert train.objective.loss_agg_constant == 40.0
+    assert train.loss_objective().loss_agg_constant == 40.0 and train.objective.loss_agg_constant is None
+    assert replace(train, rollout=RolloutConfig(max_new_tokens=80)).loss_objective().loss_agg_constant == 80.0
+    given = replace(train, objective=replace(train.objective, loss_agg_constant=7.0))
+    assert replace(given, rollout=RolloutConfig(max_new_tokens=80)).loss_objective().loss_agg_constant == 7.0
     x = make_inputs(2, dtype=torch.float64)
     wider = LossInputs(**{k: (torch.nn.functional.pad(v, (0, 5)) if v is not None else None)
                           for k, v in vars(x).items()})  # the same sequences, padded 5 tokens wider
-    loss, _ = remix_loss(x, train.objective, 1.0)
-    torch.testing.assert_close(remix_loss(wider, train.objective, 1.0)[0], loss)
+    loss, _ = remix_loss(x, train.loss_objective(), 1.0)
+    torch.testing.assert_close(remix_loss(wider, train.loss_objective(), 1.0)[0], loss)
     with pytest.raises(ValueError, match="loss_agg_constant"):
         remix_loss(x, ObjectiveConfig(loss_agg="seq-mean-token-sum-norm"), 1.0)
 
