@@ -50,6 +50,47 @@ def extract_answer(response: str) -> str | None:
     return last
 
 
+_INTEGER_AND_PERIOD = re.compile(r"^[-+]?\d+\.$")
+
+
+def _closes_at_end(text: str, open_at: int) -> bool:
+    """Whether the brace opened at `open_at` is closed by the last character of `text`."""
+    depth, i = 0, open_at
+    while i < len(text):
+        if text[i] == "\\":  # an escaped character (\\{ is a brace of the text, not of the group)
+            i += 2
+            continue
+        depth += {"{": 1, "}": -1}.get(text[i], 0)
+        if depth == 0:
+            return i == len(text) - 1
+        i += 1
+    return False
+
+
+def clean_answer(text: str) -> str:
+    """What the paper's grader (DeepScaleR's: Hendrycks' MATH normalisation, then sympy) deliberately reads past in a
+    final answer, on both sides: `$...$` around it, an enclosing \\text{...} (\\boxed{\\text{025}} is 025), a short
+    name before `=` (`x = 5` is 5: "get rid of e.g. 'k = ' at the beginning"), the period after an integer
+    (\\boxed{204.}: Python's float reads it) and a trailing percent sign (\\boxed{-4\\%} against -4). Other trailing
+    periods stay (the paper's sympy accepts some and rejects others by accident; README says why we keep math-verify's
+    reading). eval/grader_agreement.py measures the agreement."""
+    text = text.strip()
+    if len(text) > 1 and text[0] == text[-1] == "$":
+        text = text[1:-1].strip()
+    if text.startswith("\\text{") and _closes_at_end(text, len("\\text{") - 1):
+        text = text[len("\\text{"):-1].strip()
+    name, equals, value = text.partition("=")
+    if equals and "=" not in value and 0 < len(name.strip()) <= 2 and value.strip() and name.strip()[-1] not in "<>!":
+        text = value.strip()
+    if _INTEGER_AND_PERIOD.match(text):
+        text = text[:-1]
+    if text.endswith("\\%"):
+        text = text[:-2].rstrip()
+    elif text.endswith("%"):
+        text = text[:-1].rstrip()
+    return text
+
+
 def _sci(text: str) -> str:
     return _E_NOTATION.sub(r"\1 \\times 10^{\2}", text)
 
@@ -72,7 +113,7 @@ def _reference_texts(reference) -> list[str]:
 def _parse_gold(text: str):
     from math_verify import parse
 
-    text = _sci(text)
+    text = _sci(clean_answer(text))
     delimited = "\\boxed" in text or re.search(r"(?<!\\)\$", text)  # "\$" is a dollar sign, not math
     wrapped = text if delimited else f"${text}$"
     return parse(wrapped, parsing_timeout=None)
@@ -84,7 +125,7 @@ def _parse_boxed(content: str):
     consecutive evaluations), and parsing is nearly all of a grade's time (about 2 ms of latex2sympy)."""
     from math_verify import parse
 
-    return parse("\\boxed{" + _sci(content) + "}", parsing_timeout=None)
+    return parse("\\boxed{" + _sci(clean_answer(content)) + "}", parsing_timeout=None)
 
 
 def verify_in_process(response: str, reference, rule: GradingRule = "boxed") -> float:

@@ -377,3 +377,25 @@ def test_sigterm_to_the_process_group_leaves_the_pool_working():
         report = p.grade([r"\boxed{3}", r"\boxed{4}", r"\boxed{5}"], [3, 4, 5])
         assert report.scores == [1.0, 1.0, 1.0] and report.errors == 0
         assert set(p.worker_pids()) == workers  # nobody was replaced
+
+
+@pytest.mark.parametrize("response, reference, score", [
+    (r"\boxed{204.}", "204", 1.0),  # the period after an integer (the paper's grader reads it as Python's float)
+    (r"\boxed{\text{025}}", "025", 1.0),  # an enclosing \text{}
+    (r"\boxed{-4\%}", "-4", 1.0),  # a trailing percent sign, on either side
+    (r"\boxed{62.5}", "62.5%", 1.0),
+    (r"\boxed{$62.5\%$}", "62.5%", 1.0),  # $...$ around the answer
+    (r"\boxed{k = n+1}", "n+1", 1.0),  # a short name before "="
+    (r"\boxed{205.}", "204", 0.0),
+    (r"\boxed{\text{Evelyn} and \text{Bob}}", r"\text{Evelyn}", 0.0),  # not one enclosing \text{}
+])
+def test_what_the_papers_grader_reads_past_we_read_past(response, reference, score):
+    assert verify_in_process(response, reference) == score
+
+
+def test_clean_answer_keeps_what_is_part_of_the_answer():
+    from remix.rewards.math_reward import clean_answer
+
+    assert clean_answer("f(n) = n+1") == "f(n) = n+1"  # a long left side: the equation is the answer
+    assert clean_answer("x <= 5") == "x <= 5" and clean_answer("0.2.") == "0.2." and clean_answer("\\%") == ""
+    assert clean_answer(" $\\text{east}$ ") == "east" and clean_answer("\\text{a} + \\text{b}") == "\\text{a} + \\text{b}"
