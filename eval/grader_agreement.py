@@ -63,7 +63,7 @@ def forms(answer: str, other: str) -> dict[str, str]:
         "period-in-box": f"\\boxed{{{answer}.}}",
         "text-in-box": f"\\boxed{{\\text{{{answer}}}}}",
 
-        "after-think": f"<think>Maybe \\boxed{{{_wrong(answer, other)}}}. No.</think> The answer is \\boxed{{{answer}}}",
+        "after-think": f"<think>Maybe \\boxed{{{_wrong(answer, other)}}}. No.</think> So \\boxed{{{answer}}}",
         "only-in-think": f"<think>It is \\boxed{{{answer}}}.</think> The answer is {answer}.",
         "unclosed-think": f"<think>Let me think. The answer is \\boxed{{{answer}}}",
         "truncated": f"The answer is \\boxed{{{answer}",
@@ -166,8 +166,9 @@ class Agreement:
         return self.agree / self.pairs
 
     def table(self) -> str:
-        lines = [f"{self.pairs} pairs: agreement {100 * self.rate:.2f}%, ours only correct "
-                 f"{100 * self.ours_only / self.pairs:.2f}%, paper's only correct {100 * self.paper_only / self.pairs:.2f}%",
+        share = lambda n: f"{100 * n / self.pairs:.2f}%"  # noqa: E731
+        lines = [f"{self.pairs} pairs: agreement {share(self.agree)}, ours only correct {share(self.ours_only)}, "
+                 f"paper's only correct {share(self.paper_only)}",
                  "", "| form | pairs | agree | ours only | paper's only |", "|---|---:|---:|---:|---:|"]
         for form, c in sorted(self.by_form.items()):
             lines.append(f"| {form} | {c['pairs']} | {c['agree']} | {c['ours_only']} | {c['paper_only']} |")
