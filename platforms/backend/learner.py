@@ -153,10 +153,10 @@ class TorchLearner(Learner):
                 chunks = [batch.select(idx) for idx in torch.arange(len(batch)).split(rows)]
                 # FSDP2 gathers parameters in every forward: each rank runs as many (decided before the first)
                 passes = dist.max_int(len(chunks)) if self.plan.sharded else len(chunks)
-                out = [forward(self.plan.place(chunk)).cpu() for chunk in chunks]
+                out = [forward(self.plan.place(chunk)) for chunk in chunks]  # on the device: one copy, one sync
                 for _ in range(passes - len(chunks)):
                     forward(self.plan.place(one_row_like(batch)))  # a pass whose result is not used
-                return torch.cat(out) if out else torch.zeros(batch.response_mask.shape, dtype=torch.float32)
+                return torch.cat(out).cpu() if out else torch.zeros(batch.response_mask.shape, dtype=torch.float32)
             T, static = batch.response_mask.shape[1], self.plan.static
             return torch.cat([forward(self.plan.place(chunk)).cpu()[:real, :T]  # .cpu() runs the graph
                               for chunk, real in static.chunks(static.pad(batch), rows)])

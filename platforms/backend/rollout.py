@@ -313,7 +313,7 @@ class TorchRollout(Rollout):
         u = torch.rand((n, params.max_new_tokens), generator=self.generator)
         if pad_rows:
             u = torch.cat([u, torch.zeros((pad_rows, params.max_new_tokens))])
-        return u if self.decode.mark_step is not None else u.to(self.device)  # a lazy device: kept on the host
+        return u if self.device.type == "xla" else u.to(self.device)  # a lazy device: kept on the host
 
     def _forward_last(self, ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                       cache_position: torch.Tensor, cache: StaticCache) -> torch.Tensor:
