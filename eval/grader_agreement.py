@@ -19,6 +19,7 @@ prints the agreement; tests/unit/test_grader_agreement.py holds it to its target
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import os
@@ -112,8 +113,14 @@ def pairs() -> list[dict]:
 def paper_verdict(response: str, reference: list[str]) -> float:
     """DeepScaleR's verdict (`is_correct_finalanswer`) on one pair, imported from REMIX_PAPER_REPO; runs in a grader
     pool worker (it may hang in sympy: the pool's deadline stops it)."""
-    if "deepscaler.rewards.math_reward" not in sys.modules:
-        sys.path.insert(0, os.environ["REMIX_PAPER_REPO"])
+    if "deepscaler" not in sys.modules:
+        # Their package, registered under its own name from their checkout (so its absolute imports resolve), not
+        # put on sys.path: nothing else of theirs can shadow a module of ours.
+        package = Path(os.environ["REMIX_PAPER_REPO"]) / "deepscaler"
+        spec = importlib.util.spec_from_file_location("deepscaler", package / "__init__.py",
+                                                      submodule_search_locations=[str(package)])
+        sys.modules["deepscaler"] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(sys.modules["deepscaler"])
         # Their utils module imports LLM clients (vertexai, openai) for the ORM, which the verdict never calls.
         stub = types.ModuleType("deepscaler.utils")
         stub.call_gemini_llm = stub.call_oai_rm_llm = _never_called
