@@ -164,8 +164,9 @@ def read_responses(path: Path, benchmarks: tuple[str, ...]) -> list[dict]:
     return rows
 
 
-def generate(cfg: SuiteConfig, benchmarks: tuple[str, ...], pool: GraderPool, sink) -> list[dict]:
-    """Generates cfg.samples responses per problem, grading and writing each batch as it comes."""
+def generate(cfg: SuiteConfig, benchmarks: tuple[str, ...], form: PromptConfig, pool: GraderPool, sink) -> list[dict]:
+    """Generates cfg.samples responses per problem in the prompt form `form`, grading and writing each batch as it
+    comes."""
     from tqdm import tqdm
     from transformers import AutoTokenizer
 
@@ -178,7 +179,6 @@ def generate(cfg: SuiteConfig, benchmarks: tuple[str, ...], pool: GraderPool, si
     model_dir = resolve_model(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     rollout = get_platform(cfg.platform).make_rollout(model_dir, seed=cfg.seed)
-    form = prompt_form(cfg)
     problems = [(b, row) for b in benchmarks for row in load_benchmark(b, cfg.limit)]
     rows: list[dict] = []
     with tqdm(total=len(problems), desc="generating", unit="problem") as bar:
@@ -266,6 +266,7 @@ def main(cfg: SuiteConfig) -> dict:
     responses = read_responses(cfg.from_responses, cfg.benchmarks) if cfg.from_responses else None
     if responses is not None:
         benchmarks = tuple(b for b in BENCHMARKS if any(r["benchmark"] == b for r in responses))
+    form = None
     if responses is None:  # the model and the platform first: a bad one leaves nothing behind
         from platforms import get_platform
         from remix.models import resolve_model
@@ -274,7 +275,8 @@ def main(cfg: SuiteConfig) -> dict:
 
         get_platform(cfg.platform)
         try:  # a bad --prompt-from, or a system prompt the model's tokenizer cannot take: before anything is written
-            prompt_form(cfg).check_tokenizer(AutoTokenizer.from_pretrained(resolve_model(cfg.model)))
+            form = prompt_form(cfg)
+            form.check_tokenizer(AutoTokenizer.from_pretrained(resolve_model(cfg.model)))
         except ValueError as e:
             raise SuiteError(str(e)) from None
     out = cfg.out or Path("runs/eval") / dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -292,14 +294,14 @@ def main(cfg: SuiteConfig) -> dict:
         rows = (
             grade_rows(responses, pool, sink)
             if responses is not None
-            else generate(cfg, benchmarks, pool, sink)
+            else generate(cfg, benchmarks, form, pool, sink)
         )
     scores = summarize(rows, benchmarks)
     results = {
         "benchmarks": scores,
         "average": sum(s["pass@1"] for s in scores.values()) / len(scores),
         "grading": cfg.grading,  # the rule that produced these numbers
-        "prompt": None if responses is not None else asdict(prompt_form(cfg)),  # the prompt form generated with
+        "prompt": None if form is None else asdict(form),  # the prompt form generated with
         "model": cfg.model,
         "from_responses": str(cfg.from_responses) if cfg.from_responses else None,
         "samples": max(s["samples"] for s in scores.values()),

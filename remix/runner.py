@@ -269,7 +269,7 @@ def _train(cfg: TrainConfig, platform: Platform, signals: list[int], evaluate_st
             if before is None:
                 before = {"step": 0, "rollouts": 0, **evaluate_start(cfg, trainer), "time/unix": round(time.time(), 3)}
                 log.log(before)
-                measure = "accuracy" if "heldout/accuracy" in before else "reward"
+                measure = eval_measure([before])
                 say(f"held-out {measure} before training: {before[f'heldout/{measure}']:.3f}")
             if signalled():  # during the first evaluation: keep it, so that the same command goes on from here
                 checkpoints.save_unsaved(trainer)

@@ -52,6 +52,7 @@ from remix.data import Problem, ProblemSource
 from remix.interfaces import Group, Learner, Rollout, RolloutFailed, SamplingParams, TokenBatch
 from remix.objective import rollout_correction_weights
 from remix.reflection import count_reflecting
+from remix.rewards.pool import GradeReport
 
 # Prompts handed to the rollout engine per generate call in evaluation; the engine batches them as it can.
 EVAL_PROMPTS_PER_CALL = 1024
@@ -85,6 +86,7 @@ class Trainer:
         self.rollouts = 0
         self.reincarnated_at: int | None = None
         self.consecutive_skips = 0  # optimizer updates skipped in a row for a non-finite loss or gradient
+        self.reward_is_correctness = cfg.rewards().is_math_only  # the math reward alone: 0 or 1 per response
 
     # ---------------------------------------------------------------------------------------------
     def train_step(self) -> dict[str, Any]:
@@ -283,21 +285,20 @@ class Trainer:
             chunk = mine[s:s + batch_size]
             gens = self.rollout.generate([e.prompt_ids for e in chunk], params)
             texts += [self.tokenizer.decode(g[0].token_ids, skip_special_tokens=True) for g in gens]
-        report = self.grader.grade(texts, [e.problem.row for e in mine]) if mine else None
-        names = self.grader.names
-        sums = dist.sum_floats({"reward": sum(report.scores) if report else 0.0, "n": len(mine),
-                                "timeouts": report.timeouts if report else 0, "errors": report.errors if report else 0,
-                                "reflecting": count_reflecting(texts),
-                                **{f"part/{j}": sum(p[j] for p in report.parts) if report else 0.0
-                                   for j in range(len(names))}})
+        # a process with no problem (more processes than problems) adds zeros to the sums
+        report = self.grader.grade(texts, [e.problem.row for e in mine]) if mine else \
+            GradeReport(scores=[], names=self.grader.names)
+        sums = dist.sum_floats({"reward": sum(report.scores), "n": len(mine), "timeouts": report.timeouts,
+                                "errors": report.errors, "reflecting": count_reflecting(texts),
+                                **{f"part/{n}": v for n, v in report.part_sums().items()}})
         out = {f"{name}/reward": sums["reward"] / sums["n"], f"{name}/timeouts": int(sums["timeouts"]),
                f"{name}/errors": int(sums["errors"]),
                # the paper's keyword measure on the greedy responses
                f"{name}/reflection_keyword_rate": sums["reflecting"] / sums["n"]}
-        if self.cfg.rewards().is_math_only:  # the reward is correctness: its mean is an accuracy
+        if self.reward_is_correctness:  # its mean is an accuracy
             out[f"{name}/accuracy"] = out[f"{name}/reward"]
-        if len(names) > 1:
-            out.update({f"{name}/reward/{n}": sums[f"part/{j}"] / sums["n"] for j, n in enumerate(names)})
+        if len(report.names) > 1:
+            out.update({f"{name}/reward/{n}": sums[f"part/{n}"] / sums["n"] for n in report.names})
         return out
 
     def _step_metrics(self, k, fresh, h, kl_lambda, need_precedent, texts, report, updates, batch, passes,
@@ -306,7 +307,7 @@ class Trainer:
         s = dist.sum_floats({
             "responses": sum(len(g) for g in fresh), "historical": h,
             "reward": sum(x for g in fresh for x in g.rewards),
-            **{f"part/{j}": sum(p[j] for p in report.parts) for j in range(len(report.names))},
+            **{f"part/{n}": v for n, v in report.part_sums().items()},
             "length": sum(len(r) for g in fresh for r in g.responses),
             "truncated": sum(f == "length" for g in fresh for f in g.finish_reasons),
             "reflecting": count_reflecting(texts), "texts": len(texts),
@@ -316,7 +317,7 @@ class Trainer:
         out: dict[str, Any] = {
             "step": k, "rollouts": self.rollouts, "reward/mean": s["reward"] / s["responses"],
             # each --reward function's mean (before its weight) on this step's fresh responses
-            **{f"reward/{n}/mean": s[f"part/{j}"] / s["responses"] for j, n in enumerate(report.names)},
+            **{f"reward/{n}/mean": s[f"part/{n}"] / s["responses"] for n in report.names},
             "response_length/mean": s["length"] / s["responses"],
             "response/truncated_frac": s["truncated"] / s["responses"],
             # the paper's keyword measure on this step's fresh training samples (temperature as trained)

@@ -105,6 +105,10 @@ class GradeReport:
     failed: list[int] = field(default_factory=list)  # indices of the items counted in `errors`
     error_messages: list[str] = field(default_factory=list)  # for each of `failed`: what went wrong
 
+    def part_sums(self) -> dict[str, float]:
+        """Each function's values summed over the items, by name (for means over processes)."""
+        return {name: sum(p[j] for p in self.parts) for j, name in enumerate(self.names)}
+
 
 class _Worker:
     def __init__(self, ctx, scorer):
