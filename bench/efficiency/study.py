@@ -62,14 +62,25 @@ from remix.checkpoint import checkpoint_dir
 from remix.config import TrainConfig
 from remix.tracking import eval_curve, read_metrics
 
+# On-policy training with ReMix's update-to-data ratio: the ReMix loop with no reuse (p = 0), no KL-Convex and no
+# reincarnation is GRPO (PPO) making m = 2 passes of mini-batch updates over each fresh batch, as TRL's
+# num_iterations = 2 and verl's ppo_epochs = 2 do (remix/schedule.py: nothing else tells the variants apart).
+ON_POLICY_M2 = {"offpolicy_fraction": 0.0, "utd_ratio": 2, "kl_convex": False, "reincarnation_step": None}
+
 # name -> (algo, variant, changes to ReMixConfig, changes to ObjectiveConfig)
 METHODS = {
     "ReMix-GRPO": ("grpo", "remix", {}, {}),
     "GRPO": ("grpo", "onpolicy", {}, {}),
+    "GRPO, m=2": ("grpo", "remix", ON_POLICY_M2, {}),
     "ReMix-PPO": ("ppo", "remix", {}, {}),
     "PPO": ("ppo", "onpolicy", {}, {}),
+    "PPO, m=2": ("ppo", "remix", ON_POLICY_M2, {}),
 }
+# (ReMix method, its baseline): PAIRS against plain on-policy training (also compared at the baseline's lr),
+# UTD_PAIRS against on-policy training with the same m = 2 (does reusing old rollouts add anything beyond more
+# updates per rollout?).
 PAIRS = (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO"))
+UTD_PAIRS = (("ReMix-GRPO", "GRPO, m=2"), ("ReMix-PPO", "PPO, m=2"))
 
 
 Ablation = Literal["kl-convex", "utd", "reincarnation"]
@@ -135,8 +146,12 @@ class BenchConfig:
     """Seeds of every reported configuration (paired across configurations)."""
     sweep_seeds: int = 2
     """The lr sweep runs the first this many of --seeds."""
-    lrs: tuple[float, ...] = (1e-5, 2e-5, 5e-5, 1e-4)
-    """Learning rates swept for every method."""
+    lrs: tuple[float, ...] = (5e-6, 1e-5, 2e-5, 5e-5)
+    """Learning rates swept for every method (extended, see --max-sweep-extensions)."""
+    max_sweep_extensions: int = 2
+    """While a method's validation optimum is the lowest (highest) lr swept, the sweep is extended for every method
+    by one lr below (above) it, at half (twice) the edge, at most this many times; the report says where an
+    optimum stayed on an edge."""
     steps: int = 80
     """Training steps of every run (ReMix reincarnates at --train.remix.reincarnation-step)."""
     grid: tuple[int, ...] = (0, 120, 240, 400, 640, 960, 1280, 1600, 2000, 2400)
@@ -179,6 +194,7 @@ class BenchConfig:
         require(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds), "seeds", "must be distinct")
         require(1 <= self.sweep_seeds <= len(self.seeds), "sweep_seeds", f"must be in 1..{len(self.seeds)}")
         require(len(self.lrs) >= 1 and all(lr > 0 for lr in self.lrs), "lrs", "must be > 0")
+        require(self.max_sweep_extensions >= 0, "max_sweep_extensions", "must be >= 0")
         require(list(self.grid) == sorted(set(self.grid)) and self.grid and self.grid[0] == 0, "grid",
                 "must start at 0 and increase")
         require(all(0 < t <= 1 for t in self.targets + self.target_fractions), "targets",
@@ -451,6 +467,14 @@ def choose_lrs(cfg: BenchConfig) -> tuple[dict[str, float], dict[str, dict[float
     return {name: ea.choose_best(by_lr) for name, by_lr in scores.items()}, scores
 
 
+def edge_methods(best: dict[str, float], lrs: list[float] | tuple[float, ...]) -> tuple[list[str], list[str]]:
+    """The methods whose chosen lr is the lowest, and those whose is the highest, of more than one swept: their
+    validation optimum may lie outside the sweep."""
+    if len(lrs) < 2:
+        return [], []
+    return [n for n, lr in best.items() if lr == min(lrs)], [n for n, lr in best.items() if lr == max(lrs)]
+
+
 def require_finished(cfg: BenchConfig, specs: list[RunSpec], what: str) -> None:
     missing = [s for s in specs if not finished(cfg, train_config(cfg, s))]
     if missing:
@@ -469,12 +493,23 @@ def plan(cfg: BenchConfig) -> dict[str, Any]:
 def _plan(cfg: BenchConfig, pool: ProcessPoolExecutor | None) -> dict[str, Any]:
     table = method_table(cfg)
     methods = [n for n in METHODS if n in table]
-    sweep = [RunSpec(n, lr, s) for s in cfg.seeds[:cfg.sweep_seeds] for lr in cfg.lrs for n in methods]
-    if pool is not None:
-        run_specs(cfg, pool, [("1. lr sweep", sweep)])
-    else:
-        require_finished(cfg, sweep, "the lr sweep")
-    best, scores = choose_lrs(cfg)
+    asked, lrs, extensions = tuple(sorted(cfg.lrs)), sorted(cfg.lrs), 0
+    while True:
+        swept = dataclasses.replace(cfg, lrs=tuple(lrs))
+        sweep = [RunSpec(n, lr, s) for s in cfg.seeds[:cfg.sweep_seeds] for lr in lrs for n in methods]
+        if pool is not None:
+            run_specs(swept, pool, [("1. lr sweep" + (f", extension {extensions}" if extensions else ""), sweep)])
+        else:
+            require_finished(swept, sweep, "the lr sweep")
+        best, scores = choose_lrs(swept)
+        low, high = edge_methods(best, lrs)
+        if not (low or high) or extensions == cfg.max_sweep_extensions:
+            break
+        extensions += 1
+        lrs = ([lrs[0] / 2] if low else []) + lrs + ([lrs[-1] * 2] if high else [])
+        print("the sweep is extended to lrs " + ", ".join(f"{lr:g}" for lr in lrs) + ": the validation optimum of "
+              + ", ".join(low + high) + " is at an edge", flush=True)
+    cfg = swept
     print("chosen on validation: " + ", ".join(f"{n} lr {lr:g}" for n, lr in best.items()), flush=True)
     main = [RunSpec(n, best[n], s) for s in cfg.seeds for n in methods]
     same = [RunSpec(r, best[b], s) for s in cfg.seeds for r, b in PAIRS if r in best and b in best]
@@ -493,8 +528,9 @@ def _plan(cfg: BenchConfig, pool: ProcessPoolExecutor | None) -> dict[str, Any]:
         for n in sorted({s.name for s in abl} - complete):
             print(f"--report-only: ablation '{n}' has unfinished seeds and is left out of the report", flush=True)
         abl = [s for s in abl if s.name in complete]
-    return {"best_lr": best, "validation_scores": scores, "sweep": sweep, "main": main, "same_lr": same,
-            "ablations": abl, "ablation_pairs": ablation_pairs(cfg), "kl_schedule": kl_schedule_name(cfg)}
+    return {"best_lr": best, "validation_scores": scores, "lrs": tuple(lrs), "lrs_asked": asked,
+            "edges": edge_methods(best, lrs), "sweep": sweep, "main": main, "same_lr": same, "ablations": abl,
+            "ablation_pairs": ablation_pairs(cfg), "kl_schedule": kl_schedule_name(cfg)}
 
 
 # --- evaluation noise ----------------------------------------------------------------------------------
@@ -548,6 +584,7 @@ def main(cfg: BenchConfig) -> None:
     # --report-only is left out: the same command runs what is missing and writes the same report
     command = "python -m bench.efficiency " + " ".join(a for a in sys.argv[1:] if a != "--report-only")
     chosen = plan(cfg)
+    cfg = dataclasses.replace(cfg, lrs=chosen["lrs"])  # the sweep as run, extensions included
     noise_spec = RunSpec("ReMix-GRPO" if "grpo" in cfg.methods else "ReMix-PPO",
                          chosen["best_lr"]["ReMix-GRPO" if "grpo" in cfg.methods else "ReMix-PPO"], cfg.seeds[0])
     noise_path = cfg.runs_dir / "evaluation_noise.json"
