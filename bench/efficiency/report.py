@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.efficiency import analysis as ea
+from bench.efficiency.study import PAIRS, UTD_PAIRS
 
 from bench.reporting import machine_description, write_report
 
@@ -183,6 +184,7 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
     sections: list[str] = []
     verdict: list[str] = []
     bands: dict[str, list] = {}
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)  # the plots are written before write_report makes it
 
     # lr sweep
     sections += ["## 1. Learning rates, chosen per method on the validation split", "",
@@ -195,7 +197,7 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
         cells = [(f"**{_pct(statistics.fmean(v))}**" if lr == best[name] else _pct(statistics.fmean(v)))
                  for lr, v in scores.items()]
         sections.append(f"| {name} | " + " | ".join(cells) + " |")
-    sections.append("")
+    sections += ["", sweep_note(chosen), ""]
 
     # evaluation noise
     se = noise["problem_sampling_se"]
@@ -223,7 +225,12 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
                               ("Same lr (each ReMix method at its baseline's chosen lr; labelled, not tuned for ReMix)",
                                "same_lr", lambda m, b: (best[b], best[b]))):
         sections += [f"## {'3' if key == 'best' else '4'}. {title}", ""]
-        for m, b in ea_pairs(best):
+        if key == "best":
+            sections += ["Against plain on-policy training (m = 1), and against on-policy training with ReMix's "
+                         "update-to-data ratio m = 2 and no reuse (p = 0: two passes over each fresh batch, as TRL's "
+                         "`num_iterations = 2`): the second says whether reusing old rollouts adds anything beyond "
+                         "more updates per rollout.", ""]
+        for m, b in ea_pairs(best, PAIRS + UTD_PAIRS if key == "best" else PAIRS):
             lm, lb = lr_of(m, b)
             if key == "same_lr" and lm == best[m]:
                 sections += [f"{m}'s chosen lr is {lm:g}, the same as {b}'s: this is the best-against-best comparison "
@@ -254,9 +261,15 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
                                f"(per-seed ratio {b}/{m} {_ratio(row['rollout_ratio'])}); in wall time to the target "
                                f"{b}/{m} {_ratio(row['wall_ratio'])}.")
 
+    # the rollout ratio at every shared lr
+    by_lr = ratios_by_lr(cfg, runs, ea_pairs(best, PAIRS + UTD_PAIRS), chosen["lrs"])
+    result["ratio_by_lr"] = by_lr
+    sections += ratio_by_lr_section(cfg, by_lr, abs_names)
+    plot_ratio_by_lr(cfg, by_lr, Path(cfg.out))
+
     # accuracy at equal rollouts
     cols = sorted(set(range(1, len(cfg.grid), 3)) | {len(cfg.grid) - 1})
-    sections += ["## 5. Held-out accuracy at equal rollouts", "",
+    sections += ["## 6. Held-out accuracy at equal rollouts", "",
                  "Median over seeds [bootstrap 95% CI of the median], read on the common grid by interpolation.", "",
                  "| configuration | " + " | ".join(f"{cfg.grid[i]:,} rollouts" for i in cols) + " |",
                  "|---|" + "---|" * len(cols)]
@@ -278,7 +291,7 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
         beta = t.objective.kl_coef
         kl_term, pg_term = kl_magnitudes(base, beta)
         lam_runs = seed_runs(cfg, runs, lam_name, lr) if lam_name in ablation_names else []
-        sections += ["## 6. Ablations of ReMix-GRPO", "",
+        sections += ["## 7. Ablations of ReMix-GRPO", "",
                      f"At ReMix-GRPO's chosen lr {lr:g}, {len(cfg.seeds)} paired seeds. The ratio is the ablation's "
                      "rollouts over the full method's (> 1: removing the part costs rollouts). Until the removed "
                      "part first acts, an ablation's run is the same computation as the full method's (same seeds, "
@@ -313,7 +326,7 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
             bands[n] = grid_band(cfg, seed_runs(cfg, runs, n, lr))
 
     # cost split
-    sections += ["## 7. Where the time goes", "",
+    sections += ["## 8. Where the time goes", "",
                  "Median over seeds of each phase over the whole run, per 1,000 rollouts (evaluation excluded), and "
                  "learner tokens (response tokens trained on, all m passes) per rollout.", "",
                  "| configuration | generate (s/1k) | grade (s/1k) | learn (s/1k) | learn share | learner "
@@ -331,7 +344,6 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
                  "here; it does not make a rollout saving out of a rollout ratio whose interval spans 1.", ""]
 
     # plots
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)  # the plots are written before write_report makes it
     plot(cfg, bands, best, Path(cfg.out))
     plot_diagnostics(cfg, runs, best, Path(cfg.out))
 
@@ -407,8 +419,102 @@ def ablation_onsets(cfg, base: list[dict], lam_name: str, lam_runs: list[dict]) 
     return "; ".join(parts)
 
 
-def ea_pairs(best: dict[str, float]) -> list[tuple[str, str]]:
-    return [(m, b) for m, b in (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO")) if m in best and b in best]
+def ea_pairs(best: dict[str, float], pairs: tuple[tuple[str, str], ...]) -> list[tuple[str, str]]:
+    """The (ReMix method, baseline) pairs of which both sides ran."""
+    return [(m, b) for m, b in pairs if m in best and b in best]
+
+
+def sweep_note(chosen: dict) -> str:
+    """Which lrs the sweep began with, how it was extended, and where an optimum is still on an edge."""
+    asked, lrs = list(chosen["lrs_asked"]), list(chosen["lrs"])
+    note = f"The sweep began at lrs {', '.join(f'{lr:g}' for lr in asked)}"
+    added = [lr for lr in lrs if lr not in asked]
+    if added:
+        note += (f" and was extended by {', '.join(f'{lr:g}' for lr in added)} (a method's optimum was at an edge; "
+                 "--max-sweep-extensions)")
+    low, high = chosen["edges"]
+    if not (low or high):
+        return note + ": every method's validation optimum is inside the sweep."
+    parts = ([f"{', '.join(low)} at the lowest lr"] if low else []) + ([f"{', '.join(high)} at the highest"]
+                                                                          if high else [])
+    return note + ". **Still on an edge**: " + "; ".join(parts) + ", so that optimum may lie outside the sweep."
+
+
+def ratios_by_lr(cfg, runs: dict, pairs: list[tuple[str, str]], lrs) -> list[dict[str, Any]]:
+    """For each pair at each lr where both ran (the sweep's seeds): per target, each seed's rollout ratio baseline /
+    ReMix (as the comparisons read it: inf where only ReMix got there, 0 where only the baseline did, None where
+    neither did), and each side's final held-out accuracy per seed."""
+    seeds = cfg.seeds[:cfg.sweep_seeds]
+    out = []
+    for m, b in pairs:
+        for lr in lrs:
+            gm = [runs.get((m, lr, s)) for s in seeds]
+            gb = [runs.get((b, lr, s)) for s in seeds]
+            if None in gm or None in gb:
+                continue
+            ratios = []
+            for t in cfg.targets:
+                per_seed = []
+                for rm, rb in zip(gm, gb):
+                    xm, xb = ea.crossing(rm["heldout"], t), ea.crossing(rb["heldout"], t)
+                    per_seed.append(None if xm is None and xb is None else ea.paired_ratios([xb], [xm])[0])
+                ratios.append(per_seed)
+            out.append({"method": m, "baseline": b, "lr": lr, "targets": list(cfg.targets), "ratios": ratios,
+                        "method_final": final_accuracy(gm), "baseline_final": final_accuracy(gb)})
+    return out
+
+
+def _ratio_cell(per_seed: list[float | None]) -> str:
+    got = [v for v in per_seed if v is not None]
+    if not got:
+        return "neither"
+    cells = ", ".join("-" if v is None else ("inf" if math.isinf(v) else f"{v:.2f}") for v in per_seed)
+    return f"{statistics.median(got):.2f}x ({cells})" if all(math.isfinite(v) for v in got) else cells
+
+
+def ratio_by_lr_section(cfg, by_lr: list[dict], target_names: list[str]) -> list[str]:
+    seeds = list(cfg.seeds[:cfg.sweep_seeds])
+    lines = ["## 5. The rollout ratio against the learning rate", "",
+             f"Both methods of a pair at the same lr, for every lr of the sweep (seeds {seeds}, the sweep's runs: "
+             "few seeds, so read the trend, not a cell). Per target: the median of the per-seed ratios baseline / "
+             "ReMix (> 1: ReMix needed fewer rollouts) and each seed's ratio (inf: only ReMix reached it; 0: only "
+             "the baseline; -: neither on that seed; neither: on no seed). Plot: efficiency_lr.png.", ""]
+    for m, b in dict.fromkeys((row["method"], row["baseline"]) for row in by_lr):
+        rows = [row for row in by_lr if (row["method"], row["baseline"]) == (m, b)]
+        lines += [f"### {m} against {b}", "",
+                  "| lr | " + " | ".join(f"ratio to {n}" for n in target_names) + f" | final {m} / {b} (%) |",
+                  "|---|" + "---|" * len(target_names) + "---|"]
+        for row in rows:
+            final = f"{_pct(statistics.fmean(row['method_final']))} / {_pct(statistics.fmean(row['baseline_final']))}"
+            lines.append(f"| {row['lr']:g} | " + " | ".join(_ratio_cell(r) for r in row["ratios"]) + f" | {final} |")
+        lines.append("")
+    return lines
+
+
+def plot_ratio_by_lr(cfg, by_lr: list[dict], out: Path) -> None:
+    """Median per-seed rollout ratio against lr, one panel per target, a line per pair; a point is drawn where
+    every seed's ratio is finite (the tables give the others)."""
+    from remix.plots import plt
+
+    pairs = list(dict.fromkeys((row["method"], row["baseline"]) for row in by_lr))
+    fig, axes = plt.subplots(1, len(cfg.targets), figsize=(4.6 * len(cfg.targets), 3.8), sharey=True, squeeze=False)
+    for j, (ax, target) in enumerate(zip(axes[0], cfg.targets)):
+        for i, (m, b) in enumerate(pairs):
+            pts = [(row["lr"], statistics.median(row["ratios"][j])) for row in by_lr
+                   if (row["method"], row["baseline"]) == (m, b) and row["ratios"][j]
+                   and all(v is not None and math.isfinite(v) for v in row["ratios"][j])]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=f"{b} / {m}", color=f"C{i}")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("learning rate (the same for both)")
+        ax.set_title(f"rollouts to {100 * target:.0f}% held-out: baseline / ReMix", fontsize=9)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"median of {cfg.sweep_seeds} seeds' ratios")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "efficiency_lr.png", dpi=120)
+    plt.close(fig)
 
 
 def per_seed_table(cfg, m: str, b: str, gm: list[dict], gb: list[dict], rows: list[dict],
@@ -431,7 +537,10 @@ def per_seed_table(cfg, m: str, b: str, gm: list[dict], gb: list[dict], rows: li
 def plot(cfg, bands: dict[str, list], best: dict[str, float], out: Path) -> None:
     from remix.plots import plt
 
-    panels = [(f"{m} vs {b}, each at its chosen lr", [m, b]) for m, b in ea_pairs(best)]
+    panels = []
+    for m in dict.fromkeys(m for m, _ in ea_pairs(best, PAIRS + UTD_PAIRS)):
+        against = [b for mm, b in ea_pairs(best, PAIRS + UTD_PAIRS) if mm == m]
+        panels.append((f"{m} vs {' and '.join(against)}, each at its chosen lr", [m, *against]))
     ablation = [n for n in bands if n.startswith("ReMix-GRPO ") or n.startswith("ReMix-GRPO,")]
     if ablation:
         panels.append(("Ablations of ReMix-GRPO", ablation))

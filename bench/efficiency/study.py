@@ -8,11 +8,16 @@
     python -m bench.efficiency --help
 
 The study, in the order it runs (two runs at a time, one CPU thread each):
-  1. lr sweep: every method (ReMix-GRPO, GRPO, ReMix-PPO, PPO) at every --lrs, on the first --sweep-seeds seeds.
-     Each method's lr is chosen on its own by mean validation accuracy over the rollout grid; the
-     validation split is disjoint from the reported held-out split, which plays no part in any choice.
-  2. best against best: every method at its chosen lr on all --seeds (the sweep's runs are reused).
-  3. same lr: each ReMix method also at the lr chosen for its on-policy baseline (a labelled comparison).
+  1. lr sweep: every method (ReMix-GRPO, GRPO, GRPO (m=2), ReMix-PPO, PPO, PPO (m=2)) at every --lrs, on the first
+     --sweep-seeds seeds. Each method's lr is chosen on its own by mean validation accuracy over the rollout grid;
+     the validation split is disjoint from the reported held-out split, which plays no part in any choice. While a
+     method's choice is the lowest (highest) lr swept, the sweep is extended below (above) for every method
+     (--max-sweep-extensions), so that every optimum is inside it and every lr is shared by all methods: the
+     report reads the rollout ratio of each pair at every lr (section 5: ratio against lr).
+  2. best against best: every method at its chosen lr on all --seeds (the sweep's runs are reused). The "(m=2)"
+     baselines are on-policy training with ReMix's two passes over each batch and no reuse (p = 0): they say
+     whether reusing old rollouts adds anything beyond more updates per rollout.
+  3. same lr: each ReMix method also at the lr chosen for its plain on-policy baseline (a labelled comparison).
   4. ablations of ReMix-GRPO at its chosen lr (--ablations): no KL-Convex, compared both with ReMix-GRPO and,
      because with the paper's lam(t) (1 through step 50) KL-Convex has no weight before reincarnation at
      T = 50, with ReMix-GRPO whose lam(t) starts at step --ablation-lambda-start (the schedule in which
@@ -71,16 +76,16 @@ ON_POLICY_M2 = {"offpolicy_fraction": 0.0, "utd_ratio": 2, "kl_convex": False, "
 METHODS = {
     "ReMix-GRPO": ("grpo", "remix", {}, {}),
     "GRPO": ("grpo", "onpolicy", {}, {}),
-    "GRPO, m=2": ("grpo", "remix", ON_POLICY_M2, {}),
+    "GRPO (m=2)": ("grpo", "remix", ON_POLICY_M2, {}),
     "ReMix-PPO": ("ppo", "remix", {}, {}),
     "PPO": ("ppo", "onpolicy", {}, {}),
-    "PPO, m=2": ("ppo", "remix", ON_POLICY_M2, {}),
+    "PPO (m=2)": ("ppo", "remix", ON_POLICY_M2, {}),
 }
 # (ReMix method, its baseline): PAIRS against plain on-policy training (also compared at the baseline's lr),
 # UTD_PAIRS against on-policy training with the same m = 2 (does reusing old rollouts add anything beyond more
 # updates per rollout?).
 PAIRS = (("ReMix-GRPO", "GRPO"), ("ReMix-PPO", "PPO"))
-UTD_PAIRS = (("ReMix-GRPO", "GRPO, m=2"), ("ReMix-PPO", "PPO, m=2"))
+UTD_PAIRS = (("ReMix-GRPO", "GRPO (m=2)"), ("ReMix-PPO", "PPO (m=2)"))
 
 
 Ablation = Literal["kl-convex", "utd", "reincarnation"]

@@ -141,6 +141,64 @@ def test_study_configs_differ_only_where_they_should(bench):
     assert (tc.remix.offpolicy_fraction * tc.batch_size) % tc.rollout.group_size == 0
 
 
+@pytest.mark.parametrize("algo", ["GRPO", "PPO"])
+def test_the_m2_baseline_is_on_policy_training_with_two_passes(bench, algo):
+    """'GRPO (m=2)' runs the ReMix loop, but every knob the loop reads (remix/schedule.py) is on-policy's except m:
+    no reuse, no reincarnation, no KL-Convex weight, no precedent copy, at every step."""
+    from remix.run_dir import config_json, flatten_config
+
+    cfg = bench.BenchConfig(seeds=(0,))
+    m2 = bench.train_config(cfg, bench.RunSpec(f"{algo} (m=2)", 1e-5, 0))
+    plain = bench.train_config(cfg, bench.RunSpec(algo, 1e-5, 0))
+    m2.validate()
+    for reincarnated in (False, True):
+        assert schedule.offpolicy_fraction(m2, reincarnated) == 0.0
+    assert schedule.utd_ratio(m2, False) == 2 and schedule.utd_ratio(plain, False) == 1
+    assert schedule.reincarnation_step(m2) is None and not schedule.uses_precedent(m2)
+    assert all(schedule.kl_lambda(m2, t, None) == 1.0 for t in range(1, cfg.steps + 1))
+    a, b = flatten_config(config_json(m2)), flatten_config(config_json(plain))
+    differ = {k for k in a.keys() | b.keys() if a.get(k) != b.get(k)} - bench.NOT_THE_EXPERIMENT
+    assert differ == {"variant", "remix.offpolicy_fraction", "remix.kl_convex", "remix.reincarnation_step"}
+    assert m2.algo == plain.algo == algo.lower()
+
+
+def test_the_sweep_extends_while_an_optimum_is_on_its_edge(bench, tmp_path, monkeypatch, capsys):
+    """Validation peaks at lr 2.5e-6 for ReMix-GRPO: a sweep from (5e-6, 1e-5) adds 2.5e-6 (still the edge), then
+    1.25e-6, where the optimum is inside; with one extension allowed it stays on the edge and says so."""
+    from concurrent.futures import Future
+
+    class Pool:
+        def __init__(self):
+            self.lrs = set()
+
+        def submit(self, fn, tc):
+            self.lrs.add(tc.optim.lr)
+            done = Future()
+            done.set_result({"heldout_accuracy_before": 0.2, "heldout_accuracy_after": 0.3, "rollouts": 40,
+                             "this_call_seconds": 1.0})
+            return done
+
+    def choose(cfg):
+        peak = {"ReMix-GRPO": 2.5e-6, "GRPO": 7e-6, "GRPO (m=2)": 7e-6}
+        scores = {n: {lr: [-abs(math.log(lr / peak[n]))] * cfg.sweep_seeds for lr in cfg.lrs} for n in peak}
+        return {n: max(sorted(s), key=lambda lr: s[lr][0]) for n, s in scores.items()}, scores
+
+    monkeypatch.setattr(bench, "choose_lrs", choose)
+    report = _load("report")
+    for allowed, lrs, edges in ((2, (1.25e-6, 2.5e-6, 5e-6, 1e-5), ([], [])),
+                                (1, (2.5e-6, 5e-6, 1e-5), (["ReMix-GRPO"], []))):
+        cfg = bench.BenchConfig(runs_dir=tmp_path / str(allowed), steps=5, seeds=(0, 1), sweep_seeds=1,
+                                lrs=(1e-5, 5e-6), methods=("grpo",), ablations=(), max_sweep_extensions=allowed)
+        pool = Pool()
+        chosen = bench._plan(cfg, pool)
+        assert chosen["lrs"] == lrs and chosen["lrs_asked"] == (5e-6, 1e-5) and chosen["edges"] == edges
+        assert pool.lrs == set(lrs) and chosen["best_lr"]["ReMix-GRPO"] == 2.5e-6
+        assert {s.lr for s in chosen["sweep"]} == set(lrs)
+        note = report.sweep_note(chosen)
+        assert ("Still on an edge" in note) == bool(edges[0])
+    assert "the sweep is extended to lrs 2.5e-06, 5e-06, 1e-05" in capsys.readouterr().out
+
+
 def test_a_finished_run_is_reused_only_with_the_same_config(bench, tmp_path):
     from remix.run_dir import config_json
 
@@ -229,15 +287,16 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
     out = tmp_path / "report"  # not there yet: the report makes it (the plots are written first)
     cfg = bench.BenchConfig(seeds=tuple(range(4)), sweep_seeds=2, lrs=(1e-5, 2e-5), steps=60, out=out,
                             methods=("grpo",))
-    speeds = {"ReMix-GRPO": 0.1, "GRPO": 0.05}
+    speeds = {"ReMix-GRPO": 0.1, "GRPO": 0.05, "GRPO (m=2)": 0.1}
     runs = {}
     specs = [bench.RunSpec(n, lr, s) for n in bench.method_table(cfg) for lr in cfg.lrs for s in cfg.seeds]
     for spec in specs:
         speed = speeds.get(spec.name, 0.08) * (1.2 if spec.lr == 2e-5 else 1.0)
         runs[(spec.name, spec.lr, spec.seed)] = _fake_run(bench, cfg, spec, speed)
-    best, scores = {"ReMix-GRPO": 2e-5, "GRPO": 2e-5}, {n: {lr: [0.3, 0.3] for lr in cfg.lrs} for n in speeds}
+    best, scores = {n: 2e-5 for n in speeds}, {n: {lr: [0.3, 0.3] for lr in cfg.lrs} for n in speeds}
     abl = [s for s in specs if s.name not in bench.METHODS and s.lr == 2e-5]
-    chosen = {"best_lr": best, "validation_scores": scores, "ablations": abl,
+    chosen = {"best_lr": best, "validation_scores": scores, "ablations": abl, "lrs": cfg.lrs, "lrs_asked": cfg.lrs,
+              "edges": bench.edge_methods(best, cfg.lrs),
               "ablation_pairs": bench.ablation_pairs(cfg), "kl_schedule": bench.kl_schedule_name(cfg)}
     noise = {"run": {"name": "ReMix-GRPO", "lr": 2e-5, "seed": 0}, "problems": 1024, "greedy_accuracy": [0.3, 0.3],
              "greedy_repeats_identical": True, "sampled_accuracy": [0.2, 0.22], "sampled_sd": 0.014,
@@ -250,6 +309,17 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
         assert med == pytest.approx(2.0, rel=0.1) and lo > 1
     text = (out / "efficiency.md").read_text()
     assert "fewer rollouts than GRPO" in text and (out / "efficiency.png").stat().st_size > 0
+    # against the m = 2 baseline, which rises as fast per rollout: a ratio of about 1
+    utd = data["comparisons"]["best: ReMix-GRPO (lr 2e-05) vs GRPO (m=2) (lr 2e-05)"]
+    assert all(row["rollout_ratio"][0] == pytest.approx(1.0, rel=0.1) for row in utd[:len(cfg.targets)])
+    # the ratio at each shared lr, on the sweep's seeds: about 2 against GRPO, about 1 against GRPO (m=2)
+    by_lr = {(r["baseline"], r["lr"]): r for r in data["ratio_by_lr"]}
+    assert set(by_lr) == {(b, lr) for b in ("GRPO", "GRPO (m=2)") for lr in cfg.lrs}
+    for (b, _), row in by_lr.items():
+        assert all(len(per_seed) == cfg.sweep_seeds for per_seed in row["ratios"])
+        assert statistics.median(row["ratios"][0]) == pytest.approx(2.0 if b == "GRPO" else 1.0, rel=0.15)
+    assert "## 5. The rollout ratio against the learning rate" in text and (out / "efficiency_lr.png").is_file()
+    assert "every method's validation optimum is inside the sweep" not in text  # 2e-5 is the sweep's top
     # seeds start a minute apart, each run takes 100 s: 3 min + 100 s from the first start to the last end
     assert "0.08 hours from the first run's start to the last run's end" in text
     # every ablation pair is reported, the KL pair at both KL coefficients, with where each part starts to act
