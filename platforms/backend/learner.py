@@ -99,7 +99,7 @@ class TorchLearner(Learner):
     def __init__(self, model_dir: str | Path, cfg: TrainConfig, plan: ParallelPlan, platform: str = "cpu") -> None:
         self.cfg, self.plan, self.platform = cfg, plan, platform
         self.model_dir = Path(model_dir)
-        lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
+        lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=plan.attention)
         self._aliases = _tied_aliases(lm)
         # The anchors are copies of the base model made before the plan is applied (sharded like the policy).
         reference = copy.deepcopy(lm)
@@ -116,7 +116,7 @@ class TorchLearner(Learner):
         self.objective = objective if plan.compile_objective else replace(objective, compile=False)
         self.critic: nn.Module | None = None
         if cfg.algo == "ppo":
-            backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32)
+            backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=plan.attention)
             self.critic = plan.prepare(ValueModel(backbone), trainable=True)
             self.critic_optimizer = self._new_optimizer(self.critic, cfg.optim.critic_lr)
 

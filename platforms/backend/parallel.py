@@ -46,6 +46,10 @@ class ParallelPlan:
     sharded: bool = False
     activation_checkpointing: bool = False
     static: StaticShapes | None = None  # XLA: fixed shapes, graph cuts, SPMD (static_shapes.py)
+    # transformers' attention implementation for the learner's models (None: its default, SDPA). XLA takes "eager":
+    # its autocast does not cast SDPA's inputs (pytorch/xla#7177), so with bf16 autocast RoPE's float32 tables
+    # leave q and k float32 beside a bf16 v and SDPA refuses them; eager attention's matmuls are cast per op.
+    attention: str | None = None
 
     @property
     def static_shapes(self) -> bool:

@@ -37,6 +37,9 @@ from remix.config import RolloutConfig, TrainConfig
 NAME = "xla"
 DIST_BACKEND = "gloo"  # never joined: one process drives every chip (SPMD); see check_available
 LENGTH_MULTIPLE = 32  # learner batches: prompt and response lengths are padded to multiples of this
+# The learner's attention: torch-xla has no SDPA lowering (SDPA decomposes into the same matmuls and softmax as
+# eager attention), and its autocast leaves SDPA's inputs uncast, which with bf16 fails (ParallelPlan.attention).
+ATTENTION = "eager"
 
 
 def check_available() -> None:
@@ -123,7 +126,8 @@ def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
               "(--objective.compile has no effect here)", flush=True)
     plan = ParallelPlan(device=device(), compute_dtype=DTYPES[cfg.model.dtype],
                         activation_checkpointing=cfg.model.activation_checkpointing,
-                        static=StaticShapes(length_multiple=LENGTH_MULTIPLE, cut=sync, mesh=mesh()))
+                        static=StaticShapes(length_multiple=LENGTH_MULTIPLE, cut=sync, mesh=mesh()),
+                        attention=ATTENTION)
     return TorchLearner(model_dir, cfg, plan, platform=NAME)
 
 

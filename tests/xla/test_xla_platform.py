@@ -88,6 +88,24 @@ def _probe_batch(trainer):
     return collate(groups, trainer.pad_id)
 
 
+def test_a_bf16_learner_trains_on_xla_as_on_the_cpu_platform(tiny_model_dir):
+    """`--model.dtype bfloat16` on XLA: under XLA's autocast, SDPA got float32 q and k (RoPE's float32 tables) beside
+    a bf16 v and raised; the learner attends eagerly there. One ReMix step and the log-probs after it against the
+    CPU platform's bf16 learner (autocast with SDPA), within bf16's rounding: both round the blocks' matmul inputs
+    to bf16 (8 bits of mantissa, 4e-3 relative) but in different kernels and orders."""
+    cfg = replace(_config(tiny_model_dir, steps=1), model=replace(_config(tiny_model_dir).model, dtype="bfloat16"))
+    cpu, xla = _trainer("cpu", tiny_model_dir, cfg), _trainer("xla", tiny_model_dir, cfg)
+    assert xla.learner.policy.lm.config._attn_implementation == "eager"
+    want, got = cpu.train_step(), xla.train_step()  # float32 engines: the same samples from the same weights
+    assert got["response_length/mean"] == want["response_length/mean"] and got["reward/mean"] == want["reward/mean"]
+    for key in ("loss/policy", "entropy", "ratio/mean"):
+        assert got[key] == pytest.approx(want[key], rel=2e-2, abs=2e-3), key
+    batch = _probe_batch(cpu)
+    diff = (xla.learner.logprobs(batch).cpu() - cpu.learner.logprobs(batch)).abs().max().item()
+    print(f"bf16 learner, XLA against CPU: max |log-prob difference| {diff:.2e}")
+    assert diff < 1e-2  # measured 1.7e-3; a wrong mask or position moves log-probs by 0.1 or more
+
+
 def test_later_steps_and_generations_in_a_bucket_compile_nothing(tiny_model_dir):
     cfg = _config(tiny_model_dir, steps=4, remix=ReMixConfig(reincarnation_step=None))
     trainer = _trainer("xla", tiny_model_dir, cfg)
