@@ -185,7 +185,6 @@ class TorchLearner(Learner):
 
         if self.plan.static is not None:
             batch = self.plan.static.pad(batch)
-        batch = self.plan.place(batch)
         totals = self._accumulate_and_step(batch, policy_loss, self.policy, self.optimizer, "grad_norm",
                                            global_tokens)
         if self.critic is not None:
@@ -207,9 +206,12 @@ class TorchLearner(Learner):
         # ranks, so scaling by the world size turns that average into the sum that equals one rank's update.
         scale = float(dist.world_size())
         totals: dict[str, torch.Tensor] = {}
-        finite = torch.ones((), dtype=torch.bool, device=batch.input_ids.device)
+        finite = torch.ones((), dtype=torch.bool, device=self.plan.device)
         for idx in torch.arange(len(batch)).split(self.cfg.micro_batch_size):
-            micro = batch.select(idx.to(batch.input_ids.device))
+            # Selected on the host, then placed: under SPMD each micro-batch is sharded over the mesh by rows. A
+            # micro-batch indexed out of a placed, sharded mini-batch came out replicated, so every device computed
+            # all of its rows.
+            micro = self.plan.place(batch.select(idx))
             with self.plan.float32_matmuls():
                 with self.plan.autocast():
                     loss, metrics = loss_fn(micro)
@@ -246,10 +248,12 @@ class TorchLearner(Learner):
         if self.precedent is None:
             raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
         set_model_state_dict(self.precedent, get_model_state_dict(self.policy))
+        self.plan.reshard(self.precedent)
         self.plan.sync()
 
     def reincarnate_reference(self) -> None:
         set_model_state_dict(self.reference, get_model_state_dict(self.policy))
+        self.plan.reshard(self.reference)
         self.reference_is_base = False
         self.plan.sync()
 
@@ -341,3 +345,14 @@ class TorchLearner(Learner):
             set_model_state_dict(self.critic, state["critic"])
             if "critic_optimizer" in state:
                 set_optimizer_state_dict(self.critic, self.critic_optimizer, state["critic_optimizer"])
+        self._reshard()
+
+    def _reshard(self) -> None:
+        """SPMD: a full state dict copied into a sharded model leaves its parameters replicated, and optimizer state
+        loaded from host copies arrives replicated (at 1.5B about 25 GB per chip): the plan's sharding again."""
+        self.plan.reshard(self.policy, self.optimizer)
+        for module in (self.reference, self.precedent):
+            if module is not None:
+                self.plan.reshard(module)
+        if self.critic is not None:
+            self.plan.reshard(self.critic, self.critic_optimizer)

@@ -72,6 +72,12 @@ class ParallelPlan:
             self.static.shard_batch(batch)
         return batch
 
+    def reshard(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """SPMD: the parameters' sharding again after a load replaced them, and the optimizer's state sharded as
+        its parameters; elsewhere nothing (FSDP2 loads into its DTensors in place)."""
+        if self.static is not None:
+            self.static.reshard(module, optimizer)
+
     def prepare(self, module: nn.Module, trainable: bool) -> nn.Module:
         """Applies the plan to a freshly built float32 module: activation checkpointing (trainable modules
         only), frozen weights in the compute dtype, FSDP2 sharding, placement. Dropout stays off (eval mode)

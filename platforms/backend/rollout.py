@@ -65,6 +65,12 @@ def stop_token_ids(generation_config, tokenizer) -> set[int]:
     return ids
 
 
+def is_stop(token: torch.Tensor, stop: torch.Tensor) -> torch.Tensor:
+    """token [B] -> [B] bool, whether each is one of the stop ids `stop` [S]: torch.isin's answer, in ops every
+    device lowers (torch-xla has no isin: it ran on the host at every decode token, a device round trip each)."""
+    return (token[:, None] == stop[None, :]).any(dim=1)
+
+
 def pad_token_id(tokenizer, stop_ids: set[int]) -> int:
     """The tokenizer's pad id, or the lowest stop id where it has none (finished rows decode it)."""
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
@@ -284,7 +290,7 @@ class TorchRollout(Rollout):
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             tokens[live, step], logps[live, step] = token, logp
             steps = step + 1
-            done = done | torch.isin(token, stop)
+            done = done | is_stop(token, stop)
             finished = int(done.sum())  # the one read from the device per token (end of loop, compaction)
             if finished == len(live) or step + 1 == new:
                 break
@@ -364,7 +370,7 @@ class TorchRollout(Rollout):
             token = torch.where(done, torch.full_like(token, self.pad_id), token)
             tokens.append(token)
             logps.append(logp)
-            done = done | torch.isin(token, stop)
+            done = done | is_stop(token, stop)
             if j + 1 == new or ((j + 1) % plan.sync_every == 0 and bool(done.all())):
                 break
             step_pos = step_pos + 1

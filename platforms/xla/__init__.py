@@ -8,7 +8,7 @@ here keeps shapes fixed and the host out of the step:
   two, a fixed-size cache) with a graph cut (`torch_xla.sync`) after the prefill and after each decode step, so
   every step of every generation in a bucket runs one cached executable; sampling draws its uniforms from a
   host generator (XLA devices have no torch.Generator) and samples on the device;
-- learner: batches padded to multiples of `LENGTH_MULTIPLE` tokens (prompt and response separately), log-probs
+- learner: batches padded to powers of two of at least `MIN_LENGTH` tokens (prompt and response separately), log-probs
   over every position of the padded batch (no boolean indexing, whose result has a data-dependent shape),
   micro-batch metrics kept on the device and read once per optimizer step, a graph cut after each backward and
   after the optimizer step;
@@ -36,7 +36,7 @@ from remix.config import RolloutConfig, TrainConfig
 
 NAME = "xla"
 DIST_BACKEND = "gloo"  # never joined: one process drives every chip (SPMD); see check_available
-LENGTH_MULTIPLE = 32  # learner batches: prompt and response lengths are padded to multiples of this
+MIN_LENGTH = 32  # learner batches: prompt and response lengths are padded to powers of two, at least this
 # The learner's attention: torch-xla has no SDPA lowering (SDPA decomposes into the same matmuls and softmax as
 # eager attention), and its autocast leaves SDPA's inputs uncast, which with bf16 fails (ParallelPlan.attention).
 ATTENTION = "eager"
@@ -56,6 +56,21 @@ def check_available() -> None:
         ) from None
     if dist.launched_world_size() > 1:
         raise PlatformUnavailable("--platform xla: start one process (it drives every chip through SPMD), not torchrun")
+    check_single_host()
+
+
+def check_single_host() -> None:
+    """One line on a multi-host slice (a TPU pod: the same command on every host). Each host's process would see a
+    world of one and act as the only process: write full checkpoints, metrics and the model folder, grade on its
+    own. Multi-host SPMD (a process group through xla://, DCP with the SPMD planners so each host writes its
+    shards, only process 0 writing the rest) is not built: refused rather than run wrong."""
+    from platforms import PlatformUnavailable
+    import torch_xla.runtime as xr
+
+    hosts = xr.process_count()
+    if hosts > 1:
+        raise PlatformUnavailable(f"--platform xla: this slice has {hosts} hosts; remix drives the chips of one host "
+                                  "only (multi-host SPMD is not supported: docs/platforms.md, XLA)")
 
 
 _spmd: bool | None = None
@@ -72,7 +87,32 @@ def spmd() -> bool:
         _spmd = xr.global_runtime_device_count() > 1
         if _spmd:
             xr.use_spmd()
+        _set_matmul_precision()
     return _spmd
+
+
+MATMUL_PRECISION = "highest"
+
+
+def _set_matmul_precision() -> None:
+    """float32 matmuls computed in float32: a TPU's default precision rounds float32 operands to bf16 (one pass), so
+    `--model.dtype float32` and the float32 LM head of a bf16 learner (float32 weights, bf16-rounded inputs) would
+    not be float32 there. 'highest' takes six bf16 passes (about 22 bits); bf16 operands, which a bf16 learner's
+    blocks and the engine's matmuls have, are unaffected. XLA's CPU backend computes float32 either way; the
+    precision is written into every float32 dot of the HLO (tests/xla check that)."""
+    import logging
+
+    import torch_xla.backends
+
+    if torch_xla.backends.get_mat_mul_precision() != MATMUL_PRECISION:
+        # it warns on every call that setting it more than once is not recommended: this is the one call
+        log = logging.getLogger("torch_xla.backends")
+        level = log.level
+        log.setLevel(logging.ERROR)
+        try:
+            torch_xla.backends.set_mat_mul_precision(MATMUL_PRECISION)
+        finally:
+            log.setLevel(level)
 
 
 def device() -> torch.device:
@@ -126,10 +166,10 @@ def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
               "(--objective.compile has no effect here)", flush=True)
     plan = ParallelPlan(device=device(), compute_dtype=DTYPES[cfg.model.dtype],
                         activation_checkpointing=cfg.model.activation_checkpointing,
-                        static=StaticShapes(length_multiple=LENGTH_MULTIPLE, cut=sync, mesh=mesh()),
+                        static=StaticShapes(min_length=MIN_LENGTH, cut=sync, mesh=mesh()),
                         attention=ATTENTION)
     return TorchLearner(model_dir, cfg, plan, platform=NAME)
 
 
-__all__ = ["DIST_BACKEND", "NAME", "check_available", "device", "make_learner", "make_rollout", "mesh", "spmd",
-           "sync"]
+__all__ = ["DIST_BACKEND", "NAME", "check_available", "check_single_host", "device", "make_learner", "make_rollout",
+           "mesh", "spmd", "sync"]

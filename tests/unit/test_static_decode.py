@@ -240,3 +240,14 @@ def test_wide_batches_only_where_the_cache_is_small(sharp_model_dir):
     assert rollout._rows_per_batch(prompts, huge) == rollout.max_batch
     static = TorchRollout(sharp_model_dir, decode=DecodePlan(static_cache=True))
     assert static._rows_per_batch(prompts, P(max_new_tokens=8)) == static.max_batch
+
+
+def test_the_stop_check_is_isin_in_ops_every_device_lowers():
+    """torch-xla has no isin (it fell back to the host at every decode token): the comparison the rollout uses
+    instead gives isin's answer, for one stop id and several, with ids on both sides of them."""
+    from platforms.backend.rollout import is_stop
+
+    tokens = torch.randint(0, 50, (257,), generator=torch.Generator().manual_seed(0))
+    for stop in ([7], [0, 7, 49], list(range(0, 50, 3))):
+        s = torch.tensor(stop)
+        assert torch.equal(is_stop(tokens, s), torch.isin(tokens, s))

@@ -29,12 +29,15 @@ def fixed_batch(tokenizer, pad_id):
     return batch
 
 
-def one_update(platform: str, model_dir) -> tuple[dict, torch.Tensor]:
+UPDATE_CONFIG = dict(batch_size=8, mini_batch_size=8, micro_batch_size=4)
+
+
+def one_update(platform: str, model_dir, learner=None) -> tuple[dict, torch.Tensor]:
     """(metrics, flattened weight update) of one update of mini-batch 8, micro-batch 4."""
     from transformers import AutoTokenizer
 
-    cfg = small_config(model_dir, batch_size=8, mini_batch_size=8, micro_batch_size=4)
-    learner = get_platform(platform).make_learner(model_dir, cfg)
+    if learner is None:
+        learner = get_platform(platform).make_learner(model_dir, small_config(model_dir, **UPDATE_CONFIG))
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     batch = fixed_batch(tokenizer, tokenizer.pad_token_id)
     before = {k: v.detach().cpu().clone() for k, v in learner.policy_weights()}
@@ -44,6 +47,21 @@ def one_update(platform: str, model_dir) -> tuple[dict, torch.Tensor]:
     return metrics, delta
 
 
+def sharding_counts(learner) -> dict[str, int]:
+    """Of the policy's parameters that divide over the mesh: how many there are, how many are sharded, and how many
+    of their AdamW moments are."""
+    import torch_xla
+
+    def sharded(t) -> bool:
+        return "devices=" in torch_xla._XLAC._get_xla_sharding_spec(t)
+
+    n = learner.plan.static.mesh.size()
+    params = [p for p in learner.policy.parameters() if p.dim() > 0 and p.shape[0] % n == 0]
+    moments = [v for p in params for k, v in learner.optimizer.state.get(p, {}).items() if k.startswith("exp_avg")]
+    return {"shardable": len(params), "sharded": sum(map(sharded, params)), "moments": len(moments),
+            "sharded_moments": sum(map(sharded, moments))}
+
+
 def main() -> None:
     model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
     import torch_xla.runtime as xr
@@ -51,13 +69,26 @@ def main() -> None:
     from platforms import xla
 
     assert xla.spmd(), "run with CPU_NUM_DEVICES > 1"
-    metrics, delta = one_update("xla", model_dir)
-    learner_params = get_platform("xla").make_learner(model_dir, small_config(model_dir)).policy.parameters()
     import torch_xla
 
-    sharded = sum(1 for p in learner_params if "devices=" in torch_xla._XLAC._get_xla_sharding_spec(p))
+    cfg = small_config(model_dir, **UPDATE_CONFIG)
+    learner = get_platform("xla").make_learner(model_dir, cfg)
+    micro_specs = []  # the sharding of each micro-batch the policy's forward is handed during the update
+    hook = learner.policy.register_forward_pre_hook(
+        lambda module, args: micro_specs.append(torch_xla._XLAC._get_xla_sharding_spec(args[0].input_ids)))
+    metrics, delta = one_update("xla", model_dir, learner)
+    hook.remove()
+    trained = sharding_counts(learner)
+    # a checkpoint of the updated learner, loaded into a fresh one: the same weights, sharded as before
+    folder = out.parent / "checkpoint"
+    learner.save_state(folder)
+    resumed = get_platform("xla").make_learner(model_dir, cfg)
+    resumed.load_state(folder)
+    same = all(torch.equal(a.cpu(), b.cpu()) for (_, a), (_, b) in zip(learner.policy_weights(),
+                                                                      resumed.policy_weights()))
     out.write_text(json.dumps({"devices": xr.global_runtime_device_count(), "metrics": metrics,
-                               "delta": delta.tolist(), "sharded_parameters": sharded}))
+                               "delta": delta.tolist(), "micro_batch_shardings": micro_specs, "trained": trained,
+                               "resumed": sharding_counts(resumed), "resumed_weights_equal": same}))
 
 
 if __name__ == "__main__":

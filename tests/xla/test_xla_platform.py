@@ -106,6 +106,66 @@ def test_a_bf16_learner_trains_on_xla_as_on_the_cpu_platform(tiny_model_dir):
     assert diff < 1e-2  # measured 1.7e-3; a wrong mask or position moves log-probs by 0.1 or more
 
 
+def test_float32_matmuls_are_float32_on_a_tpu_too(tiny_model_dir):
+    """A TPU's default precision computes float32 matmuls in one bf16 pass: the platform asks for 'highest', which
+    XLA writes into every float32 dot of the HLO (the CPU backend computes float32 either way)."""
+    import torch_xla.backends
+
+    from platforms import xla
+
+    device = xla.device()
+    assert torch_xla.backends.get_mat_mul_precision() == "highest"
+    a = torch.randn(8, 8, device=device)
+    hlo = torch_xla._XLAC._get_xla_tensors_hlo([a @ a])
+    assert "operand_precision={highest,highest}" in hlo, hlo
+
+
+def test_a_second_process_reads_compiled_programs_from_the_persistent_cache(tmp_path):
+    """docs/platforms.md: with XLA_PERSISTENT_CACHE_PATH set (what torch_xla.runtime.initialize_cache sets), a second
+    run loads its programs from disk instead of compiling them again."""
+    code = ("import torch, torch_xla, torch_xla.debug.metrics as met\n"
+            "a = torch.ones(16, 16, device=torch_xla.device())\n"
+            "b = (a @ a).sum()\n"
+            "torch_xla.sync()\n"
+            "print(float(b), *(met.counter_value(f'PersistentCache{k}') or 0 for k in ('Hit', 'Miss')))")
+    env = {**os.environ, "PJRT_DEVICE": "CPU", "XLA_PERSISTENT_CACHE_PATH": str(tmp_path / "cache")}
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    (value1, hits1, misses1), (value2, hits2, misses2) = (r.stdout.split()[-3:] for r in runs)
+    assert value1 == value2 == "4096.0"
+    assert (int(hits1), int(hits2)) == (0, int(misses1)) and int(misses1) >= 1 and int(misses2) == 0
+    assert any((tmp_path / "cache").iterdir())
+
+
+def test_a_multi_host_slice_is_refused_in_one_line(monkeypatch):
+    """Every host of a pod would see a world of one and write full checkpoints and metrics: refused instead."""
+    import torch_xla.runtime as xr
+
+    from platforms import PlatformUnavailable, xla
+
+    xla.check_single_host()  # one host here
+    monkeypatch.setattr(xr, "process_count", lambda: 2)
+    with pytest.raises(PlatformUnavailable, match="this slice has 2 hosts") as e:
+        xla.check_single_host()
+    assert "\n" not in str(e.value)
+
+
+def test_decoding_falls_back_to_the_host_for_no_op(tiny_model_dir):
+    """torch.isin has no XLA lowering: the stop check ran on the host at every decode token. A generation and a
+    training step on XLA execute no op on the host's fallback path; reading a scalar (`bool(t)`, `int(t)`) counts
+    as one in torch-xla's metrics (`_local_scalar_dense`), and is a transfer, not a computation."""
+    cfg = _config(tiny_model_dir, steps=2)
+    trainer = _trainer("xla", tiny_model_dir, cfg)
+    trainer.train_step()
+    met.clear_all()
+    trainer.train_step()
+    reads, transfers = met.counter_value("aten::_local_scalar_dense") or 0, met.metric_data("TransferFromDeviceTime")
+    print(f"one step: {reads} scalar reads, {0 if transfers is None else transfers[0]} device-to-host transfers, "
+          f"{met.metric_data('ExecuteTime')[0]} graph executions")
+    assert [op for op in met.executed_fallback_ops() if op != "aten::_local_scalar_dense"] == []
+
+
 def test_later_steps_and_generations_in_a_bucket_compile_nothing(tiny_model_dir):
     cfg = _config(tiny_model_dir, steps=4, remix=ReMixConfig(reincarnation_step=None))
     trainer = _trainer("xla", tiny_model_dir, cfg)
@@ -161,7 +221,13 @@ def test_spmd_update_over_four_devices_equals_one_device(tiny_model_dir, tmp_pat
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     spmd = json.loads(out.read_text())
-    assert spmd["devices"] == 4 and spmd["sharded_parameters"] > 0
+    assert spmd["devices"] == 4 and spmd["trained"]["sharded"] == spmd["trained"]["shardable"] > 0
+    # each micro-batch (4 rows) is sharded over the 4 devices by rows, not computed whole on every device
+    assert len(spmd["micro_batch_shardings"]) == 2
+    assert all(s.startswith("{devices=[4,1]") for s in spmd["micro_batch_shardings"]), spmd["micro_batch_shardings"]
+    # after a resume the policy and AdamW's moments are sharded as before the checkpoint, not replicated
+    assert spmd["resumed_weights_equal"] and spmd["resumed"] == spmd["trained"]
+    assert spmd["trained"]["sharded_moments"] == spmd["trained"]["moments"] == 2 * spmd["trained"]["shardable"]
     cpu_metrics, cpu_delta = one_update("cpu", tiny_model_dir)
     for key in ("loss/policy", "grad_norm", "kl/ref"):
         assert spmd["metrics"][key] == pytest.approx(cpu_metrics[key], rel=1e-4, abs=1e-7), key
