@@ -43,6 +43,31 @@ def one_run(cfg: TrainConfig) -> dict:
             "rollouts": summary["rollouts"]}
 
 
+def per_step_counts(cfg: TrainConfig, warmup: int = 2, measured: int = 3) -> dict:
+    """torch_xla's counts per training step of `cfg` on XLA, after `warmup` steps (compilations, the optimizer's
+    first state): device-to-host transfers, graph executions, scalar reads, and compilations (0 once warm)."""
+    import torch_xla.debug.metrics as met
+
+    from remix.rewards import GraderPool
+    from remix.runner import build_trainer
+
+    with GraderPool(cfg.grader_workers, cfg.grader_timeout_s, rewards=cfg.rewards()) as grader:
+        trainer = build_trainer(cfg, get_platform("xla"), grader)
+        for _ in range(warmup):
+            trainer.train_step()
+        met.clear_all()
+        for _ in range(measured):
+            trainer.train_step()
+
+    def count(metric: str) -> float:
+        data = met.metric_data(metric)
+        return (data[0] if data else 0) / measured
+
+    return {"transfers": count("TransferFromDeviceTime"), "executions": count("ExecuteTime"),
+            "scalar_reads": (met.counter_value("aten::_local_scalar_dense") or 0) / measured,
+            "compilations": count("CompileTime"), "fallback_ops": met.executed_fallback_ops()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
@@ -71,6 +96,8 @@ def main() -> int:
     execute = met.metric_data("ExecuteTime")
     results["xla"].update(compilations=int(compile_time[0]), compile_s=compile_time[1] / 1e9,
                           executions=int(execute[0]) if execute else 0)
+    # after the runs: a step's own counts (the runs' totals above include evaluations and the first compilations)
+    per_step = per_step_counts(TrainConfig(platform="xla"))
     command = "PJRT_DEVICE=CPU python -m bench.xla " + " ".join(sys.argv[1:])
     versions = f"torch {torch.__version__}, torch-xla {torch_xla.__version__}"
     lines = ["# The XLA platform on the CPU (PJRT) beside the CPU platform", "",
@@ -87,9 +114,15 @@ def main() -> int:
                      f"({r['later_step_s_min']:.2f}-{r['later_step_s_max']:.2f}) | {r['wall_s']:.0f} s | {comp} |")
     lines += ["", "Step time is generate + grade + learn as the run logs it; the first step includes most "
               "compilations on XLA. Compilations are torch_xla's CompileTime count over the whole XLA run "
-              "(evaluations included): one per distinct graph, so later steps in the same length buckets add none."]
+              "(evaluations included): one per distinct graph, so later steps in the same length buckets add none.",
+              "", "Per training step of the default job on XLA, once warm (mean of 3 steps after 2, torch_xla's "
+              "metrics; a decode step is one graph execution, a device-to-host transfer makes the host wait):", "",
+              "| device-to-host transfers | graph executions | scalar reads | compilations | ops on the host's "
+              "fallback path |", "|---|---|---|---|---|",
+              f"| {per_step['transfers']:.1f} | {per_step['executions']:.1f} | {per_step['scalar_reads']:.1f} | "
+              f"{per_step['compilations']:.1f} | {', '.join(per_step['fallback_ops']) or 'none'} |"]
     write_report(args.out, "xla_cpu", lines, {"command": command, "machine": machine_description(),
-                                             "versions": versions, "results": results})
+                                             "versions": versions, "results": results, "per_step": per_step})
     return 0
 
 

@@ -32,7 +32,7 @@ def plan_for(cfg: TrainConfig, device: torch.device) -> ParallelPlan:
 
 
 def decode_plan_for(options: RolloutConfig, device: torch.device, mark_step=None,
-                    prompt_tokens: int | None = None) -> DecodePlan:
+                    prompt_tokens: int | None = None, shard_rows=None) -> DecodePlan:
     """The torch engine's decode layout: --rollout.kv-cache, where auto means static on an accelerator and
     dynamic on the CPU. On CUDA the static step is compiled (CUDA graphs); XLA traces it itself (`mark_step`).
     Off the CPU the device is asked whether every row has finished only every 8 tokens (one sync per token
@@ -42,7 +42,7 @@ def decode_plan_for(options: RolloutConfig, device: torch.device, mark_step=None
     if not static:
         return DecodePlan()
     plan = DecodePlan(static_cache=True, compile=device.type == "cuda", sync_every=1 if device.type == "cpu" else 8,
-                      mark_step=mark_step)
+                      mark_step=mark_step, shard_rows=shard_rows)
     if prompt_tokens:
         bucket = -(-prompt_tokens // plan.prompt_multiple) * plan.prompt_multiple
         plan = replace(plan, cache_tokens=bucket + options.max_new_tokens)
@@ -50,9 +50,10 @@ def decode_plan_for(options: RolloutConfig, device: torch.device, mark_step=None
 
 
 def torch_rollout(model_dir, device: torch.device, platform: str, seed: int, dtype: str,
-                  options: RolloutConfig | None, mark_step=None, prompt_tokens: int | None = None) -> TorchRollout:
+                  options: RolloutConfig | None, mark_step=None, prompt_tokens: int | None = None,
+                  shard_rows=None) -> TorchRollout:
     """The backend's rollout as a platform configures it."""
-    plan = decode_plan_for(options or RolloutConfig(), device, mark_step, prompt_tokens)
+    plan = decode_plan_for(options or RolloutConfig(), device, mark_step, prompt_tokens, shard_rows)
     return TorchRollout(model_dir, seed=seed, dtype=DTYPES[dtype], device=device, platform=platform, decode=plan)
 
 

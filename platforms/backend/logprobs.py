@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.checkpoint import checkpoint
 
+from platforms.backend.recompute import recompute
 from remix.batching import positions_of
 from remix.interfaces import TokenBatch
 
@@ -70,9 +70,7 @@ def head_logprobs(states: torch.Tensor, targets: torch.Tensor, head: nn.Module, 
     weight, bias = head_weights(head, round_to)
     for s in range(0, states.shape[0], chunk_tokens):
         args = (states[s:s + chunk_tokens], targets[s:s + chunk_tokens], weight, bias, temperature, round_to)
-        # no RNG inside (and XLA has no torch device module for RNG state): nothing to preserve
-        lp, ent = (checkpoint(_chunk_logprobs, *args, use_reentrant=False, preserve_rng_state=False) if with_grad
-                   else _chunk_logprobs(*args))
+        lp, ent = recompute(_chunk_logprobs, *args, owner=head) if with_grad else _chunk_logprobs(*args)
         logps.append(lp)
         ents.append(ent)
     if not logps:

@@ -31,8 +31,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
-
+from platforms.backend.recompute import recompute
 from platforms.backend.static_shapes import StaticShapes
 from remix.interfaces import TokenBatch
 
@@ -195,7 +194,6 @@ def _recompute_in_backward(block: nn.Module) -> None:
     def recomputed(*args, **kwargs):
         if not torch.is_grad_enabled():
             return forward(*args, **kwargs)
-        # dropout is off (eval mode): no RNG to replay, and XLA has no torch device module for RNG state
-        return checkpoint(forward, *args, use_reentrant=False, preserve_rng_state=False, **kwargs)
+        return recompute(forward, *args, owner=block, **kwargs)  # with XLA's barrier there (recompute.py)
 
     block.forward = recomputed

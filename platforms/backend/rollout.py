@@ -87,6 +87,8 @@ class DecodePlan:
     cache_tokens: int = 0  # static: the KV cache's length for the run (0: the first call's need, grown as needed)
     sync_every: int = 1  # static: read "has every row finished?" from the device every this many tokens
     mark_step: Callable[[], None] | None = None  # XLA: cut the lazy graph after the prefill and each step
+    # XLA SPMD: shards a tensor along its rows over the mesh (the decode's inputs and KV cache), else None
+    shard_rows: Callable[[torch.Tensor], None] | None = None
     compact_finished: bool = True  # dynamic: rows that finished leave the batch (once an eighth of it has)
     wide_batch_kv_bytes: int = 256 << 20  # dynamic: more than max_batch rows while their KV cache fits in this
     wide_batch_rows: int = 512  # dynamic: the most rows a wide batch takes
@@ -128,6 +130,15 @@ def new_static_cache(model, rows: int, length: int) -> StaticCache:
         return StaticCache(config=model.config, max_batch_size=rows, max_cache_len=length, device=model.device,
                            dtype=model.dtype)
     return StaticCache(config=model.config, max_cache_len=length)
+
+
+def cache_tensors(cache) -> list[torch.Tensor]:
+    """The key and value tensors of a cache (transformers 5: per layer, allocated at the first update; 4: lists)."""
+    layers = getattr(cache, "layers", None)
+    if layers is not None:
+        return [t for layer in layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
+                if isinstance(t, torch.Tensor)]
+    return [*getattr(cache, "key_cache", []), *getattr(cache, "value_cache", [])]
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -357,7 +368,13 @@ class TorchRollout(Rollout):
         # the mask has the cache's length, whatever this call's prompt width (one decode graph per row bucket).
         full_mask = torch.cat([mask, torch.ones((rows, self._cache_tokens - width), dtype=mask.dtype)], dim=1).to(dev)
         ids, positions = ids.to(dev), positions_of(mask).to(dev)
+        if plan.shard_rows:  # SPMD: each device decodes its share of the rows, with their share of the cache
+            for t in (ids, full_mask, positions):
+                plan.shard_rows(t)
         logits = self._forward_last(ids, full_mask, positions, torch.arange(width, device=dev), cache)  # prefill
+        if plan.shard_rows:  # the cache exists from the prefill on (transformers 5 allocates it at its first update)
+            for t in cache_tensors(cache):
+                plan.shard_rows(t)
         if plan.mark_step:
             plan.mark_step()
         stop = torch.tensor(sorted(self.stop_ids), device=dev)

@@ -126,10 +126,10 @@ def device() -> torch.device:
 
 def _register_device_module() -> None:
     """torch.utils.checkpoint (torch 2.9) looks up `torch.<device type>` even with preserve_rng_state=False, and
-    torch-xla registers no `torch.xla`, so the backend's recomputation (chunked LM head, activation checkpointing)
-    would fail. A bare module is enough: with preserve_rng_state=False, which the backend always passes (no
-    dropout, no RNG to replay), nothing in it is used. torch-xla's own checkpoint is no substitute: it is
-    reentrant only and drops keyword arguments, which transformers' blocks take."""
+    torch-xla registers no `torch.xla`. The backend's recomputation uses torch-xla's own checkpoint on XLA
+    (platforms/backend/recompute.py: it keeps XLA from merging the recomputation back into the forward), so this
+    only keeps any other use of torch.utils.checkpoint on an XLA tensor working: with preserve_rng_state=False
+    nothing in the bare module is used."""
     import types
 
     if not hasattr(torch, "xla"):
@@ -155,9 +155,24 @@ def mesh():
     return xs.Mesh(np.arange(n), (n,), ("fsdp",))
 
 
+def shard_rows(t: torch.Tensor) -> None:
+    """SPMD: t sharded along its first dimension (rows) over the mesh, where the mesh divides it and t is not
+    sharded yet. The rollout splits its rows and their KV cache, which grow with the batch; its weights stay
+    replicated (data-parallel decode: sharded weights would be all-gathered at every token)."""
+    m = mesh()
+    if m is None or t.dim() == 0 or t.shape[0] % m.size():
+        return
+    import torch_xla
+    import torch_xla.distributed.spmd as xs
+
+    if "devices=" not in torch_xla._XLAC._get_xla_sharding_spec(t):
+        xs.mark_sharding(t, m, ("fsdp",) + (None,) * (t.dim() - 1))
+
+
 def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32",
                  options: RolloutConfig | None = None, prompt_tokens: int | None = None):
-    return torch_rollout(model_dir, device(), NAME, seed, dtype, options, mark_step=sync, prompt_tokens=prompt_tokens)
+    return torch_rollout(model_dir, device(), NAME, seed, dtype, options, mark_step=sync, prompt_tokens=prompt_tokens,
+                         shard_rows=shard_rows if spmd() else None)
 
 
 def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
@@ -172,4 +187,4 @@ def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
 
 
 __all__ = ["DIST_BACKEND", "NAME", "check_available", "check_single_host", "device", "make_learner", "make_rollout",
-           "mesh", "spmd", "sync"]
+           "mesh", "shard_rows", "spmd", "sync"]

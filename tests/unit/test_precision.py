@@ -107,8 +107,8 @@ def test_frozen_copies_of_a_1_5b_model_in_bf16(tmp_path):
 
 def test_activation_checkpointing_gives_the_same_update(tiny_model_dir, monkeypatch):
     plain = updated_weights(tiny_model_dir, LOSS_AGGS[0])
-    real, calls = parallel.checkpoint, []
-    monkeypatch.setattr(parallel, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real, calls = parallel.recompute, []
+    monkeypatch.setattr(parallel, "recompute", lambda *a, **k: calls.append(1) or real(*a, **k))
     recomputed = updated_weights(tiny_model_dir, LOSS_AGGS[0], activation_checkpointing=True)
     assert len(calls) == 2 * 4 * 2  # 2 blocks x 4 micro-batches x 2 trainable models (policy, critic)
     assert plain.keys() == recomputed.keys()

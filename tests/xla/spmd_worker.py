@@ -47,6 +47,20 @@ def one_update(platform: str, model_dir, learner=None) -> tuple[dict, torch.Tens
     return metrics, delta
 
 
+PROMPTS = ("What is 1 + 2?", "7 * 8 =", "Hi", "Compute 4 - 1.", "2 + 2 =", "Name a prime.", "9 - 3 =", "Go")
+
+
+def generations(platform: str, model_dir) -> tuple[list[list[int]], object]:
+    """(the response tokens of PROMPTS, the rollout) sampled at temperature 1 with the seed of small_config."""
+    from remix.interfaces import SamplingParams
+
+    cfg = small_config(model_dir)
+    rollout = get_platform(platform).make_rollout(model_dir, seed=cfg.seed, options=cfg.rollout)
+    prompts = [rollout.tokenizer(t)["input_ids"] for t in PROMPTS]
+    gens = rollout.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=cfg.rollout.max_new_tokens))
+    return [g[0].token_ids for g in gens], rollout
+
+
 def sharding_counts(learner) -> dict[str, int]:
     """Of the policy's parameters that divide over the mesh: how many there are, how many are sharded, and how many
     of their AdamW moments are."""
@@ -86,7 +100,13 @@ def main() -> None:
     resumed.load_state(folder)
     same = all(torch.equal(a.cpu(), b.cpu()) for (_, a), (_, b) in zip(learner.policy_weights(),
                                                                       resumed.policy_weights()))
+    from platforms.backend.rollout import cache_tensors
+
+    tokens, rollout = generations("xla", model_dir)
+    cache_specs = [torch_xla._XLAC._get_xla_sharding_spec(t) for c in rollout._caches.values()
+                   for t in cache_tensors(c)]
     out.write_text(json.dumps({"devices": xr.global_runtime_device_count(), "metrics": metrics,
+                               "rollout_tokens": tokens, "rollout_cache_shardings": cache_specs,
                                "delta": delta.tolist(), "micro_batch_shardings": micro_specs, "trained": trained,
                                "resumed": sharding_counts(resumed), "resumed_weights_equal": same}))
 

@@ -120,6 +120,28 @@ def test_float32_matmuls_are_float32_on_a_tpu_too(tiny_model_dir):
     assert "operand_precision={highest,highest}" in hlo, hlo
 
 
+def test_activation_checkpointing_recomputes_in_the_optimized_hlo(tiny_model_dir, tmp_path):
+    """XLA's common-subexpression pass merged the recomputation of torch's checkpoint back into the forward: the
+    optimized HLO was the same with and without it. With the barrier (platforms/backend/recompute.py) the blocks'
+    forward matmuls run again in the backward: more dots after optimization, and the same update."""
+    runs = {}
+    for flag in ("", "--activation-checkpointing"):
+        dump, out = tmp_path / f"dump{flag}", tmp_path / f"update{flag}.json"
+        env = {**os.environ, "PJRT_DEVICE": "CPU", "XLA_FLAGS": f"--xla_dump_to={dump} --xla_dump_hlo_as_text"}
+        proc = subprocess.run([sys.executable, "-m", "tests.xla.hlo_worker", str(tiny_model_dir), str(out),
+                               *([flag] if flag else [])], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        optimized = list(dump.glob("*after_optimizations.txt"))
+        assert optimized, "XLA dumped no optimized HLO"
+        dots = sum(f.read_text().count(" dot(") for f in optimized)
+        runs[flag] = (dots, torch.tensor(json.loads(out.read_text())["delta"]))
+    (plain, plain_delta), (recomputed, recomputed_delta) = runs[""], runs["--activation-checkpointing"]
+    print(f"dots after optimization: {plain} without activation checkpointing, {recomputed} with it")
+    assert recomputed > plain
+    torch.testing.assert_close(recomputed_delta, plain_delta, atol=1e-6, rtol=1e-4)
+
+
 def test_a_second_process_reads_compiled_programs_from_the_persistent_cache(tmp_path):
     """docs/platforms.md: with XLA_PERSISTENT_CACHE_PATH set (what torch_xla.runtime.initialize_cache sets), a second
     run loads its programs from disk instead of compiling them again."""
@@ -212,7 +234,8 @@ def test_checkpoint_and_resume_on_xla(tiny_model_dir, tmp_path):
 
 def test_spmd_update_over_four_devices_equals_one_device(tiny_model_dir, tmp_path):
     """One update of the FSDP-style SPMD learner over 4 XLA CPU devices (another process: the device count is
-    fixed at start) against the CPU platform's update of the same batch and weights."""
+    fixed at start) against the CPU platform's update of the same batch and weights; the shardings of its
+    micro-batches and of its state after a resume; the rollout's row-sharded decode against the CPU platform's."""
     from tests.xla.spmd_worker import one_update
 
     out = tmp_path / "spmd.json"
@@ -228,6 +251,13 @@ def test_spmd_update_over_four_devices_equals_one_device(tiny_model_dir, tmp_pat
     # after a resume the policy and AdamW's moments are sharded as before the checkpoint, not replicated
     assert spmd["resumed_weights_equal"] and spmd["resumed"] == spmd["trained"]
     assert spmd["trained"]["sharded_moments"] == spmd["trained"]["moments"] == 2 * spmd["trained"]["shardable"]
+    # the rollout decodes each device's share of the rows with its share of the KV cache, and samples what the
+    # CPU platform samples
+    from tests.xla.spmd_worker import generations
+
+    assert spmd["rollout_cache_shardings"] and all(s.startswith("{devices=[4,1,1,1]")
+                                                   for s in spmd["rollout_cache_shardings"])
+    assert spmd["rollout_tokens"] == generations("cpu", tiny_model_dir)[0]
     cpu_metrics, cpu_delta = one_update("cpu", tiny_model_dir)
     for key in ("loss/policy", "grad_norm", "kl/ref"):
         assert spmd["metrics"][key] == pytest.approx(cpu_metrics[key], rel=1e-4, abs=1e-7), key
