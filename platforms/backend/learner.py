@@ -146,7 +146,7 @@ class TorchLearner(Learner):
         pass holds the activations of a micro-batch, not of the step's whole batch (at 1.5B, 64 rows of 4,608
         tokens would be tens of GB). Rows are independent, so the result does not depend on the chunking. With
         static shapes (XLA) each chunk has exactly that many rows and is padded to the length buckets, cropped
-        on the host: one graph per bucket, whatever the batch."""
+        on the device and copied to the host once: one graph per bucket, whatever the batch."""
         rows = self.cfg.micro_batch_size
         with self.plan.autocast(), self.plan.float32_matmuls():
             if not self.plan.static_shapes:
@@ -158,8 +158,15 @@ class TorchLearner(Learner):
                     forward(self.plan.place(one_row_like(batch)))  # a pass whose result is not used
                 return torch.cat(out).cpu() if out else torch.zeros(batch.response_mask.shape, dtype=torch.float32)
             T, static = batch.response_mask.shape[1], self.plan.static
-            return torch.cat([forward(self.plan.place(chunk)).cpu()[:real, :T]  # .cpu() runs the graph
-                              for chunk, real in static.chunks(static.pad(batch), rows)])
+            # each chunk one graph (cut after it: the same graph whatever the number of chunks), its result kept on
+            # the device; the pass's results reach the host in one transfer (not one per chunk), cropped there
+            chunks = static.chunks(static.pad(batch), rows)
+            out = []
+            for chunk, _ in chunks:
+                out.append(forward(self.plan.place(chunk)))
+                self.plan.sync()
+            host = torch.cat(out).cpu()
+            return torch.cat([host[i * rows:i * rows + real, :T] for i, (_, real) in enumerate(chunks)])
 
     def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
         """One AdamW step over the mini-batch `batch` (this rank's share of it), and one for the PPO critic.

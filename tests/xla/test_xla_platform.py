@@ -173,11 +173,17 @@ def test_a_multi_host_slice_is_refused_in_one_line(monkeypatch):
     assert "\n" not in str(e.value)
 
 
-def test_decoding_falls_back_to_the_host_for_no_op(tiny_model_dir):
-    """torch.isin has no XLA lowering: the stop check ran on the host at every decode token. A generation and a
-    training step on XLA execute no op on the host's fallback path; reading a scalar (`bool(t)`, `int(t)`) counts
-    as one in torch-xla's metrics (`_local_scalar_dense`), and is a transfer, not a computation."""
-    cfg = _config(tiny_model_dir, steps=2)
+def test_a_training_step_waits_for_the_device_at_most_20_times(tiny_model_dir):
+    """A step of the default job's shape (batch, mini- and micro-batches, group size, response length) on XLA:
+    torch.isin has no XLA lowering, so the stop check ran on the host at every decode token, and each log-prob
+    chunk was copied to the host on its own (89 device-to-host transfers per default step in all, issue 34). Now no
+    op runs on the host's fallback path (reading a scalar, `bool(t)`, counts as one in torch-xla's metrics,
+    `_local_scalar_dense`: a transfer, not a computation) and a step makes at most 20 transfers."""
+    from remix.config import TrainConfig
+
+    d = TrainConfig()
+    cfg = replace(_config(tiny_model_dir, steps=2), batch_size=d.batch_size, mini_batch_size=d.mini_batch_size,
+                  micro_batch_size=d.micro_batch_size, rollout=d.rollout)
     trainer = _trainer("xla", tiny_model_dir, cfg)
     trainer.train_step()
     met.clear_all()
@@ -186,6 +192,7 @@ def test_decoding_falls_back_to_the_host_for_no_op(tiny_model_dir):
     print(f"one step: {reads} scalar reads, {0 if transfers is None else transfers[0]} device-to-host transfers, "
           f"{met.metric_data('ExecuteTime')[0]} graph executions")
     assert [op for op in met.executed_fallback_ops() if op != "aten::_local_scalar_dense"] == []
+    assert transfers is not None and transfers[0] <= 20
 
 
 def test_later_steps_and_generations_in_a_bucket_compile_nothing(tiny_model_dir):
