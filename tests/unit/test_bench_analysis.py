@@ -413,3 +413,12 @@ def test_a_fork_waits_for_the_run_it_starts_from(bench, tmp_path, capsys):
     assert "kept no checkpoint at this step): run from step 0" in capsys.readouterr().out
     with pytest.raises(bench.StudyError, match="neither finished nor queued"):
         bench.run_specs(cfg, FinishingPool(), [("three", [bench.RunSpec(bench.NO_REINCARNATION, 1e-5, 2)])])
+
+
+def test_a_ratio_cell_shows_each_seed_and_says_where_neither_got_there():
+    report = _load("report")
+    assert report._ratio_cell([1.5, 2.5]) == "2.00x (1.50, 2.50)"
+    assert report._ratio_cell([None, None]) == "neither"
+    # one seed reached it on one side only: no finite median to print, each seed's value instead
+    assert report._ratio_cell([math.inf, 1.2]) == "inf, 1.20"
+    assert report._ratio_cell([None, 0.8]) == "0.80x (-, 0.80)"
