@@ -123,6 +123,10 @@ def main() -> int:
     # The XLA device must exist before the first backward pass of the process (the CPU run's): PyTorch's autograd
     # engine sizes its per-device queues at its first use, and an XLA device that appears later has none.
     xla.device()
+    with tempfile.TemporaryDirectory() as tmp:  # first: it compiles graphs of its own, cleared from the counts below
+        decode = decode_comparison(Path(tmp))
+    same_tokens = decode["traced"]["tokens"] == decode["compiled (openxla)"]["tokens"]
+    met.clear_all()
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for platform in ("cpu", "xla"):
@@ -135,9 +139,7 @@ def main() -> int:
                           executions=int(execute[0]) if execute else 0)
     # after the runs: a step's own counts (the runs' totals above include evaluations and the first compilations)
     per_step = per_step_counts(TrainConfig(platform="xla"))
-    with tempfile.TemporaryDirectory() as tmp:
-        decode = decode_comparison(Path(tmp))
-    same_tokens = decode["traced"]["tokens"] == decode["compiled (openxla)"]["tokens"]
+
     command = "PJRT_DEVICE=CPU python -m bench.xla " + " ".join(sys.argv[1:])
     versions = f"torch {torch.__version__}, torch-xla {torch_xla.__version__}"
     lines = ["# The XLA platform on the CPU (PJRT) beside the CPU platform", "",

@@ -175,7 +175,7 @@ class BenchConfig:
     """With the defaults lam reaches its floor 0.5 at step 45, before reincarnation at 50."""
     ablation_kl_coef: float | None = 0.5
     """The KL-Convex pair is also run at this KL coefficient beta (None: not): at the shared beta of 1e-3 the KL
-    term is about 1/1,000 of the policy loss (efficiency.md section 6), too small to show what KL-Convex does."""
+    term is about 1/1,000 of the policy loss (efficiency.md section 7), too small to show what KL-Convex does."""
     noise_samples: int = 4
     """Sampled (temperature 1) repeat evaluations of one checkpoint for the evaluation-noise measurement."""
     workers: int = 2
@@ -472,12 +472,23 @@ def choose_lrs(cfg: BenchConfig) -> tuple[dict[str, float], dict[str, dict[float
     return {name: ea.choose_best(by_lr) for name, by_lr in scores.items()}, scores
 
 
-def edge_methods(best: dict[str, float], lrs: list[float] | tuple[float, ...]) -> tuple[list[str], list[str]]:
-    """The methods whose chosen lr is the lowest, and those whose is the highest, of more than one swept: their
-    validation optimum may lie outside the sweep."""
+def edge_methods(scores: dict[str, dict[float, list[float]]], lrs: list[float] | tuple[float, ...]
+                 ) -> tuple[list[str], list[str]]:
+    """The methods whose validation score is highest at the lowest lr swept, and those at the highest, strictly
+    above the next lr in (a flat curve, whose tie goes to the lower lr, is no reason to sweep further): their
+    optimum may lie outside the sweep."""
+    import statistics
+
+    lrs = sorted(lrs)
     if len(lrs) < 2:
         return [], []
-    return [n for n, lr in best.items() if lr == min(lrs)], [n for n, lr in best.items() if lr == max(lrs)]
+
+    def edge(by_lr: dict[float, list[float]], end: float, inner: float) -> bool:
+        mean = {lr: statistics.fmean(v) for lr, v in by_lr.items()}
+        return mean[end] == max(mean.values()) and mean[end] > mean[inner]
+
+    return ([n for n, by_lr in scores.items() if edge(by_lr, lrs[0], lrs[1])],
+            [n for n, by_lr in scores.items() if edge(by_lr, lrs[-1], lrs[-2])])
 
 
 def require_finished(cfg: BenchConfig, specs: list[RunSpec], what: str) -> None:
@@ -507,7 +518,7 @@ def _plan(cfg: BenchConfig, pool: ProcessPoolExecutor | None) -> dict[str, Any]:
         else:
             require_finished(swept, sweep, "the lr sweep")
         best, scores = choose_lrs(swept)
-        low, high = edge_methods(best, lrs)
+        low, high = edge_methods(scores, lrs)
         if not (low or high) or extensions == cfg.max_sweep_extensions:
             break
         extensions += 1
@@ -534,7 +545,7 @@ def _plan(cfg: BenchConfig, pool: ProcessPoolExecutor | None) -> dict[str, Any]:
             print(f"--report-only: ablation '{n}' has unfinished seeds and is left out of the report", flush=True)
         abl = [s for s in abl if s.name in complete]
     return {"best_lr": best, "validation_scores": scores, "lrs": tuple(lrs), "lrs_asked": asked,
-            "edges": edge_methods(best, lrs), "sweep": sweep, "main": main, "same_lr": same, "ablations": abl,
+            "edges": edge_methods(scores, lrs), "sweep": sweep, "main": main, "same_lr": same, "ablations": abl,
             "ablation_pairs": ablation_pairs(cfg), "kl_schedule": kl_schedule_name(cfg)}
 
 

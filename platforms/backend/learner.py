@@ -165,8 +165,7 @@ class TorchLearner(Learner):
             for chunk, _ in chunks:
                 out.append(forward(self.plan.place(chunk)))
                 self.plan.sync()
-            host = torch.cat(out).cpu()
-            return torch.cat([host[i * rows:i * rows + real, :T] for i, (_, real) in enumerate(chunks)])
+            return torch.cat([h[:real, :T] for h, (_, real) in zip(static.to_host(out), chunks)])
 
     def update(self, batch: TokenBatch, kl_lambda: float) -> dict[str, float]:
         """One AdamW step over the mini-batch `batch` (this rank's share of it), and one for the PPO critic.
@@ -334,8 +333,7 @@ class TorchLearner(Learner):
             weights.update(load_file(f))
         for alias, name in self._aliases.items():  # tied weights are saved once
             weights.setdefault(alias, weights[name])
-        set_model_state_dict(self.policy, {f"lm.{k}": v for k, v in weights.items()},
-                             options=StateDictOptions(full_state_dict=True))
+        self._load_module(self.policy, {f"lm.{k}": v for k, v in weights.items()}, full=True)
         meta = json.loads((folder / "learner.json").read_text())
         self.reference_is_base, fresh = meta["reference_is_base"], meta["fresh_optimizers"]
         self.reset_optimizer()  # fresh optimizers stay fresh; the others are filled in below
@@ -343,23 +341,26 @@ class TorchLearner(Learner):
         with _single_process_dcp():
             dcp.load(state, checkpoint_id=folder / "state", no_dist=not dist.active())
         if "optimizer" in state:
-            set_optimizer_state_dict(self.policy, self.optimizer, state["optimizer"])
+            self._load_optimizer(self.policy, self.optimizer, state["optimizer"])
         if self.precedent is not None:
-            set_model_state_dict(self.precedent, state["precedent"])
+            self._load_module(self.precedent, state["precedent"])
         if not self.reference_is_base:
-            set_model_state_dict(self.reference, state["reference"])
+            self._load_module(self.reference, state["reference"])
         if self.critic is not None:
-            set_model_state_dict(self.critic, state["critic"])
+            self._load_module(self.critic, state["critic"])
             if "critic_optimizer" in state:
-                set_optimizer_state_dict(self.critic, self.critic_optimizer, state["critic_optimizer"])
-        self._reshard()
+                self._load_optimizer(self.critic, self.critic_optimizer, state["critic_optimizer"])
 
-    def _reshard(self) -> None:
-        """SPMD: a full state dict copied into a sharded model leaves its parameters replicated, and optimizer state
-        loaded from host copies arrives replicated (at 1.5B about 25 GB per chip): the plan's sharding again."""
-        self.plan.reshard(self.policy, self.optimizer)
-        for module in (self.reference, self.precedent):
-            if module is not None:
-                self.plan.reshard(module)
-        if self.critic is not None:
-            self.plan.reshard(self.critic, self.critic_optimizer)
+    def _load_module(self, module: nn.Module, state: dict[str, torch.Tensor], full: bool = False) -> None:
+        """A model's saved state into `module`. Under XLA SPMD tensor by tensor, each sharded again at once:
+        set_model_state_dict would leave the whole model replicated on every chip (about 25 GB per chip with
+        AdamW's moments at 1.5B), first all of it at once, then for good."""
+        if self.plan.spmd:
+            self.plan.static.load_into(module, state)
+        else:
+            set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=full))
+
+    def _load_optimizer(self, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+        if self.plan.spmd:  # the moments reach the device sharded as their parameters, one at a time
+            self.plan.static.place_optimizer_state(state, module, self.plan.device)
+        set_optimizer_state_dict(module, optimizer, state)

@@ -33,6 +33,11 @@ def recompute(fn: Callable[..., Any], *args: Any, owner: nn.Module | None = None
     from torch_xla.utils.checkpoint import checkpoint as xla_checkpoint
 
     moved = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor) and v.requires_grad]
+    nested = [k for k, v in kwargs.items() if isinstance(v, (tuple, list))
+              and any(isinstance(t, torch.Tensor) and t.requires_grad for t in v)]
+    if nested:  # bound into the function, their gradient would bypass the checkpoint's backward
+        raise ValueError(f"recompute on XLA: keyword arguments {nested} hold tensors that need a gradient inside a "
+                         "tuple or list; pass them as tensors of their own")
     bound = {k: v for k, v in kwargs.items() if k not in moved}
     n = len(args)
 

@@ -40,6 +40,14 @@ class StaticShapes:
     def chunks(batch: TokenBatch, rows: int) -> list[tuple[TokenBatch, int]]:
         return row_chunks(batch, rows)
 
+    @staticmethod
+    def to_host(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Device tensors copied to the host in one transfer, without a graph of their own (a torch.cat on the
+        device would be one more program to compile for every new number of tensors)."""
+        import torch_xla
+
+        return torch_xla._XLAC._xla_get_cpu_tensors(tensors)
+
     def shard_batch(self, batch: TokenBatch) -> None:
         """SPMD: every tensor of the batch sharded along its rows over the mesh (where they divide)."""
         if self.mesh is None or len(batch) % self.mesh.size() != 0:
@@ -63,26 +71,66 @@ class StaticShapes:
         """A parameter's partition spec: along its first dimension where the mesh divides it, else replicated."""
         return ("fsdp" if t.shape[0] % self.mesh.size() == 0 else None,) + (None,) * (t.dim() - 1)
 
-    def reshard(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> None:
+    def reshard(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
         """SPMD: `shard_parameters`' sharding for every parameter of `module` and every optimizer state tensor of a
         parameter's shape (AdamW's moments) that is not sharded: a full state dict loaded into sharded parameters
-        leaves them replicated (measured: 0 of 25 sharded after a resume, tests/xla)."""
+        leaves them replicated (measured: 0 of 25 sharded after a resume, tests/xla). Returns how many it
+        sharded again."""
         if self.mesh is None:
-            return
+            return 0
+        count = 0
+        for p in module.parameters():
+            state = optimizer.state.get(p, {}) if optimizer is not None else {}
+            for t in (p, *(v for v in state.values() if isinstance(v, torch.Tensor) and v.shape == p.shape)):
+                count += self._shard_like(t, p)
+        return count
+
+    def _shard_like(self, t: torch.Tensor, param: torch.Tensor) -> int:
+        """t sharded as `param` is (1), unless it is already sharded or param is replicated (0)."""
+        if param.dim() == 0 or param.shape[0] % self.mesh.size():
+            return 0
         import torch_xla
         import torch_xla.distributed.spmd as xs
 
-        for p in module.parameters():
-            spec = self.parameter_spec(p) if p.dim() > 0 else None
-            if spec is None or spec[0] is None:
-                continue
-            state = optimizer.state.get(p, {}) if optimizer is not None else {}
-            for t in (p, *(v for v in state.values() if isinstance(v, torch.Tensor) and v.shape == p.shape)):
-                current = torch_xla._XLAC._get_xla_sharding_spec(t)  # "" or "{replicated}" after a load
-                if "devices=" not in current:
-                    if current:
-                        xs.clear_sharding(t)  # an annotation is replaced only after it is cleared
-                    xs.mark_sharding(t, self.mesh, spec)
+        current = torch_xla._XLAC._get_xla_sharding_spec(t)  # "" or "{replicated}" after a load
+        if "devices=" in current:
+            return 0
+        if current:
+            xs.clear_sharding(t)  # an annotation is replaced only after it is cleared
+        xs.mark_sharding(t, self.mesh, self.parameter_spec(param))
+        return 1
+
+    def load_into(self, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+        """SPMD: a state dict (host tensors, the module's own names, tied ones included) copied into the module one
+        tensor at a time, each sharded again at once: a replicated copy of the whole model never exists on a chip
+        (set_model_state_dict copies everything, then the sharding is lost)."""
+        own = module.state_dict(keep_vars=True)  # the parameters themselves (XLA copies into aliases are lost)
+        missing, unexpected = set(own) - set(state), set(state) - set(own)
+        if missing or unexpected:
+            raise KeyError(f"load_into: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
+        done: set[int] = set()
+        with torch.no_grad():
+            for name, value in state.items():
+                t = own[name]
+                if id(t) in done:  # a tied weight, loaded under its first name
+                    continue
+                done.add(id(t))
+                t.copy_(value.to(t.dtype))
+                if isinstance(t, nn.Parameter):
+                    self._shard_like(t, t)
+
+    def place_optimizer_state(self, state: dict, module: nn.Module, device: torch.device) -> None:
+        """SPMD: an optimizer state dict's moments (host copies read from a checkpoint, keyed by parameter name)
+        moved to the device one at a time and sharded as their parameters, in place, before the optimizer loads
+        them (it would otherwise move each to the device whole: every moment replicated at once)."""
+        params = dict(module.named_parameters())
+        for name, entry in state.get("state", {}).items():
+            p = params.get(name)
+            for k, v in entry.items():
+                if p is not None and isinstance(v, torch.Tensor) and v.shape == p.shape:
+                    placed = v.to(device)
+                    self._shard_like(placed, p)
+                    entry[k] = placed
 
 
 def length_bucket(n: int, minimum: int) -> int:

@@ -87,30 +87,31 @@ def spmd() -> bool:
         _spmd = xr.global_runtime_device_count() > 1
         if _spmd:
             xr.use_spmd()
-        _set_matmul_precision()
     return _spmd
 
 
-MATMUL_PRECISION = "highest"
+MATMUL_PRECISION = {"float32": "highest", "bfloat16": "default"}
 
 
-def _set_matmul_precision() -> None:
-    """float32 matmuls computed in float32: a TPU's default precision rounds float32 operands to bf16 (one pass), so
-    `--model.dtype float32` and the float32 LM head of a bf16 learner (float32 weights, bf16-rounded inputs) would
-    not be float32 there. 'highest' takes six bf16 passes (about 22 bits); bf16 operands, which a bf16 learner's
-    blocks and the engine's matmuls have, are unaffected. XLA's CPU backend computes float32 either way; the
-    precision is written into every float32 dot of the HLO (tests/xla check that)."""
+def set_matmul_precision(dtype: str) -> None:
+    """The precision of float32 matmuls for a run in `dtype` (--model.dtype). A TPU's default rounds float32 operands
+    to bf16 (one pass), so a float32 run would not compute in float32 there: 'highest' (six bf16 passes, about 22
+    bits). A bf16 run keeps the default: its blocks multiply bf16, and its float32 LM head multiplies bf16-rounded
+    states and weights (logprobs.py), which one bf16 pass computes exactly; only the head's backward product
+    (float32 gradients) is rounded, as the rest of a bf16 backward is. XLA's CPU backend computes float32 either
+    way; the precision is written into every float32 dot of the HLO (tests/xla check that). Process-wide."""
     import logging
 
     import torch_xla.backends
 
-    if torch_xla.backends.get_mat_mul_precision() != MATMUL_PRECISION:
+    precision = MATMUL_PRECISION[dtype]
+    if torch_xla.backends.get_mat_mul_precision() != precision:
         # it warns on every call that setting it more than once is not recommended: this is the one call
         log = logging.getLogger("torch_xla.backends")
         level = log.level
         log.setLevel(logging.ERROR)
         try:
-            torch_xla.backends.set_mat_mul_precision(MATMUL_PRECISION)
+            torch_xla.backends.set_mat_mul_precision(precision)
         finally:
             log.setLevel(level)
 
@@ -171,7 +172,9 @@ def shard_rows(t: torch.Tensor) -> None:
 
 def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32",
                  options: RolloutConfig | None = None, prompt_tokens: int | None = None):
-    return torch_rollout(model_dir, device(), NAME, seed, dtype, options, mark_step=sync, prompt_tokens=prompt_tokens,
+    dev = device()
+    set_matmul_precision(dtype)
+    return torch_rollout(model_dir, dev, NAME, seed, dtype, options, mark_step=sync, prompt_tokens=prompt_tokens,
                          shard_rows=shard_rows if spmd() else None)
 
 
@@ -179,7 +182,9 @@ def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
     if cfg.objective.compile and dist.is_main():
         print("--platform xla: the objective is traced into the training step's XLA graph, not torch.compile'd "
               "(--objective.compile has no effect here)", flush=True)
-    plan = ParallelPlan(device=device(), compute_dtype=DTYPES[cfg.model.dtype],
+    dev = device()
+    set_matmul_precision(cfg.model.dtype)
+    plan = ParallelPlan(device=dev, compute_dtype=DTYPES[cfg.model.dtype],
                         activation_checkpointing=cfg.model.activation_checkpointing,
                         static=StaticShapes(min_length=MIN_LENGTH, cut=sync, mesh=mesh()),
                         attention=ATTENTION)
@@ -187,4 +192,4 @@ def make_learner(model_dir: str | Path, cfg: TrainConfig) -> TorchLearner:
 
 
 __all__ = ["DIST_BACKEND", "NAME", "check_available", "check_single_host", "device", "make_learner", "make_rollout",
-           "mesh", "shard_rows", "spmd", "sync"]
+           "mesh", "set_matmul_precision", "shard_rows", "spmd", "sync"]

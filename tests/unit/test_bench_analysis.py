@@ -198,6 +198,10 @@ def test_the_sweep_extends_while_an_optimum_is_on_its_edge(bench, tmp_path, monk
         assert ("Still on an edge" in note) == bool(edges[0])
     assert "the sweep is extended to lrs 2.5e-06, 5e-06, 1e-05" in capsys.readouterr().out
 
+    # a flat curve ties to the lowest lr but is no reason to extend; one strictly best at an end is
+    flat = {"A": {1e-5: [0.0, 0.0], 2e-5: [0.0, 0.0]}, "B": {1e-5: [0.2, 0.3], 2e-5: [0.3, 0.3]}}
+    assert bench.edge_methods(flat, (1e-5, 2e-5)) == ([], ["B"])
+
 
 def test_a_finished_run_is_reused_only_with_the_same_config(bench, tmp_path):
     from remix.run_dir import config_json
@@ -296,7 +300,7 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
     best, scores = {n: 2e-5 for n in speeds}, {n: {lr: [0.3, 0.3] for lr in cfg.lrs} for n in speeds}
     abl = [s for s in specs if s.name not in bench.METHODS and s.lr == 2e-5]
     chosen = {"best_lr": best, "validation_scores": scores, "ablations": abl, "lrs": cfg.lrs, "lrs_asked": cfg.lrs,
-              "edges": bench.edge_methods(best, cfg.lrs),
+              "edges": bench.edge_methods(scores, cfg.lrs),
               "ablation_pairs": bench.ablation_pairs(cfg), "kl_schedule": bench.kl_schedule_name(cfg)}
     noise = {"run": {"name": "ReMix-GRPO", "lr": 2e-5, "seed": 0}, "problems": 1024, "greedy_accuracy": [0.3, 0.3],
              "greedy_repeats_identical": True, "sampled_accuracy": [0.2, 0.22], "sampled_sd": 0.014,
@@ -319,7 +323,7 @@ def test_the_report_reads_a_faster_method_as_faster(bench, tmp_path):
         assert all(len(per_seed) == cfg.sweep_seeds for per_seed in row["ratios"])
         assert statistics.median(row["ratios"][0]) == pytest.approx(2.0 if b == "GRPO" else 1.0, rel=0.15)
     assert "## 5. The rollout ratio against the learning rate" in text and (out / "efficiency_lr.png").is_file()
-    assert "every method's validation optimum is inside the sweep" not in text  # 2e-5 is the sweep's top
+    assert "every method's validation optimum is inside the sweep" in text  # flat scores: no edge to extend
     # seeds start a minute apart, each run takes 100 s: 3 min + 100 s from the first start to the last end
     assert "0.08 hours from the first run's start to the last run's end" in text
     # every ablation pair is reported, the KL pair at both KL coefficients, with where each part starts to act

@@ -93,6 +93,12 @@ def main() -> None:
     metrics, delta = one_update("xla", model_dir, learner)
     hook.remove()
     trained = sharding_counts(learner)
+    # the precedent's per-step copy of the policy (snapshot_precedent): does an XLA-to-XLA copy keep the sharding,
+    # or must every step shard it again?
+    from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
+
+    set_model_state_dict(learner.precedent, get_model_state_dict(learner.policy))
+    precedent_resharded = learner.plan.reshard(learner.precedent)
     # a checkpoint of the updated learner, loaded into a fresh one: the same weights, sharded as before
     folder = out.parent / "checkpoint"
     learner.save_state(folder)
@@ -108,7 +114,8 @@ def main() -> None:
     out.write_text(json.dumps({"devices": xr.global_runtime_device_count(), "metrics": metrics,
                                "rollout_tokens": tokens, "rollout_cache_shardings": cache_specs,
                                "delta": delta.tolist(), "micro_batch_shardings": micro_specs, "trained": trained,
-                               "resumed": sharding_counts(resumed), "resumed_weights_equal": same}))
+                               "resumed": sharding_counts(resumed), "resumed_weights_equal": same,
+                               "precedent_resharded_after_copy": precedent_resharded}))
 
 
 if __name__ == "__main__":
