@@ -229,7 +229,8 @@ def write_study_report(cfg, chosen: dict, runs: dict, noise: dict, command: str)
             sections += ["Against plain on-policy training (m = 1), and against on-policy training with ReMix's "
                          "update-to-data ratio m = 2 and no reuse (p = 0: two passes over each fresh batch, as TRL's "
                          "`num_iterations = 2`): the second says whether reusing old rollouts adds anything beyond "
-                         "more updates per rollout.", ""]
+                         "more updates per rollout. The m = 2 baselines keep m = 2 for every step; ReMix returns to "
+                         "m = 1 with its reincarnation at T.", ""]
         for m, b in ea_pairs(best, PAIRS + UTD_PAIRS if key == "best" else PAIRS):
             lm, lb = lr_of(m, b)
             if key == "same_lr" and lm == best[m]:

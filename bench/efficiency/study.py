@@ -1,10 +1,10 @@
 """The rollout-efficiency study: ReMix against tuned on-policy baselines, over paired seeds, with ablations.
 
-    python -m bench.efficiency                # the whole study on tiny-arith (1.44 hours on 2 cores,
-                                                      # 2026-12-04; see study_time.md)
+    python -m bench.efficiency                # the whole study on tiny-arith (172 runs, 2.24 hours on 2 cores,
+                                                      # 2026-12-06, with other jobs on the cores for part of it)
     python -m bench.efficiency --report-only  # the report from the finished runs in --runs-dir
     python -m bench.efficiency --seeds 0 --sweep-seeds 1 --runs-dir runs/bench-efficiency-sample \
-        --out runs/bench-efficiency-sample/report     # seed 0 of every configuration (22 runs, 25 minutes)
+        --out runs/bench-efficiency-sample/report     # seed 0 of every configuration
     python -m bench.efficiency --help
 
 The study, in the order it runs (two runs at a time, one CPU thread each):
@@ -138,8 +138,8 @@ def ablation_pairs(cfg: BenchConfig) -> list[tuple[str, str]]:
 
 def study_train_config() -> TrainConfig:
     """The shared training settings: tiny-arith at a batch that keeps p = 0.4 exact in whole groups
-    (0.4 x 40 = 16 = 2 groups of 8). Each run takes 1-2 minutes on one core; the whole study (140 runs, two
-    at a time, 40 of them forked) took 1.44 hours on 2 cores (2026-12-04, docs/benchmarks/study_time.md)."""
+    (0.4 x 40 = 16 = 2 groups of 8). Each run takes 1-2 minutes on one core; the whole study (172 runs, two
+    at a time, 40 of them forked) took 2.24 hours on 2 cores (2026-12-06, efficiency.md's header)."""
     t = TrainConfig(batch_size=40, mini_batch_size=20, micro_batch_size=20, checkpoint_every=20, eval_every=0,
                     grader_workers=1)
     return dataclasses.replace(t, data=dataclasses.replace(t.data, heldout_size=1024, validation_size=256))
