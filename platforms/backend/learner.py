@@ -253,13 +253,12 @@ class TorchLearner(Learner):
     def snapshot_precedent(self) -> None:
         if self.precedent is None:
             raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
+        # an XLA-to-XLA copy keeps the SPMD sharding (tests/xla: nothing to shard again), unlike a load from the host
         set_model_state_dict(self.precedent, get_model_state_dict(self.policy))
-        self.plan.reshard(self.precedent)
         self.plan.sync()
 
     def reincarnate_reference(self) -> None:
         set_model_state_dict(self.reference, get_model_state_dict(self.policy))
-        self.plan.reshard(self.reference)
         self.reference_is_base = False
         self.plan.sync()
 

@@ -269,7 +269,8 @@ def test_spmd_update_over_four_devices_equals_one_device(tiny_model_dir, tmp_pat
     assert all(s.startswith("{devices=[4,1]") for s in spmd["micro_batch_shardings"]), spmd["micro_batch_shardings"]
     # after a resume the policy and AdamW's moments are sharded as before the checkpoint, not replicated
     assert spmd["resumed_weights_equal"] and spmd["resumed"] == spmd["trained"]
-    print(f"precedent copy: {spmd['precedent_resharded_after_copy']} tensors sharded again")
+    # the per-step device-to-device copy into the precedent (snapshot_precedent) keeps the sharding: nothing to redo
+    assert spmd["precedent_resharded_after_copy"] == 0
     assert spmd["trained"]["sharded_moments"] == spmd["trained"]["moments"] == 2 * spmd["trained"]["shardable"]
     # the rollout decodes each device's share of the rows with its share of the KV cache, and samples what the
     # CPU platform samples
