@@ -46,6 +46,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, StaticCache
 
 from platforms.backend.attention import use_grouped_decode_attention
+from platforms.backend.kv_cache import cache_tensors, kv_bytes_per_token, new_static_cache
 from platforms.backend.parallel import to_device_keeping_ties
 from remix.batching import positions_of
 from remix.interfaces import Generation, Rollout, SamplingParams
@@ -100,18 +101,6 @@ class DecodePlan:
             raise ValueError("DecodePlan: prompt_multiple and sync_every must be >= 1, cache_tokens >= 0")
 
 
-def kv_bytes_per_token(config, dtype: torch.dtype) -> int:
-    """Bytes of keys and values one token holds in the cache, over all layers (where the config does not say, a
-    number so large that batches keep max_batch rows)."""
-    text = config.get_text_config() if hasattr(config, "get_text_config") else config
-    layers, heads = getattr(text, "num_hidden_layers", None), getattr(text, "num_attention_heads", None)
-    if not layers or not heads:
-        return 1 << 62
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    return 2 * layers * kv_heads * head_dim * dtype.itemsize
-
-
 def batch_bucket(n: int, max_batch: int) -> int:
     """The static layout's batch size for n rows: the smallest of max_batch / 16, max_batch / 4 and max_batch
     that holds them. Three buckets, not a power of two each: every bucket is one more compiled graph (and one
@@ -120,25 +109,6 @@ def batch_bucket(n: int, max_batch: int) -> int:
     if n > max_batch:
         return n
     return next(b for b in (max(max_batch // 16, 1), max(max_batch // 4, 1), max_batch) if b >= n)
-
-
-def new_static_cache(model, rows: int, length: int) -> StaticCache:
-    """A StaticCache of `rows` x `length` tokens, across both generations of its constructor (transformers 4
-    takes the batch size, device and dtype up front; 5 allocates on the first update)."""
-    params = inspect.signature(StaticCache.__init__).parameters
-    if "max_batch_size" in params:
-        return StaticCache(config=model.config, max_batch_size=rows, max_cache_len=length, device=model.device,
-                           dtype=model.dtype)
-    return StaticCache(config=model.config, max_cache_len=length)
-
-
-def cache_tensors(cache) -> list[torch.Tensor]:
-    """The key and value tensors of a cache (transformers 5: per layer, allocated at the first update; 4: lists)."""
-    layers = getattr(cache, "layers", None)
-    if layers is not None:
-        return [t for layer in layers for t in (getattr(layer, "keys", None), getattr(layer, "values", None))
-                if isinstance(t, torch.Tensor)]
-    return [*getattr(cache, "key_cache", []), *getattr(cache, "value_cache", [])]
 
 
 def left_pad(prompts: list[list[int]], pad_id: int, width: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:

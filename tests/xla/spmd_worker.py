@@ -106,7 +106,7 @@ def main() -> None:
     resumed.load_state(folder)
     same = all(torch.equal(a.cpu(), b.cpu()) for (_, a), (_, b) in zip(learner.policy_weights(),
                                                                       resumed.policy_weights()))
-    from platforms.backend.rollout import cache_tensors
+    from platforms.backend.kv_cache import cache_tensors
 
     tokens, rollout = generations("xla", model_dir)
     cache_specs = [torch_xla._XLAC._get_xla_sharding_spec(t) for c in rollout._caches.values()
