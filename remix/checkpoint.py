@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -234,12 +235,35 @@ def export_policy(checkpoint: Path, out: Path) -> Path:
 
     A copy, never a hard link: damage to one (a checkpoint file cut short by a full disk) must not reach the
     other, and the final model must survive the checkpoint's deletion.
+
+    A LoRA checkpoint holds the adapter alone (`learner/adapter`): `out` is then the base model with the adapter
+    merged (peft's `merge_and_unload`, float32, on the host), and `out`'s sibling `adapter/` a copy of the adapter.
     """
-    src = Path(checkpoint) / "learner" / "model"
+    learner = Path(checkpoint) / "learner"
+    if (learner / "adapter").is_dir():
+        return _export_merged(learner, Path(out))
+    src = learner / "model"
     with atomic_dir(out) as tmp:
         for f in src.iterdir():
             shutil.copy2(f, tmp / f.name)
     return Path(out)
+
+
+def _export_merged(learner: Path, out: Path) -> Path:
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base_dir = Path(json.loads((learner / "learner.json").read_text())["base_model"])
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    with warnings.catch_warnings():  # peft 0.21 calls an attribute transformers 5 deprecated: not ours to fix
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        merged = PeftModel.from_pretrained(base, learner / "adapter").merge_and_unload()
+    with atomic_dir(out) as tmp:
+        save_hf_model(merged.state_dict(), base_dir, tmp)
+    with atomic_dir(out.parent / "adapter") as tmp:
+        for f in (learner / "adapter").iterdir():
+            shutil.copy2(f, tmp / f.name)
+    return out
 
 
 def remove_unfinished(run_dir: Path) -> int:

@@ -146,6 +146,30 @@ class OptimConfig(Checked):
 
 
 @dataclass
+class LoRAConfig(Checked):
+    FLAG_PREFIX = "lora."
+
+    rank: Annotated[int, Limit(ge=0)] = 0
+    """LoRA rank r of the policy's adapter (peft, the lora extra). Only the adapter is trained; the reference is the
+    base model (the adapter switched off) and the precedent an adapter snapshot. 0: full finetuning."""
+    alpha: Annotated[float, Limit(gt=0)] = 32.0
+    """LoRA alpha: the adapter's product B @ A is scaled by alpha / rank."""
+    dropout: Annotated[float, Limit(ge=0, lt=1)] = 0.0
+    """Dropout on the adapter's input, in the gradient passes of an update only (log-prob passes never drop)."""
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+    """Names of the linear layers that get an adapter (default: every projection of Qwen2/Llama-style blocks)."""
+    sync: Literal["merged", "adapter"] = "merged"
+    """How the policy reaches the rollout engine. merged: the merged weights (every engine).
+    adapter: the adapter alone, through SGLang's LoRA API (--rollout.engine sglang)."""
+
+    def check(self) -> None:
+        require(self.rank == 0 or importlib.util.find_spec("peft") is not None, "lora.rank",
+                "LoRA needs peft: pip install 'remix-rft[lora]'")
+        require(self.sync == "merged" or self.rank > 0, "lora.sync", "adapter needs --lora.rank > 0")
+        require(len(self.target_modules) > 0, "lora.target_modules", "name at least one module")
+
+
+@dataclass
 class ReMixConfig(Checked):
     FLAG_PREFIX = "remix."
 
@@ -264,6 +288,7 @@ class TrainConfig(Checked):
     objective: ObjectiveConfig = field(default_factory=lambda: ObjectiveConfig(compile=True))
     """The ReMix loss; training compiles its per-token part (--objective.no-compile for eager)."""
     ppo: PPOConfig = field(default_factory=PPOConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
 
     def normalize(self) -> None:
         if not self.reward:
@@ -288,6 +313,9 @@ class TrainConfig(Checked):
                 + (" (NVIDIA GPUs are --platform cuda)" if self.platform.lower() == "gpu" else ""))
         require(self.rollout.engine != "sglang" or self.platform == "cuda", "rollout.engine",
                 f"sglang runs only on --platform cuda (got --platform {self.platform})")
+        require(self.lora.sync == "merged" or self.rollout.engine == "sglang", "lora.sync",
+                "adapter sends the adapter through SGLang's LoRA API: it needs --rollout.engine sglang "
+                "(the torch engine takes merged weights)")
         world, G = launched_world_size(), self.rollout.group_size
         per_rank = f" per process ({world} processes)" if world > 1 else ""
         require(

@@ -15,10 +15,16 @@ rank 0 one tensor at a time), and everything else (AdamW state, precedent, refer
 critic and its optimizer) through torch.distributed.checkpoint (`state/`), where each rank writes and
 reads only its own shards. At 7B parameters AdamW state is 56 GB in float32: gathering it on one rank
 would need that much host memory on rank 0, while DCP needs none beyond each rank's shard.
+
+With --lora.rank > 0 (platforms/backend/lora.py) the policy is the base model plus a peft adapter, the only
+trainable weights; the reference and the precedent are that model with the adapter off or a snapshot of it
+swapped in, so no second model exists. A checkpoint then holds the adapter (`adapter/`, peft's format, and in
+`state/` with the snapshots, its AdamW state and the critic's trainable weights), never the base weights.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -42,6 +48,7 @@ from torch.distributed.checkpoint.state_dict import (
 from torch.distributed.tensor import DTensor
 from transformers import AutoModel, AutoModelForCausalLM
 
+from platforms.backend import lora
 from platforms.backend.logprobs import TokenLogprobs, ValueModel
 from platforms.backend.parallel import ParallelPlan
 from remix import distributed as dist
@@ -101,15 +108,24 @@ class TorchLearner(Learner):
         self.model_dir = Path(model_dir)
         lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=plan.attention)
         self._aliases = _tied_aliases(lm)
-        # The anchors are copies of the base model made before the plan is applied (sharded like the policy).
-        reference = copy.deepcopy(lm)
-        precedent = copy.deepcopy(lm) if uses_precedent(cfg) else None  # a full copy: only where it is used
+        self.lora = cfg.lora.rank > 0
         static, head = plan.static_shapes, plan.head_dtype
-        self.policy = plan.prepare(TokenLogprobs(lm, static, head), trainable=True)
-        self.reference = plan.prepare(TokenLogprobs(reference, static, head), trainable=False)
         self.reference_is_base = True  # until reincarnation; a checkpoint then stores the reference weights
-        self.precedent = None if precedent is None else plan.prepare(TokenLogprobs(precedent, static, head),
-                                                                     trainable=False)
+        if self.lora:  # one model: the anchors are the adapter switched off or snapshots swapped in (lora.py)
+            lm = lora.add_adapter(lm, cfg.lora, cfg.seed)
+            self.policy = plan.prepare(TokenLogprobs(lm, static, head), trainable=True)
+            self.reference = self.precedent = None
+            self.reference_adapter: dict[str, torch.Tensor] | None = None  # set at reincarnation
+            # the initial adapter (B = 0: the base model), as the precedent of step 1 is the initial model
+            self.precedent_adapter = lora.copy_adapter(self.policy) if uses_precedent(cfg) else None
+        else:
+            # The anchors are copies of the base model made before the plan is applied (sharded like the policy).
+            reference = copy.deepcopy(lm)
+            precedent = copy.deepcopy(lm) if uses_precedent(cfg) else None  # a full copy: only where it is used
+            self.policy = plan.prepare(TokenLogprobs(lm, static, head), trainable=True)
+            self.reference = plan.prepare(TokenLogprobs(reference, static, head), trainable=False)
+            self.precedent = None if precedent is None else plan.prepare(TokenLogprobs(precedent, static, head),
+                                                                         trainable=False)
         self.optimizer = self._new_optimizer(self.policy, cfg.optim.lr)
         # XLA traces the objective into the step's graph instead of torch.compiling it (platforms/xla says why)
         objective = cfg.loss_objective()  # Dr. GRPO's divisor resolved from this config's --rollout.max-new-tokens
@@ -117,23 +133,44 @@ class TorchLearner(Learner):
         self.critic: nn.Module | None = None
         if cfg.algo == "ppo":
             backbone = AutoModel.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=plan.attention)
+            if self.lora:  # the critic's backbone gets an adapter too (its value head is trained whole)
+                backbone = lora.add_adapter(backbone, cfg.lora, cfg.seed + 1)
             self.critic = plan.prepare(ValueModel(backbone), trainable=True)
             self.critic_optimizer = self._new_optimizer(self.critic, cfg.optim.critic_lr)
 
     def _new_optimizer(self, module: nn.Module, lr: float) -> torch.optim.Optimizer:
         o = self.cfg.optim
-        return torch.optim.AdamW(module.parameters(), lr=lr, betas=o.betas, weight_decay=o.weight_decay,
+        # the trainable parameters only: with LoRA the adapter (and the value head), else all
+        trainable = [p for p in module.parameters() if p.requires_grad]
+        return torch.optim.AdamW(trainable, lr=lr, betas=o.betas, weight_decay=o.weight_decay,
                                  **adamw_implementation(self.plan.device))
 
     # --- Learner interface -------------------------------------------------------------------
     @torch.no_grad()
     def logprobs(self, batch: TokenBatch, policy: PolicyName = "current") -> torch.Tensor:
+        cfg = self.cfg
+        if self.lora:
+            model = self.policy
+            if policy == "precedent" and self.precedent_adapter is None:
+                raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
+            with self._lora_policy(policy):
+                return self._on_host(batch, lambda b: model(b, cfg.rollout.temperature, cfg.logprob_chunk_tokens,
+                                                            with_grad=False)[0])
         model = {"current": self.policy, "reference": self.reference, "precedent": self.precedent}[policy]
         if model is None:
             raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
-        cfg = self.cfg
         return self._on_host(batch, lambda b: model(b, cfg.rollout.temperature, cfg.logprob_chunk_tokens,
                                                     with_grad=False)[0])
+
+    def _lora_policy(self, policy: PolicyName):
+        """The LoRA policy as `policy`: as it is, with its adapter off (the base model: the reference before
+        reincarnation), or with a snapshot of its adapter swapped in (lora.py)."""
+        if policy == "current":
+            return contextlib.nullcontext()
+        if policy == "reference" and self.reference_is_base:
+            return self.policy.lm.disable_adapter()
+        snapshot = self.reference_adapter if policy == "reference" else self.precedent_adapter
+        return lora.adapter_swapped_in(self.policy, snapshot)
 
     @torch.no_grad()
     def values(self, batch: TokenBatch) -> torch.Tensor:
@@ -176,7 +213,8 @@ class TorchLearner(Learner):
         global_tokens, global_seqs = counts["tokens"], counts["seqs"]
 
         def policy_loss(micro: TokenBatch):
-            logp, entropy = self.policy(micro, cfg.rollout.temperature, cfg.logprob_chunk_tokens, with_grad=True)
+            with lora.adapter_dropout(self.policy, self.lora and cfg.lora.dropout > 0):
+                logp, entropy = self.policy(micro, cfg.rollout.temperature, cfg.logprob_chunk_tokens, with_grad=True)
             f = micro.fields
             inputs = LossInputs(logp=logp, behav_logp=f["behav_logp"], prox_logp=f["prox_logp"],
                                 ref_logp=f["ref_logp"], prev_logp=f["prev_logp"], advantages=f["advantages"],
@@ -247,18 +285,28 @@ class TorchLearner(Learner):
         return summed
 
     def policy_weights(self) -> Iterator[tuple[str, torch.Tensor]]:
+        if self.lora:  # merged on the fly, under the base model's names; the learner's base weights stay as they are
+            yield from lora.merged_weights(self.policy.lm)
+            return
         for name, tensor in self.policy.lm.state_dict().items():
             yield name, _full(tensor).detach()
 
     def snapshot_precedent(self) -> None:
-        if self.precedent is None:
+        if self.precedent is None and not (self.lora and self.precedent_adapter is not None):
             raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
-        # an XLA-to-XLA copy keeps the SPMD sharding (tests/xla: nothing to shard again), unlike a load from the host
-        set_model_state_dict(self.precedent, get_model_state_dict(self.policy))
+        if self.lora:
+            self.precedent_adapter = lora.copy_adapter(self.policy)
+        else:
+            # an XLA-to-XLA copy keeps the SPMD sharding (tests/xla: nothing to shard again), unlike a load from the
+            # host
+            set_model_state_dict(self.precedent, get_model_state_dict(self.policy))
         self.plan.sync()
 
     def reincarnate_reference(self) -> None:
-        set_model_state_dict(self.reference, get_model_state_dict(self.policy))
+        if self.lora:
+            self.reference_adapter = lora.copy_adapter(self.policy)
+        else:
+            set_model_state_dict(self.reference, get_model_state_dict(self.policy))
         self.reference_is_base = False
         self.plan.sync()
 
@@ -282,15 +330,31 @@ class TorchLearner(Learner):
         state = {}
         if not fresh["optimizer"]:
             state["optimizer"] = get_optimizer_state_dict(self.policy, self.optimizer)
+        if self.lora:  # the adapter (the base weights are the model folder's) and its snapshots
+            state["adapter"] = self._trainable_state(self.policy)
+            if self.precedent_adapter is not None:
+                state["precedent_adapter"] = dict(self.precedent_adapter)
+            if not self.reference_is_base:
+                state["reference_adapter"] = dict(self.reference_adapter)
         if self.precedent is not None:
             state["precedent"] = get_model_state_dict(self.precedent)
-        if not self.reference_is_base:
+        if not self.reference_is_base and self.reference is not None:
             state["reference"] = get_model_state_dict(self.reference)
         if self.critic is not None:
-            state["critic"] = get_model_state_dict(self.critic)
+            state["critic"] = self._trainable_state(self.critic)
             if not fresh["critic_optimizer"]:
                 state["critic_optimizer"] = get_optimizer_state_dict(self.critic, self.critic_optimizer)
         return state
+
+    def _trainable_state(self, module: nn.Module) -> dict[str, torch.Tensor]:
+        """A model's state for a checkpoint: all of it, or with LoRA its trainable part (the rest is the base
+        model's, read from the model folder)."""
+        state = get_model_state_dict(module, options=StateDictOptions(ignore_frozen_params=self.lora))
+        if not self.lora:
+            return state
+        # ignore_frozen_params keeps a frozen head tied to the frozen embedding (torch 2.13): filtered here
+        trainable = {name for name, p in module.named_parameters() if p.requires_grad}
+        return {k: v for k, v in state.items() if k in trainable}
 
     def _state_for_dcp(self, fresh: dict[str, bool]) -> dict[str, dict]:
         """The sharded state as DCP reads and writes it: as is on the CPU and CUDA; as host copies on XLA, whose
@@ -312,13 +376,20 @@ class TorchLearner(Learner):
         """Collective under several processes: every rank calls it with the same folder."""
         folder.mkdir(parents=True, exist_ok=True)
         full = {}
-        for name, t in self.policy_weights():  # every rank takes part in gathering each tensor; rank 0 keeps it
+        # every rank takes part in gathering each tensor; rank 0 keeps it
+        weights = ((name[len("lm."):], _full(p).detach()) for name, p in lora.adapter_parameters(self.policy)) \
+            if self.lora else self.policy_weights()
+        for name, t in weights:
             if dist.is_main():
                 full[name] = t.cpu()
         fresh = self._fresh_optimizers()
         if dist.is_main():
-            save_hf_model(full, self.model_dir, folder / "model")
-            meta = {"reference_is_base": self.reference_is_base, "fresh_optimizers": fresh}
+            if self.lora:  # the adapter alone, in peft's format; the final model folder merges it (export_policy)
+                lora.save_adapter(self.policy.lm, full, folder / "adapter")
+            else:
+                save_hf_model(full, self.model_dir, folder / "model")
+            meta = {"reference_is_base": self.reference_is_base, "fresh_optimizers": fresh,
+                    "lora_rank": self.cfg.lora.rank, "base_model": str(self.model_dir)}
             (folder / "learner.json").write_text(json.dumps(meta) + "\n")
         del full
         with _single_process_dcp():
@@ -327,37 +398,60 @@ class TorchLearner(Learner):
     def load_state(self, folder: Path) -> None:
         from safetensors.torch import load_file
 
-        weights: dict[str, torch.Tensor] = {}
-        for f in sorted((folder / "model").glob("*.safetensors")):
-            weights.update(load_file(f))
-        for alias, name in self._aliases.items():  # tied weights are saved once
-            weights.setdefault(alias, weights[name])
-        self._load_module(self.policy, {f"lm.{k}": v for k, v in weights.items()}, full=True)
         meta = json.loads((folder / "learner.json").read_text())
+        saved_rank = meta.get("lora_rank", 0)
+        if saved_rank != self.cfg.lora.rank:
+            raise ValueError(f"{folder.parent} was trained with --lora.rank {saved_rank}, this run has --lora.rank "
+                             f"{self.cfg.lora.rank}: the saved weights do not fit")
+        if not self.lora:
+            weights: dict[str, torch.Tensor] = {}
+            for f in sorted((folder / "model").glob("*.safetensors")):
+                weights.update(load_file(f))
+            for alias, name in self._aliases.items():  # tied weights are saved once
+                weights.setdefault(alias, weights[name])
+            self._load_module(self.policy, {f"lm.{k}": v for k, v in weights.items()}, full=True)
         self.reference_is_base, fresh = meta["reference_is_base"], meta["fresh_optimizers"]
+        if self.lora and not self.reference_is_base:  # filled in by the load below
+            self.reference_adapter = lora.copy_adapter(self.policy)
         self.reset_optimizer()  # fresh optimizers stay fresh; the others are filled in below
         state = self._state_for_dcp(fresh)
         with _single_process_dcp():
             dcp.load(state, checkpoint_id=folder / "state", no_dist=not dist.active())
+        if self.lora:  # the adapter first: the optimizer's state is keyed by its parameters
+            self._load_module(self.policy, state["adapter"], partial=True)
+            for name in ("precedent_adapter", "reference_adapter"):
+                if name in state:
+                    setattr(self, name, self._on_device(state[name], getattr(self, name)))
         if "optimizer" in state:
             self._load_optimizer(self.policy, self.optimizer, state["optimizer"])
         if self.precedent is not None:
             self._load_module(self.precedent, state["precedent"])
-        if not self.reference_is_base:
+        if not self.reference_is_base and self.reference is not None:
             self._load_module(self.reference, state["reference"])
         if self.critic is not None:
-            self._load_module(self.critic, state["critic"])
+            self._load_module(self.critic, state["critic"], partial=self.lora)
             if "critic_optimizer" in state:
                 self._load_optimizer(self.critic, self.critic_optimizer, state["critic_optimizer"])
 
-    def _load_module(self, module: nn.Module, state: dict[str, torch.Tensor], full: bool = False) -> None:
-        """A model's saved state into `module`. Under XLA SPMD tensor by tensor, each sharded again at once:
-        set_model_state_dict would leave the whole model replicated on every chip (about 25 GB per chip with
-        AdamW's moments at 1.5B), first all of it at once, then for good."""
+    def _load_module(self, module: nn.Module, state: dict[str, torch.Tensor], full: bool = False,
+                     partial: bool = False) -> None:
+        """A model's saved state into `module` (`partial`: its trainable part, LoRA). Under XLA SPMD tensor by
+        tensor, each sharded again at once: set_model_state_dict would leave the whole model replicated on every
+        chip (about 25 GB per chip with AdamW's moments at 1.5B), first all of it at once, then for good."""
         if self.plan.spmd:
-            self.plan.static.load_into(module, state)
+            self.plan.static.load_into(module, state, partial=partial)
         else:
-            set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=full))
+            set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=full, strict=not partial))
+
+    def _on_device(self, loaded: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Adapter snapshots as DCP loaded them (in place, or into host copies on XLA) copied into tensors placed
+        and sharded like `like`'s."""
+        with torch.no_grad():
+            for name, t in like.items():
+                if loaded[name] is not t:
+                    t.copy_(loaded[name])
+        self.plan.sync()
+        return like
 
     def _load_optimizer(self, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
         if self.plan.spmd:  # the moments reach the device sharded as their parameters, one at a time

@@ -84,10 +84,13 @@ class ParallelPlan:
     def prepare(self, module: nn.Module, trainable: bool) -> nn.Module:
         """Applies the plan to a freshly built float32 module: activation checkpointing (trainable modules
         only), frozen weights in the compute dtype, FSDP2 sharding, placement. Dropout stays off (eval mode)
-        throughout: the old, proximal and current log-probs must be comparable."""
-        module.eval().requires_grad_(trainable)
+        throughout: the old, proximal and current log-probs must be comparable. A trainable module trains the
+        parameters it marks as such (all of a fresh HF model; a LoRA model's adapter alone)."""
+        module.eval()
+        if not trainable:
+            module.requires_grad_(False)
         blocks = transformer_blocks(module)
-        if not trainable and self.compute_dtype != torch.float32:
+        if self.compute_dtype != torch.float32:  # a LoRA policy's frozen base too
             store_frozen_in_compute_dtype(module, blocks, self.compute_dtype, self.sharded)
         if self.activation_checkpointing and trainable:
             for block in blocks:
@@ -153,16 +156,17 @@ def allow_tf32():
 
 def store_frozen_in_compute_dtype(module: nn.Module, blocks: list[nn.Module], dtype: torch.dtype,
                                   sharded: bool) -> None:
-    """A frozen model's weights in `dtype` wherever that changes no result (see the module docstring): all of
-    them under FSDP2's bf16 mixed precision; else the nn.Linear layers of the blocks, which autocast runs in
-    `dtype` whatever their storage."""
+    """Frozen weights (a frozen model's, a LoRA policy's base) in `dtype` wherever that changes no result (see the
+    module docstring): all of them under FSDP2's bf16 mixed precision; else the frozen nn.Linear layers of the
+    blocks, which autocast runs in `dtype` whatever their storage. Trainable weights stay float32."""
     if sharded:
         for p in module.parameters():  # parameters only: buffers such as RoPE's inv_freq keep their float32
-            p.data = p.data.to(dtype)
+            if not p.requires_grad:
+                p.data = p.data.to(dtype)
         return
     for block in blocks:
         for sub in block.modules():
-            if isinstance(sub, nn.Linear):
+            if isinstance(sub, nn.Linear) and not any(p.requires_grad for p in sub.parameters()):
                 sub.to(dtype)
 
 

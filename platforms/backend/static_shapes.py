@@ -100,12 +100,13 @@ class StaticShapes:
         xs.mark_sharding(t, self.mesh, self.parameter_spec(param))
         return 1
 
-    def load_into(self, module: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    def load_into(self, module: nn.Module, state: dict[str, torch.Tensor], partial: bool = False) -> None:
         """SPMD: a state dict (host tensors, the module's own names, tied ones included) copied into the module one
         tensor at a time, each sharded again at once: a replicated copy of the whole model never exists on a chip
-        (set_model_state_dict copies everything, then the sharding is lost)."""
+        (set_model_state_dict copies everything, then the sharding is lost). `partial`: only some of the module's
+        tensors (a LoRA adapter's), the others keep theirs."""
         own = module.state_dict(keep_vars=True)  # the parameters themselves (XLA copies into aliases are lost)
-        missing, unexpected = set(own) - set(state), set(state) - set(own)
+        missing, unexpected = set() if partial else set(own) - set(state), set(state) - set(own)
         if missing or unexpected:
             raise KeyError(f"load_into: missing {sorted(missing)[:3]}, unexpected {sorted(unexpected)[:3]}")
         done: set[int] = set()

@@ -80,6 +80,30 @@ def test_bf16_frozen_copies_on_two_ranks_are_bf16_and_exact(two_rank_updates):
     assert_frozen_copies_exact(two_rank_updates["frozen", "bfloat16"], all_bf16=True)
 
 
+def test_lora_on_two_ranks(tiny_model_dir, two_rank_updates):
+    """LoRA under FSDP2: the 2-rank update (merged weights, the critic's adapter and head) equals the 1-process
+    one; bf16 (frozen base in bf16, adapter float32) trains; the reference is the base model and the precedent the
+    policy at its snapshot, exactly; a save/load round trip restores all three exactly."""
+    from tests.integration.update_worker import LORA
+
+    one = updated_weights(tiny_model_dir, LOSS_AGGS[0], lora=LORA)
+    two = two_rank_updates["lora", "float32"]
+    assert one.keys() == two.keys()
+    for k in one:
+        torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6, msg=k)
+    base = load_file(Path(tiny_model_dir) / "model.safetensors")
+    q = "model.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(one[f"policy.{q}"], base[q])  # the merged adapter moved the engine's weights
+    assert torch.equal(one["policy.model.norm.weight"], base["model.norm.weight"])  # not adapted: unchanged
+    bf16 = two_rank_updates["lora", "bfloat16"]
+    torch.testing.assert_close(bf16[f"policy.{q}"], one[f"policy.{q}"], rtol=0, atol=2e-2)
+    anchors = two_rank_updates["lora", "anchors"]
+    assert anchors["updated/moved"] > 1e-4
+    assert {k: float(v) for k, v in anchors.items() if k != "updated/moved"} == {
+        "updated/reference": 0.0, "snapshot/precedent": 0.0, "resumed/current": 0.0, "resumed/reference": 0.0,
+        "resumed/precedent": 0.0}
+
+
 def _train(run_dir: Path, model_dir, steps: int, timeout: float = 300) -> subprocess.CompletedProcess:
     flags = small_cli_flags(model_dir, run_dir, steps)
     return _check(subprocess.run(torchrun(str(ROOT / "scripts" / "run.py"), *flags), cwd=ROOT, env=_env(),

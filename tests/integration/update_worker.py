@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
 from platforms.cpu import DIST_BACKEND, make_learner
 from remix import distributed as dist
+from remix.config import LoRAConfig
 from remix.interfaces import TokenBatch
 from tests.helpers import small_config
 
@@ -51,16 +53,20 @@ def with_logprob_fields(batch: TokenBatch, current: torch.Tensor) -> TokenBatch:
     return batch
 
 
+LORA = LoRAConfig(rank=4, alpha=8.0)
+
+
 def updated_weights(model_dir, loss_agg: str, dtype: str = "float32",
-                    activation_checkpointing: bool = False) -> dict[str, torch.Tensor]:
+                    activation_checkpointing: bool = False, lora: LoRAConfig | None = None) -> dict[str, torch.Tensor]:
     """Policy and critic weights, and the update's metrics, after one update on this rank's share of
-    `fixed_batch` (all of it in one process). Log-prob fields come from the float32 base model."""
-    cfg = small_config(model_dir, algo="ppo", mini_batch_size=B, micro_batch_size=2)
+    `fixed_batch` (all of it in one process). Log-prob fields come from the float32 base model. With `lora`, the
+    policy's weights are the merged ones the engine receives."""
+    cfg = small_config(model_dir, algo="ppo", mini_batch_size=B, micro_batch_size=2, lora=lora or LoRAConfig())
     cfg = replace(cfg, objective=replace(cfg.objective, loss_agg=loss_agg, kl_coef=0.1, entropy_coef=0.01),
                   model=replace(cfg.model, dtype=dtype, activation_checkpointing=activation_checkpointing))
     learner = make_learner(model_dir, cfg)
     batch = fixed_batch(learner.policy.lm.config.vocab_size)
-    base = make_learner(model_dir, replace(cfg, model=replace(cfg.model, dtype="float32")))
+    base = make_learner(model_dir, replace(cfg, model=replace(cfg.model, dtype="float32"), lora=LoRAConfig()))
     batch = with_logprob_fields(batch, base.logprobs(batch))  # every rank: the whole batch, the same numbers
     share = B // dist.world_size()
     mine = torch.arange(dist.rank() * share, (dist.rank() + 1) * share)
@@ -102,12 +108,48 @@ def frozen_copies_in_bf16(model_dir) -> dict[str, torch.Tensor]:
     return out
 
 
+def lora_anchors(model_dir, folder) -> dict[str, torch.Tensor]:
+    """A LoRA learner on this job's processes: the reference against the base model (a full learner's policy),
+    the precedent after an update against the policy at its snapshot, and a save/load round trip: the largest
+    log-prob differences (0: exact)."""
+    cfg = small_config(model_dir, mini_batch_size=B, micro_batch_size=2, lora=LORA)
+    learner, full = make_learner(model_dir, cfg), make_learner(model_dir, replace(cfg, lora=LoRAConfig()))
+    batch = fixed_batch(learner.policy.lm.config.vocab_size)
+    share = B // dist.world_size()
+    mine = torch.arange(dist.rank() * share, (dist.rank() + 1) * share)
+
+    def gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return (a - b).abs().max()
+
+    base = full.logprobs(batch)
+    out = {}
+    for _ in range(2):
+        learner.update(with_logprob_fields(batch, learner.logprobs(batch)).select(mine), kl_lambda=0.7)
+    out["updated/moved"] = gap(learner.logprobs(batch), base)  # > 0: the adapter trained
+    out["updated/reference"] = gap(learner.logprobs(batch, "reference"), base)
+    learner.snapshot_precedent()
+    at_snapshot = learner.logprobs(batch)
+    learner.update(with_logprob_fields(batch, at_snapshot).select(mine), kl_lambda=0.7)
+    out["snapshot/precedent"] = gap(learner.logprobs(batch, "precedent"), at_snapshot)
+    learner.reincarnate_reference()
+    learner.save_state(Path(folder))
+    resumed = make_learner(model_dir, cfg)
+    resumed.load_state(Path(folder))
+    for name in ("current", "reference", "precedent"):
+        out[f"resumed/{name}"] = gap(resumed.logprobs(batch, name), learner.logprobs(batch, name))
+    return out
+
+
 def main() -> None:
     model_dir, out = sys.argv[1], sys.argv[2]
     dist.init(DIST_BACKEND)
     results = {("float32", mode): updated_weights(model_dir, mode) for mode in LOSS_AGGS}
     results["bfloat16", LOSS_AGGS[0]] = updated_weights(model_dir, LOSS_AGGS[0], "bfloat16")  # FSDP2 mixed precision
     results["frozen", "bfloat16"] = frozen_copies_in_bf16(model_dir)
+    results["lora", "float32"] = updated_weights(model_dir, LOSS_AGGS[0], lora=LORA)
+    # bf16 plan: the frozen base in bf16, the adapter float32 (FSDP2 needs one dtype among trainable weights only)
+    results["lora", "bfloat16"] = updated_weights(model_dir, LOSS_AGGS[0], "bfloat16", lora=LORA)
+    results["lora", "anchors"] = lora_anchors(model_dir, Path(out).parent / "lora-checkpoint")
     if dist.is_main():
         torch.save(results, out)
     dist.shutdown()
