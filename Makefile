@@ -39,7 +39,8 @@ $(XSTAMP): pyproject.toml
 	test -x $(XPY) || $(PYTHON) -m venv $(XLA_VENV)
 	$(XPY) -m pip install --quiet --upgrade pip
 	$(XPY) -m pip install --quiet torch==2.9.0 torch-xla==2.9.0
-	$(XPY) -c "import tomllib; print('\n'.join(d for d in tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'] if not d.startswith('torch')))" > $(XLA_VENV)/requirements.txt
+	# the core's dependencies and the lora extra's (LoRA is tested on XLA too)
+	$(XPY) -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; print('\n'.join(d for d in p['dependencies'] + p['optional-dependencies']['lora'] if not d.startswith('torch')))" > $(XLA_VENV)/requirements.txt
 	$(XPY) -m pip install --quiet -r $(XLA_VENV)/requirements.txt 'pytest>=8'
 	touch $(XSTAMP)
 

@@ -93,6 +93,12 @@ class Rollout(ABC):
         (see `Learner.policy_weights`): the tensors may be on the learner's device and may be consumed in
         buckets; every weight of the model must arrive."""
 
+    def load_adapter(self, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+        """Optional (--lora.sync adapter): samples from now on with the base model plus this LoRA adapter (peft's
+        adapter_config.json contents and its tensors under peft's names, see `Learner.policy_adapter`), replacing
+        the previous one. An engine without LoRA support takes merged weights through `load_weights` only."""
+        raise _missing(self.platform, "Rollout.load_adapter (--lora.sync adapter); use --lora.sync merged")
+
     def release_memory(self) -> None:
         """Frees the engine's accelerator memory (weights, KV cache) while the learner works. Default: keep it."""
         return None  # an engine that owns its memory for good has nothing to free
@@ -134,6 +140,11 @@ class Learner(ABC):
         none past the next update (an unsharded learner hands out its parameters themselves). Under
         several processes every rank must iterate to the end: gathering a sharded weight is a collective.
         """
+
+    def policy_adapter(self) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """Optional, for LoRA policies: the adapter as peft saves it, (adapter_config.json's contents, whole
+        tensors under peft's names). Collective under several processes."""
+        raise NotImplementedError("policy_adapter: this learner trains no LoRA adapter (--lora.rank 0)")
 
     @abstractmethod
     def snapshot_precedent(self) -> None:

@@ -182,7 +182,8 @@ def check_writable(run_dir: Path) -> None:
 
 
 # What the shape of a run's saved state depends on: a fork must agree with the run it is forked from here.
-FORK_MUST_MATCH = ("platform", "algo", "model.", "data.", "batch_size", "rollout.group_size")
+FORK_MUST_MATCH = ("platform", "algo", "model.", "data.", "batch_size", "rollout.group_size", "lora.rank",
+                   "lora.alpha", "lora.target_modules")
 
 
 def _uses_precedent(c: dict[str, Any]) -> bool:  # schedule.uses_precedent on a flattened config.json

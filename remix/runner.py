@@ -125,8 +125,11 @@ def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
             f"(--data.heldout-size {cfg.data.heldout_size} capped at a fifth of the data)")
     # Rank 0 builds a built-in model into the cache; the other ranks then load that folder.
     model_dir = dist.on_main(lambda: resolve_model(cfg.model.name, cfg.model.cache_dir), errors=(ModelNotFound,))
+    # --lora.sync adapter (checked: only with --rollout.engine sglang, on cuda) is the one rollout option outside
+    # --rollout.*: the engine must start with LoRA enabled for the adapter's rank and modules
+    adapter_sync = {"lora": cfg.lora} if cfg.lora.sync == "adapter" else {}
     rollout = platform.make_rollout(model_dir, seed=cfg.seed + dist.rank(), dtype=cfg.model.dtype,
-                                     options=cfg.rollout, prompt_tokens=cfg.data.max_prompt_tokens)
+                                     options=cfg.rollout, prompt_tokens=cfg.data.max_prompt_tokens, **adapter_sync)
     learner = platform.make_learner(model_dir, cfg)
     tokenizer = rollout.tokenizer
     form = d  # a PromptConfig: its errors name --data.* flags

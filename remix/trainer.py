@@ -151,7 +151,7 @@ class Trainer:
                 skipped = any(v for key, v in updates[-1].items() if key.startswith("skipped/"))
                 self.consecutive_skips = self.consecutive_skips + 1 if skipped else 0
         self.rollout.resume_memory()
-        self.rollout.load_weights(self.learner.policy_weights())
+        self._sync_policy()
 
         # 5. Buffer: push every process's fresh groups, in rank order (the order of the global prompt draw), keep
         #    the last N policies (on-policy training stores nothing).
@@ -266,7 +266,15 @@ class Trainer:
         self.rollout.load_state_dict(state["rollout"])
         self.train.load_state_dict(state["data"])
         self.buffer.load_state_dict(state["buffer"])
-        self.rollout.load_weights(self.learner.policy_weights())  # the engine samples from the restored policy
+        self._sync_policy()  # the engine samples from the restored policy
+
+    def _sync_policy(self) -> None:
+        """The learner's policy to the rollout engine: merged weights, or with --lora.sync adapter the LoRA adapter
+        alone (the engine keeps the base weights)."""
+        if self.cfg.lora.sync == "adapter":
+            self.rollout.load_adapter(*self.learner.policy_adapter())
+        else:
+            self.rollout.load_weights(self.learner.policy_weights())
 
     # ---------------------------------------------------------------------------------------------
     def evaluate(self, batch_size: int = EVAL_PROMPTS_PER_CALL) -> dict[str, float]:

@@ -291,6 +291,13 @@ class TorchLearner(Learner):
         for name, tensor in self.policy.lm.state_dict().items():
             yield name, _full(tensor).detach()
 
+    def policy_adapter(self) -> tuple[dict, dict[str, torch.Tensor]]:
+        if not self.lora:
+            raise NotImplementedError("policy_adapter: this learner trains no LoRA adapter (--lora.rank 0)")
+        # whole tensors (gathered where FSDP2 shards them; every rank takes part), on the learner's device
+        return lora.peft_format(self.policy.lm, {name[len("lm."):]: _full(p).detach()
+                                                 for name, p in lora.adapter_parameters(self.policy)})
+
     def snapshot_precedent(self) -> None:
         if self.precedent is None and not (self.lora and self.precedent_adapter is not None):
             raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")

@@ -135,6 +135,16 @@ def merged_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
             yield key, _full(tensor).detach()
 
 
+def peft_format(model: nn.Module, adapter: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(adapter_config.json's contents, tensors under peft's saved names: `...q_proj.lora_A.weight`) from whole
+    tensors under the model's own names (`...q_proj.lora_A.default.weight`), as `save_pretrained` writes them."""
+    from peft import get_peft_model_state_dict
+
+    config = model.peft_config[ADAPTER].to_dict()
+    config["target_modules"] = sorted(config["target_modules"])  # a set in peft's config: JSON and SGLang take lists
+    return config, get_peft_model_state_dict(model, state_dict=adapter, adapter_name=ADAPTER)
+
+
 def save_adapter(model: nn.Module, adapter: dict[str, torch.Tensor], folder) -> None:
     """The adapter as peft saves it (adapter_config.json, adapter_model.safetensors): loadable with
     `PeftModel.from_pretrained(base_model, folder)`. `adapter`: whole host tensors under the model's own names."""

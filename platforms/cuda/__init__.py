@@ -20,7 +20,7 @@ import torch
 
 from platforms.backend import TorchLearner, plan_for, torch_rollout
 from remix import distributed as dist
-from remix.config import RolloutConfig, TrainConfig
+from remix.config import LoRAConfig, RolloutConfig, TrainConfig
 from remix.interfaces import Rollout
 
 NAME = "cuda"
@@ -62,14 +62,17 @@ def rollout_engine(requested: str, sglang_importable: bool | None = None) -> str
 
 
 def make_rollout(model_dir: str | Path, *, seed: int = 0, dtype: str = "float32",
-                 options: RolloutConfig | None = None, prompt_tokens: int | None = None) -> Rollout:
+                 options: RolloutConfig | None = None, prompt_tokens: int | None = None,
+                 lora: LoRAConfig | None = None) -> Rollout:
+    """`lora`: with --lora.sync adapter, SGLang receives the LoRA adapter instead of merged weights."""
     options = options or RolloutConfig()
     if rollout_engine(options.engine) == "sglang":
         from platforms.cuda.sglang_rollout import SGLangRollout
 
+        adapter = (lora.rank, lora.target_modules) if lora is not None and lora.sync == "adapter" else None
         return SGLangRollout(model_dir, seed=seed, dtype=dtype, gpu=dist.local_rank(),
                              mem_fraction=options.sglang_mem_fraction, bucket_mb=options.weight_sync_bucket_mb,
-                             deterministic=options.sglang_deterministic)
+                             deterministic=options.sglang_deterministic, lora_adapter=adapter)
     return torch_rollout(model_dir, device(), NAME, seed, dtype, options, prompt_tokens=prompt_tokens)
 
 

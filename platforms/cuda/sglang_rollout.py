@@ -38,6 +38,15 @@ What SGLang is asked to do, and why:
   and only the weights are taken back; the KV cache and the graphs are taken back after the sync (the bucket
   copies emptied from the cache and their IPC handles collected first), so the sync's peak holds neither
   (verl's order), then the prefix cache is flushed.
+- LoRA adapters (--lora.sync adapter): the engine starts with `enable_lora=True`, `max_lora_rank` and
+  `lora_target_modules` (both required when no adapter is given at start-up; ServerArgs' LoRA check) and keeps the
+  base weights; each sync unloads the previous adapter (`unload_lora_adapter`: a name cannot be loaded twice) and
+  loads the new one with `load_lora_adapter_from_tensors(lora_name, tensors, config_dict)` (peft's names and
+  adapter_config.json contents, what SGLang's own test passes), and `generate(..., lora_path=name)` samples with
+  it. Both answer `LoRAUpdateOutput(success, error_message)` rather than raising: a failure stops the run. The
+  weights are never released in this mode (without a CPU backup their memory comes back uninitialised, and no
+  full weight sync would refill it): only the KV cache and CUDA graphs are. `max_loaded_loras` stays unset (an
+  adapter loaded from tensors that SGLang evicted could not be reloaded: its path is "__tensor__").
 - Reproducibility: every request gets a `sampling_seed` drawn from this rollout's own generator (checkpointed).
   SGLang honours it only with `--rollout.sglang-deterministic` (enable_deterministic_inference); otherwise a
   resumed run samples other responses than an uninterrupted one would.
@@ -172,7 +181,10 @@ def engine_died(signum, frame) -> None:
 class SGLangRollout(Rollout):
     def __init__(self, model_dir: str | Path, *, seed: int = 0, dtype: str = "bfloat16", gpu: int = 0,
                  mem_fraction: float = 0.5, bucket_mb: int = 512, deterministic: bool = False,
-                 api: SGLangAPI | None = None, platform: str = "cuda") -> None:
+                 api: SGLangAPI | None = None, platform: str = "cuda",
+                 lora_adapter: tuple[int, tuple[str, ...]] | None = None) -> None:
+        """`lora_adapter`: (rank, target modules) of the LoRA adapter this engine receives instead of merged
+        weights (--lora.sync adapter); None: merged weights."""
         if os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes", "y"):
             raise ValueError("SGLANG_RETURN_ORIGINAL_LOGPROB is set: SGLang would return log-probs before "
                              "temperature, which are not those of the distribution sampled from; unset it")
@@ -193,6 +205,11 @@ class SGLangRollout(Rollout):
         self.generator = torch.Generator().manual_seed(seed)  # per-request seeds; its state is checkpointed
         self.released: set[str] = set()  # memory tags released to the learner
         self._trainer_sigterm = signal.getsignal(signal.SIGTERM)  # the runner's: finish the step, checkpoint
+        self.adapter: str | None = None  # the name of the LoRA adapter loaded (--lora.sync adapter)
+        self.adapter_syncs = 0
+        self.memory_tags = MEMORY_TAGS if lora_adapter is None else AFTER_SYNC_TAGS  # the weights stay (docstring)
+        lora_args = {} if lora_adapter is None else {
+            "enable_lora": True, "max_lora_rank": lora_adapter[0], "lora_target_modules": list(lora_adapter[1])}
         with engine_process_environment():
             self.engine = self.api.Engine(
                 model_path=str(model_dir), dtype=ENGINE_DTYPE, tp_size=1, base_gpu_id=gpu,
@@ -200,6 +217,7 @@ class SGLangRollout(Rollout):
                 skip_tokenizer_init=True,  # token ids in, token ids out: our tokenizer and chat template
                 enable_deterministic_inference=deterministic, log_level="error",
                 custom_sigquit_handler=engine_died,  # not SGLang's SIGKILL of the whole process tree
+                **lora_args,
             )
         # The first request makes SGLang's tokenizer manager add its SIGTERM/SIGQUIT handlers: make it now, and
         # take the handlers back, so that no later engine call runs with them.
@@ -235,7 +253,8 @@ class SGLangRollout(Rollout):
         sampling = [{"temperature": params.temperature, "top_p": params.top_p, "top_k": -1,
                      "max_new_tokens": params.max_new_tokens, "stop_token_ids": sorted(self.stop_ids),
                      "sampling_seed": s} for s in seeds]
-        outputs = self.engine.generate(input_ids=flat, sampling_params=sampling, return_logprob=True)
+        adapter = {} if self.adapter is None else {"lora_path": self.adapter}  # one name: the whole batch
+        outputs = self.engine.generate(input_ids=flat, sampling_params=sampling, return_logprob=True, **adapter)
         gens = [self._to_generation(o) for o in outputs]
         return [gens[i * params.n:(i + 1) * params.n] for i in range(len(prompts))]
 
@@ -278,10 +297,34 @@ class SGLangRollout(Rollout):
         # is gone): flushed once, after the last bucket and with the KV cache back.
         self._check_flushed(self.engine.flush_cache(), "after the weight update")
 
+    @torch.no_grad()
+    def load_adapter(self, config: dict, tensors: dict[str, torch.Tensor]) -> None:
+        """The policy's LoRA adapter replaces the previous one (a new name each time, the old one unloaded first:
+        SGLang refuses a name it holds). The KV cache and graphs come back first, the prefix cache is flushed."""
+        resume = [tag for tag in AFTER_SYNC_TAGS if tag in self.released]
+        if resume:
+            give_back_cuda_memory(collect_garbage=False)
+            self.engine.resume_memory_occupation(tags=resume)
+            self.released -= set(resume)
+        if self.adapter is not None:
+            self._check_lora(self.engine.unload_lora_adapter(lora_name=self.adapter), "unload", self.adapter)
+            self.adapter = None
+        name = f"policy-{self.adapter_syncs}"
+        self.api.monkey_patch_torch_reductions()  # the tensors cross to the scheduler by CUDA IPC
+        self._check_lora(self.engine.load_lora_adapter_from_tensors(lora_name=name, tensors=tensors,
+                                                                    config_dict=config), "load", name)
+        self.adapter, self.adapter_syncs = name, self.adapter_syncs + 1
+        self._check_flushed(self.engine.flush_cache(), "after the adapter update")
+
+    @staticmethod
+    def _check_lora(result, what: str, name: str) -> None:
+        if not result.success:
+            raise RolloutFailed(f"SGLang could not {what} the LoRA adapter {name!r}: {result.error_message}")
+
     def release_memory(self) -> None:
         if not self.released:
-            self.engine.release_memory_occupation(tags=MEMORY_TAGS)
-            self.released = set(MEMORY_TAGS)
+            self.engine.release_memory_occupation(tags=self.memory_tags)
+            self.released = set(self.memory_tags)
 
     def resume_memory(self) -> None:
         """Takes the weights back (the KV cache and CUDA graphs follow in load_weights, after the sync)."""

@@ -238,3 +238,17 @@ def test_what_the_fake_imitates_and_the_rollout_guards_against_is_in_sglangs_sou
     source = inspect.getsource(importlib.import_module("torch.distributed.rendezvous"))  # not the function
     assert 'os.environ.get("TORCHELASTIC_USE_AGENT_STORE", None) == str(True)' in source
     assert sglang_rollout.TORCHRUN_AGENT_STORE == fake.TORCHRUN_AGENT_STORE == "TORCHELASTIC_USE_AGENT_STORE"
+
+
+def test_the_lora_api_behaves_as_the_fake_does(wheel):
+    """--lora.sync adapter: LoRAUpdateOutput's fields; a name already loaded is refused (so the rollout unloads
+    first); with no adapter at start-up, max_lora_rank and lora_target_modules are required; an unknown name in
+    generate raises; adapters from tensors are recorded under the path "__tensor__" (why max_loaded_loras stays
+    unset: an evicted one could not be reloaded)."""
+    output = _fields(_tree(wheel, "sglang.srt.managers.io_struct")[1], {"LoRAUpdateOutput"})
+    assert output == set(fake.LoRAUpdateOutput.__dataclass_fields__)
+    sources = "\n".join(text for path, text in wheel.items() if path.startswith("sglang/srt/"))
+    assert "because it is already loaded" in wheel["sglang/srt/lora/lora_manager.py"]
+    assert "you need to specify both --max-lora-rank and --lora-target-modules" in sources
+    assert "Got LoRA adapter that has never been loaded" in wheel["sglang/srt/managers/tokenizer_manager.py"]
+    assert '"__tensor__"' in sources

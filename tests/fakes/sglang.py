@@ -16,7 +16,12 @@ It behaves like SGLang where that decides whether a run survives (each point rea
   the children and exits the process with status 0;
 - a weight that does not fit its parameter crashes the scheduler (SIGQUIT to the trainer); a weight name the
   model lacks is skipped with a warning (srt/models/qwen2.py);
-- `shutdown()` (also run at exit) SIGKILLs every child process of the trainer, its grader pool's too.
+- `shutdown()` (also run at exit) SIGKILLs every child process of the trainer, its grader pool's too;
+- LoRA (srt/lora/, srt/managers/tokenizer_manager.py, srt/arg_groups/lora_hook.py): adapters need `enable_lora`,
+  and with none at start-up `max_lora_rank` and `lora_target_modules`; `load_lora_adapter_from_tensors` and
+  `unload_lora_adapter` answer `LoRAUpdateOutput(success=False, error_message=...)` instead of raising (a name
+  already loaded, a rank above max_lora_rank, a module outside lora_target_modules, an unknown name);
+  `generate(lora_path=name)` samples with base + (B @ A) * alpha / r (an unknown name raises ValueError).
 
 It samples with the backend's TorchRollout on the CPU, in the trainer's process, one request at a time with the
 request's `sampling_seed`, and returns SGLang's output format. tests/contract/test_sglang_contract.py checks every
@@ -50,7 +55,7 @@ from remix.interfaces import SamplingParams
 # sglang.srt.server_args.ServerArgs fields the rollout passes (checked against the wheel)
 SERVER_ARGS = {"model_path", "dtype", "tp_size", "base_gpu_id", "mem_fraction_static", "enable_memory_saver",
                "random_seed", "skip_tokenizer_init", "enable_deterministic_inference", "log_level",
-               "custom_sigquit_handler"}
+               "custom_sigquit_handler", "enable_lora", "max_lora_rank", "lora_target_modules"}
 # sglang.srt.sampling.sampling_params.SamplingParams fields (checked against the wheel)
 SAMPLING_KEYS = {"temperature", "top_p", "top_k", "max_new_tokens", "stop_token_ids", "sampling_seed"}
 MEMORY_TAGS = {"kv_cache", "weights", "cuda_graph"}  # sglang.srt.constants
@@ -160,6 +165,13 @@ class Calls:
 
 
 @dataclass
+class LoRAUpdateOutput:  # sglang.srt.managers.io_struct.LoRAUpdateOutput
+    success: bool
+    error_message: str | None = None
+    loaded_adapters: dict | None = None
+
+
+@dataclass
 class FlushCacheReqOutput:  # sglang.srt.managers.io_struct.FlushCacheReqOutput
     success: bool
     message: str = ""
@@ -241,6 +253,11 @@ class Engine:  # sglang.srt.entrypoints.engine.Engine
         self.is_shut_down = False
         self.fail_next_update: str | None = None  # a test sets a message: the next update reports failure
         self.nan_next = False  # a test sets it: the next request ends on SGLang's NaN path
+        self.adapters: dict[str, dict[str, torch.Tensor]] = {}  # lora_name -> merged weights of the adapted layers
+        self.base_weights = None  # the base model's weights while an adapter is applied
+        if kwargs.get("enable_lora") and not (kwargs.get("max_lora_rank") and kwargs.get("lora_target_modules")):
+            raise AssertionError("When no initial --lora-paths is provided, you need to specify both --max-lora-rank "
+                                 "and --lora-target-modules for LoRA initialization.")
 
     def _watchdog(self):  # sglang.srt.utils.watchdog.SubprocessWatchdog
         while self._watching:
@@ -250,12 +267,14 @@ class Engine:  # sglang.srt.entrypoints.engine.Engine
                 return
             time.sleep(0.2)
 
-    def generate(self, prompt=None, sampling_params=None, input_ids=None, return_logprob=False):
-        return self.tokenizer_manager.run(self._generate, prompt, sampling_params, input_ids, return_logprob)
+    def generate(self, prompt=None, sampling_params=None, input_ids=None, return_logprob=False, lora_path=None):
+        return self.tokenizer_manager.run(self._generate, prompt, sampling_params, input_ids, return_logprob,
+                                          lora_path)
 
-    def _generate(self, prompt, sampling_params, input_ids, return_logprob):
+    def _generate(self, prompt, sampling_params, input_ids, return_logprob, lora_path=None):
         if self.released:
             raise RuntimeError(f"generate while {sorted(self.released)} are released")
+        self._apply_adapter(lora_path)
         assert prompt is None and self.server_args.get("skip_tokenizer_init"), "token ids in, token ids out"
         if not input_ids:  # io_struct's _determine_batch_size
             raise ValueError("input_ids cannot be empty.")
@@ -282,6 +301,58 @@ class Engine:  # sglang.srt.entrypoints.engine.Engine
         self.cache_entries += len(outputs)
         self.log.append(("generate", len(outputs)))
         return outputs
+
+    def _apply_adapter(self, lora_path) -> None:
+        """The sampler's weights: the base model's, or with an adapter's merged into its layers."""
+        if isinstance(lora_path, list):
+            assert len(set(lora_path)) == 1, "the fake applies one adapter to a whole batch"
+            lora_path = lora_path[0]
+        if lora_path is not None and lora_path not in self.adapters:
+            raise ValueError(f"Got LoRA adapter that has never been loaded: {lora_path}")
+        own = self.sampler.model.state_dict()
+        with torch.no_grad():
+            if self.base_weights is not None:  # back to the base first
+                for name, t in self.base_weights.items():
+                    own[name].copy_(t)
+                self.base_weights = None
+            if lora_path is not None:
+                self.base_weights = {name: own[name].clone() for name in self.adapters[lora_path]}
+                for name, delta in self.adapters[lora_path].items():
+                    own[name].copy_((own[name].float() + delta).to(own[name].dtype))
+
+    def load_lora_adapter_from_tensors(self, lora_name, tensors, config_dict, load_format=None):
+        return self.tokenizer_manager.run(self._load_lora, lora_name, tensors, config_dict, load_format)
+
+    def _load_lora(self, lora_name, tensors, config_dict, load_format):
+        args = self.server_args
+        if not args.get("enable_lora"):
+            return LoRAUpdateOutput(False, "LoRA is not enabled. Please set `--enable-lora` to `True`.")
+        if lora_name in self.adapters:
+            return LoRAUpdateOutput(False, f"Failed to load LoRA adapter {lora_name} because it is already loaded")
+        r, alpha, modules = config_dict["r"], config_dict["lora_alpha"], set(config_dict["target_modules"])
+        if r > args["max_lora_rank"] or not modules <= set(args["lora_target_modules"]):
+            return LoRAUpdateOutput(False, f"LoRA adapter {lora_name} with rank {r} and modules {sorted(modules)} is "
+                                           "incompatible with the current LoRA memory pool configuration")
+        deltas = {}
+        for key, a in tensors.items():
+            if ".lora_A." not in key:
+                continue
+            b = tensors[key.replace(".lora_A.", ".lora_B.")]
+            layer = key.split(".lora_A.")[0].removeprefix("base_model.model.")
+            deltas[f"{layer}.weight"] = (b.float().cpu() @ a.float().cpu()) * (alpha / r)
+        self.adapters[lora_name] = deltas
+        self.log.append(("load_lora_adapter_from_tensors", lora_name, len(tensors)))
+        return LoRAUpdateOutput(True, None, {name: "__tensor__" for name in self.adapters})
+
+    def unload_lora_adapter(self, lora_name):
+        return self.tokenizer_manager.run(self._unload_lora, lora_name)
+
+    def _unload_lora(self, lora_name):
+        if lora_name not in self.adapters:
+            return LoRAUpdateOutput(False, f"LoRA adapter {lora_name} is not loaded")
+        del self.adapters[lora_name]
+        self.log.append(("unload_lora_adapter", lora_name))
+        return LoRAUpdateOutput(True, None, {name: "__tensor__" for name in self.adapters})
 
     def update_weights_from_tensor(self, named_tensors, load_format=None, flush_cache=True):
         return self.tokenizer_manager.run(self._update_weights_from_tensor, named_tensors, load_format, flush_cache)

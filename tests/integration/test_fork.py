@@ -10,7 +10,7 @@ import json
 import pytest
 
 from remix.checkpoint import checkpoint_dir, list_checkpoints
-from remix.config import ReMixConfig
+from remix.config import LoRAConfig, ReMixConfig
 from remix.runner import RunError
 from tests.helpers import final_weights, run, run_metrics_without_times, same_weights, small_config
 
@@ -56,6 +56,23 @@ def test_a_run_with_checkpoint_steps_computes_the_same(tiny_model_dir, base_run,
     assert run_metrics_without_times(plain) == run_metrics_without_times(base_run)
     assert same_weights(final_weights(plain), final_weights(base_run))
     assert [p.name for p in list_checkpoints(plain)] == ["step-000004"]
+
+
+def test_a_lora_fork_computes_what_the_same_lora_run_from_step_0_does(tiny_model_dir, tmp_path):
+    """The adapter, its optimizer state and the precedent snapshot carry over; a full-finetuning config cannot
+    fork a LoRA checkpoint."""
+    lora = LoRAConfig(rank=4, alpha=8.0)
+    base = tmp_path / "base"
+    run(dataclasses.replace(_config(tiny_model_dir, base), lora=lora, checkpoint_steps=(2,)))
+    straight, forked = tmp_path / "straight", tmp_path / "forked"
+    run(dataclasses.replace(_config(tiny_model_dir, straight, reincarnation_step=None), lora=lora))
+    run(dataclasses.replace(_config(tiny_model_dir, forked, reincarnation_step=None), lora=lora,
+                            fork_from=checkpoint_dir(base, 2)))
+    assert run_metrics_without_times(forked) == run_metrics_without_times(straight)
+    assert same_weights(final_weights(forked), final_weights(straight))
+    assert (forked / "adapter" / "adapter_model.safetensors").is_file()
+    with pytest.raises(RunError, match="--fork-from .*lora.rank: 4 there, 0 here"):
+        run(dataclasses.replace(_config(tiny_model_dir, tmp_path / "full"), fork_from=checkpoint_dir(base, 2)))
 
 
 @pytest.mark.parametrize("change, message", [

@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from safetensors.torch import load_file
 
 from remix.checkpoint import list_checkpoints
 from tests.helpers import (
@@ -58,6 +59,25 @@ def test_kill_9_then_resume_equals_the_straight_run(tiny_model_dir, straight_run
     _assert_same_run(run_dir, straight_run)
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == N and summary["resumed_from_step"] >= N // 2 - 1
+
+
+def test_lora_kill_9_then_resume_equals_the_straight_lora_run(tiny_model_dir, tmp_path):
+    """With --lora.rank the checkpoints hold the adapter (no model/ folder); resumed across reincarnation (T = 3),
+    the run ends with the straight run's merged model, adapter and metrics, bit for bit."""
+    lora = ["--lora.rank", "4", "--lora.alpha", "8"]
+    straight = tmp_path / "straight"
+    _run(small_cli_flags(tiny_model_dir, straight, N, *lora))
+    run_dir = tmp_path / "run"
+    proc = subprocess.Popen(RUN + small_cli_flags(tiny_model_dir, run_dir, N, *lora), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = kill_at_step(proc, run_dir, N // 2)
+    assert killed_at < N and list_checkpoints(run_dir), "expected an interrupted run with a checkpoint"
+    learner = list_checkpoints(run_dir)[-1] / "learner"
+    assert (learner / "adapter").is_dir() and not (learner / "model").exists()
+    assert "resumed from" in _run(small_cli_flags(tiny_model_dir, run_dir, N, *lora)).stdout
+    _assert_same_run(run_dir, straight)
+    adapters = [load_file(d / "adapter" / "adapter_model.safetensors") for d in (run_dir, straight)]
+    assert same_weights(*adapters)
 
 
 KILL_DURING_SECOND_CHECKPOINT = textwrap.dedent("""

@@ -69,6 +69,11 @@ CASES: dict[str, list[str]] = {
     "data.problem_key": ["--data.problem-key", "question"],  # on the arith task
     "data.answer_key": ["--data.answer-key", "solution"],
     "reward_weights": ["--reward", "math", "--reward-weights", "1", "2"],
+    "lora.rank": ["--lora.rank", "-1"],
+    "lora.alpha": ["--lora.alpha", "0"],
+    "lora.dropout": ["--lora.dropout", "1"],
+    "lora.sync": ["--lora.sync", "adapter"],  # without --lora.rank
+    "lora.target_modules": ["--lora.rank", "4", "--lora.target-modules"],
 }
 # Checks of a base class shared with eval.math_suite (remix/prompts.py: PromptConfig), whose flag prefix is the
 # config's own, and the reward specs, checked by loading them: the same one-line treatment.
@@ -85,11 +90,12 @@ def required_fields() -> set[str]:
     """Every field with a check: the limits declared in the configs' types, and the fields of the hand-written
     `require(...)` calls."""
     from remix import config, objective
-    from remix.validation import limits
+    from remix.validation import Checked, limits
 
     fields = set()
-    for cls in (config.ModelConfig, config.DataConfig, config.RolloutConfig, config.OptimConfig,
-                config.ReMixConfig, config.PPOConfig, config.TrainConfig, objective.ObjectiveConfig):
+    classes = {c for m in (config, objective) for c in vars(m).values()
+               if isinstance(c, type) and issubclass(c, Checked) and c is not Checked}
+    for cls in classes:  # every config class, a new one too
         fields |= {cls.FLAG_PREFIX + name for name in limits(cls)}
     for path in CONFIG_SOURCES:
         for node in ast.walk(ast.parse(path.read_text())):

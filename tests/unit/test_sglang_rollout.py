@@ -21,6 +21,7 @@ from platforms.cpu import make_learner
 from platforms.cuda import rollout_engine
 from platforms.cuda.sglang_rollout import SGLangRollout, buckets, engine_died, engine_process_environment
 from remix.batching import collate
+from remix.config import RolloutConfig
 from remix.interfaces import Group, RolloutFailed, SamplingParams
 from remix.trainer import Trainer
 from tests.fakes import sglang as fake
@@ -196,11 +197,11 @@ def test_greedy_generation_draws_no_seeds(rollouts):
     assert torch.equal(r.state_dict()["generator"], state)
 
 
-def _trainer(tiny_model_dir, rollout):
+def _trainer(tiny_model_dir, rollout, cfg=None):
     from remix.data import ArithTask, ProblemSource
     from remix.runner import encode_problems
 
-    cfg = small_config(tiny_model_dir)
+    cfg = cfg or small_config(tiny_model_dir)
     train = encode_problems(rollout.tokenizer, ArithTask((1,)).train_problems(), 512, "training set")
     return Trainer(cfg, rollout, make_learner(tiny_model_dir, cfg), HashGrader(), rollout.tokenizer,
                    ProblemSource(train, 0), [])
@@ -351,3 +352,61 @@ def test_sglang_outside_cuda_is_a_config_error():
 
     with pytest.raises(ConfigError, match="--rollout.engine: sglang runs only on --platform cuda"):
         small_config(rollout=small_config().rollout.__class__(engine="sglang"))
+
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def test_lora_adapter_sync_sends_the_adapter_alone_and_keeps_the_base_weights(tiny_model_dir, rollouts):
+    """--lora.sync adapter: the engine starts with LoRA enabled for the adapter's rank and modules; the loop
+    releases the KV cache and graphs only (the base weights must survive), sends the adapter through
+    load_lora_adapter_from_tensors (the previous one unloaded first) and samples with it: the engine's log-probs of
+    its samples match the LoRA learner's, and no full weight update is ever made."""
+    pytest.importorskip("peft")
+    from remix.config import LoRAConfig
+
+    lora = LoRAConfig(rank=4, alpha=64.0, sync="adapter")  # a large alpha: the adapter visibly moves the policy
+    r = rollouts(lora_adapter=(lora.rank, lora.target_modules))
+    assert r.engine.server_args["enable_lora"] and r.engine.server_args["max_lora_rank"] == 4
+    cfg = small_config(tiny_model_dir, lora=lora, rollout=RolloutConfig(
+        temperature=1.0, max_new_tokens=6, group_size=2, engine="sglang"), platform="cuda")
+    trainer = _trainer(tiny_model_dir, r, cfg)
+    base = {k: v.clone() for k, v in r.engine.sampler.model.state_dict().items()}
+    for _ in range(3):
+        assert trainer.train_step()["sampler/logp_abs_diff"] < BF16_LOGP_ATOL
+    names = [e[0] for e in r.engine.log]
+    assert "update_weights_from_tensor" not in names
+    assert [e[1] for e in r.engine.log if e[0] == "release_memory_occupation"][0] == ("cuda_graph", "kv_cache")
+    assert [e[1] for e in r.engine.log if e[0] == "unload_lora_adapter"] == ["policy-0", "policy-1"]
+    assert list(r.engine.adapters) == ["policy-2"] and r.adapter == "policy-2"
+    moved = max((r.engine.adapters["policy-2"][k]).abs().max().item() for k in r.engine.adapters["policy-2"])
+    assert moved > 0
+    r.engine._apply_adapter(None)
+    assert all(torch.equal(v, base[k]) for k, v in r.engine.sampler.model.state_dict().items())
+    # the engine samples with the adapter: its log-probs of a sample are the LoRA policy's, not the base model's
+    # (an adapter far from zero first, so that the two differ by more than bf16's rounding)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in trainer.learner.policy.named_parameters():
+            if ".lora_B." in name:
+                p.copy_(0.05 * torch.randn(p.shape, generator=g))
+    r.load_adapter(*trainer.learner.policy_adapter())
+    prompts = _prompts(r)
+    gens = r.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=6, n=1, seed=3))
+    groups = [Group(prompt_ids=p, responses=[g[0].token_ids], rewards=[0.0], version=1)
+              for p, g in zip(prompts, gens)]
+    batch = collate(groups, r.pad_id)
+    learner = torch.cat([torch.tensor(g[0].logprobs) for g in gens])
+    policy = trainer.learner.logprobs(batch)[batch.response_mask]
+    reference = trainer.learner.logprobs(batch, "reference")[batch.response_mask]
+    assert (learner - policy).abs().max() < BF16_LOGP_ATOL < (learner - reference).abs().max()
+
+
+def test_a_refused_lora_adapter_stops_the_run(tiny_model_dir, rollouts):
+    pytest.importorskip("peft")
+    from remix.config import LoRAConfig
+
+    r = rollouts(lora_adapter=(2, LORA_TARGETS))  # an engine sized for rank 2
+    learner = make_learner(tiny_model_dir, small_config(tiny_model_dir, lora=LoRAConfig(rank=4)))
+    with pytest.raises(RolloutFailed, match="could not load the LoRA adapter 'policy-0': .*rank 4"):
+        r.load_adapter(*learner.policy_adapter())
