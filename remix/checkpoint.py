@@ -97,7 +97,8 @@ def save_hf_model(state_dict: dict[str, torch.Tensor], base_model_dir: Path, out
 # --------------------------------------------------------------------------------------------- run checkpoints
 # RUN_DIR/checkpoints/step-000010/
 #     learner/                   the learner's files: model/ (HF folder), learner.json, state/ (DCP: optimizer,
-#                                precedent, reference, critic; one shard file per rank)
+#                                precedent, reference, critic; one shard file per rank); with --lora.rank adapter/
+#                                (peft's format) instead of model/, and in state/ the adapter and its snapshots
 #     trainer_state-rank0.pt     per rank: step, rollouts, RNG states, data cursor, its buffer
 #                                (torch.load(weights_only=True))
 #     meta.json                  step, format version, number of processes, training time so far

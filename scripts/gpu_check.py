@@ -23,8 +23,10 @@ update's loss against the CPU platform's on the same batch; (c) on a randomly in
 Qwen2.5-1.5B's shape in bf16 (much smaller with --quick), with the configuration a run of that size would
 use (`scale_config`, tested in CI): learner tokens/s and MFU at 4,096-token sequences (the peak from the
 detected GPU), the chunked log-prob pass, weight-sync time, rollout tokens/s of the torch engine at batch 64
-with the dynamic and the static compiled KV cache side by side, resident and peak memory. Timings use the
-device's own clock (synchronised), a median over repeats after warm-up.
+with the dynamic and the static compiled KV cache side by side, resident and peak memory; (d) LoRA (rank 16, peft)
+against full finetuning in (c)'s configuration: one ReMix-GRPO learner step each (bench/lora.py), step time, peak
+memory, and the bytes held, LoRA's at most 0.25x full finetuning's. Timings use the device's own clock
+(synchronised), a median over repeats after warm-up.
 
 A part that raises is one FAIL row naming it and its error (traceback on stderr), and the next part runs. The
 report (OUT/gpu-<gpu>-<date>.md and .json, with each part's wall time) is written after every part, so a call
@@ -57,6 +59,7 @@ import torch
 from torch.nn import functional as F
 
 from bench.reporting import machine_description, write_report  # stdlib and torch only
+from bench.shapes import QUICK_SHAPE, QWEN15B, random_model  # torch only
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -322,12 +325,6 @@ def check_loop(c: Checks, device, model_dir: Path, quick: bool) -> None:
                "seconds, median (min-max)")
 
 
-# Qwen2.5-1.5B's shape (its config.json): the model the paper's smaller runs start from (as R1-Distill-1.5B).
-QWEN15B = dict(hidden_size=1536, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2,
-               intermediate_size=8960, vocab_size=151_936, max_position_embeddings=32_768, tie_word_embeddings=True,
-               rope_theta=1_000_000.0, rms_norm_eps=1e-6)
-QUICK_SHAPE = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                   intermediate_size=128, vocab_size=1000, max_position_embeddings=1024, tie_word_embeddings=True)
 # Dense bf16 tensor-core peaks from NVIDIA's datasheets (no sparsity), by the name torch reports; most specific first:
 # "NVIDIA H100 PCIe", "NVIDIA H100 NVL", "NVIDIA H100 80GB HBM3" (SXM), "NVIDIA H200".
 DENSE_BF16_PEAK = {"H100 PCIe": 756e12, "H100 NVL": 835e12, "H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -364,20 +361,6 @@ def configurations(model_dir: Path, quick: bool) -> dict[str, TrainConfig]:
     return {"(b) float32": config(model_dir), "(b) bf16": config(model_dir, "bfloat16"),
             "(b) activation checkpointing": config(model_dir, activation_checkpointing=True),
             "(b) tiny-arith loop": loop, "(c) at scale": scale_config(model_dir, quick)}
-
-
-def random_model(path: Path, shape: dict, tokenizer_from: Path) -> tuple[Path, int]:
-    """A randomly initialised Qwen2 of `shape` saved as an HF folder (float32), with a borrowed tokenizer."""
-    from transformers import AutoTokenizer, GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_from)
-    config = Qwen2Config(**shape, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(config)
-    model.generation_config = GenerationConfig(eos_token_id=tokenizer.eos_token_id)
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path, sum(p.numel() for p in model.parameters())
 
 
 def gib_allocated(device) -> float:
@@ -455,6 +438,42 @@ def check_scale(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> No
     if cuda:
         c.time("peak GPU memory (learner + rollout)", [torch.cuda.max_memory_allocated(device) / 2**30],
                "GiB allocated at the peak")
+
+
+def check_lora(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> None:
+    """(d) LoRA against full finetuning in part (c)'s configuration (1.5B's shape, bf16): one ReMix-GRPO learner
+    step each (bench/lora.py's: three log-prob passes, the precedent snapshot, m = 2 updates), one learner after the
+    other on the device: step time, peak allocated memory, and the bytes held (weights, gradients, AdamW) counted.
+    The issue's target: LoRA's held bytes at most 0.25x full finetuning's."""
+    import gc
+
+    from bench.lora import LORA_ALPHA, RANK, learner_bytes, remix_learner_step, step_batch
+    from remix.config import LoRAConfig
+
+    shape, z = (QUICK_SHAPE if quick else QWEN15B), scale_sizes(quick)
+    model_dir = tmp / "shape"
+    if not (model_dir / "config.json").is_file():  # part (c) built it, unless --parts left it out
+        random_model(model_dir, shape, tiny_dir)
+    cfg = scale_config(model_dir, quick)
+    batch = step_batch(shape["vocab_size"], cfg.batch_size, z["prompt"], z["seq"] - z["prompt"])
+    cuda, held = device.type == "cuda", {}
+    for rank in (0, RANK):
+        name = "full finetuning" if rank == 0 else f"LoRA r={rank}"
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+        learner = learner_on(device, model_dir, replace(cfg, lora=LoRAConfig(rank=rank, alpha=LORA_ALPHA)))
+        seconds = timed(lambda lr=learner: remix_learner_step(lr, batch), device, 1 if quick else 2, warmup=1)
+        held[rank] = sum(learner_bytes(learner).values())
+        c.time(f"ReMix-GRPO learner step, {name}, {cfg.batch_size} x {z['seq']} tokens", seconds, "seconds, median")
+        c.time(f"learner bytes held, {name}", [held[rank] / 2**30], "GiB: weights, gradients, AdamW (counted)")
+        if cuda:
+            c.time(f"peak GPU memory, {name}", [torch.cuda.max_memory_allocated(device) / 2**30],
+                   "GiB allocated at the peak (activations included)")
+        del learner
+    c.add("LoRA's held bytes over full finetuning's", held[RANK] / held[0], 0.25,
+          "weights + gradients + AdamW, LoRA / full (issue's target)")
 
 
 def engine_gap(c: Checks, rollout: TorchRollout, learner: TorchLearner, prompts: list, new_tokens: int) -> None:
@@ -572,7 +591,7 @@ class BudgetSpent(Exception):
     """--budget-s ran out while a part was running."""
 
 
-PARTS = ("tests", "logprobs", "precision", "objective", "head", "loop", "scale")
+PARTS = ("tests", "logprobs", "precision", "objective", "head", "loop", "scale", "lora")
 
 
 def run_parts(c: Checks, parts: dict[str, object], budget_s: float | None, report) -> dict[str, float]:
@@ -659,6 +678,7 @@ def main() -> int:
             "(b) chunked head": ("head", lambda: check_chunked_head(c, device, args.quick)),
             "(b) tiny-arith loop": ("loop", lambda: check_loop(c, device, model_dir, args.quick)),
             "(c) at scale": ("scale", lambda: check_scale(c, device, model_dir, args.quick, Path(tmp))),
+            "(d) LoRA at scale": ("lora", lambda: check_lora(c, device, model_dir, args.quick, Path(tmp))),
         }
         walls = run_parts(c, {name: fn for name, (key, fn) in parts.items() if key in chosen}, args.budget_s, report)
     not_run = sum(bool(r.get("not_run")) for r in c.rows)

@@ -28,15 +28,11 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.distributed.tensor import DTensor
 
+from platforms.backend.parallel import full_tensor
 from remix.config import LoRAConfig
 
 ADAPTER = "default"  # peft's name of the one adapter
-
-
-def _full(t: torch.Tensor) -> torch.Tensor:
-    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def add_adapter(model: nn.Module, options: LoRAConfig, seed: int) -> nn.Module:
@@ -108,7 +104,7 @@ def _lora_layers(base: nn.Module) -> dict[str, nn.Module]:
 def delta_weight(layer: nn.Module) -> torch.Tensor:
     """(B @ A) * scaling of one adapted linear layer, as peft computes it (`LoraLayer.get_delta_weight`), from
     whole tensors (gathered where FSDP2 shards them)."""
-    a, b = _full(layer.lora_A[ADAPTER].weight), _full(layer.lora_B[ADAPTER].weight)
+    a, b = full_tensor(layer.lora_A[ADAPTER].weight), full_tensor(layer.lora_B[ADAPTER].weight)
     delta = (b.float() @ a.float()) * layer.scaling[ADAPTER]
     return delta.T if layer.fan_in_fan_out else delta
 
@@ -127,12 +123,12 @@ def merged_weights(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
             continue  # the adapter's own tensors
         if owner.endswith(".base_layer") and owner[:-len(".base_layer")] in layers:
             name = owner[:-len(".base_layer")]
-            full = _full(tensor).detach()
+            full = full_tensor(tensor).detach()
             if leaf == "weight":  # float32 + float32: bit for bit peft's merge of a float32 model
                 full = full.float() + delta_weight(layers[name])
             yield f"{name}.{leaf}", full
         else:
-            yield key, _full(tensor).detach()
+            yield key, full_tensor(tensor).detach()
 
 
 def peft_format(model: nn.Module, adapter: dict[str, torch.Tensor]) -> tuple[dict, dict[str, torch.Tensor]]:

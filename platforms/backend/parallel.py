@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
+
 from platforms.backend.recompute import recompute
 from platforms.backend.static_shapes import StaticShapes
 from remix.interfaces import TokenBatch
@@ -152,6 +154,11 @@ def allow_tf32():
             matmul.fp32_precision = before
         else:
             matmul.allow_tf32 = before
+
+
+def full_tensor(t: torch.Tensor) -> torch.Tensor:
+    """A whole tensor from a (possibly FSDP-sharded) parameter: gathers a DTensor's shards (collective)."""
+    return t.full_tensor() if isinstance(t, DTensor) else t
 
 
 def store_frozen_in_compute_dtype(module: nn.Module, blocks: list[nn.Module], dtype: torch.dtype,
