@@ -273,9 +273,11 @@ def efficiency_lines(args, full: list[dict], lora: list[dict], best: float, scor
              f"Machine: {machine_description()}  ",
              f"Job: the default ReMix-GRPO run on tiny-arith (300 steps), evaluated at the first step reaching each "
              f"rollout count of the grid (256 held-out problems, greedy). Full finetuning at the default lr "
-             f"{OptimConfig().lr:g}; LoRA rank {RANK}, alpha {LORA_ALPHA:g}, lr {best:g}, chosen on the 256-problem "
+             f"{OptimConfig().lr:g} (`make run`'s job, not tuned here); LoRA rank {RANK}, alpha {LORA_ALPHA:g}, lr {best:g}, chosen on the 256-problem "
              f"validation split at seed 0 (mean validation accuracy over the grid: "
-             + ", ".join(f"{lr:g}: {s:.3f}" for lr, s in score.items()) + f"). {args.seeds} seeds each.", "",
+             + ", ".join(f"{lr:g}: {s:.3f}" for lr, s in score.items())
+             + ("; the choice is at the sweep's edge" if best in (min(score), max(score)) else "; inside the sweep")
+             + f"). {args.seeds} seeds each.", "",
              "| rollouts | full finetuning, mean (min-max) | LoRA, mean (min-max) |", "|---|---|---|"]
     for i, x in enumerate(rollouts):
         cells = []
@@ -298,7 +300,7 @@ def main() -> int:
     m.add_argument("--steps", type=int, default=3)
     e = sub.add_parser("efficiency")
     e.add_argument("--seeds", type=int, default=3)
-    e.add_argument("--lrs", type=float, nargs="+", default=[2e-4, 5e-4, 1e-3])
+    e.add_argument("--lrs", type=float, nargs="+", default=[5e-5, 1e-4, 2e-4, 5e-4, 1e-3])
     e.add_argument("--grid", type=int, nargs="+", default=[2000, 4000, 8000, 12000, 18000])
     c = sub.add_parser("_child")
     c.add_argument("--model", type=Path, required=True)

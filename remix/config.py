@@ -313,6 +313,9 @@ class TrainConfig(Checked):
                 + (" (NVIDIA GPUs are --platform cuda)" if self.platform.lower() == "gpu" else ""))
         require(self.rollout.engine != "sglang" or self.platform == "cuda", "rollout.engine",
                 f"sglang runs only on --platform cuda (got --platform {self.platform})")
+        require(self.lora.dropout == 0 or not self.model.activation_checkpointing, "lora.dropout",
+                "dropout with --model.activation-checkpointing is not supported: the recomputed blocks would draw "
+                "other dropout masks than the forward pass did")
         require(self.lora.sync == "merged" or self.rollout.engine == "sglang", "lora.sync",
                 "adapter sends the adapter through SGLang's LoRA API: it needs --rollout.engine sglang "
                 "(the torch engine takes merged weights)")

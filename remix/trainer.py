@@ -254,6 +254,8 @@ class Trainer:
             "step": self.step, "rollouts": self.rollouts, "reincarnated_at": self.reincarnated_at,
             "consecutive_skips": self.consecutive_skips, "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(), "rollout": self.rollout.state_dict(),
+            # the learner's own draws on a GPU (LoRA dropout's masks): this process's device's generator
+            **({"cuda_rng": torch.cuda.get_rng_state()} if torch.cuda.is_initialized() else {}),
             "data": self.train.state_dict(), "buffer": self.buffer.state_dict(),
         }
 
@@ -263,6 +265,8 @@ class Trainer:
         self.consecutive_skips = int(state["consecutive_skips"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if "cuda_rng" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state(state["cuda_rng"])
         self.rollout.load_state_dict(state["rollout"])
         self.train.load_state_dict(state["data"])
         self.buffer.load_state_dict(state["buffer"])

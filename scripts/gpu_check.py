@@ -360,7 +360,16 @@ def configurations(model_dir: Path, quick: bool) -> dict[str, TrainConfig]:
                    rollout=RolloutConfig(max_new_tokens=16, group_size=4), objective=ObjectiveConfig(compile=True))
     return {"(b) float32": config(model_dir), "(b) bf16": config(model_dir, "bfloat16"),
             "(b) activation checkpointing": config(model_dir, activation_checkpointing=True),
-            "(b) tiny-arith loop": loop, "(c) at scale": scale_config(model_dir, quick)}
+            "(b) tiny-arith loop": loop, "(c) at scale": scale_config(model_dir, quick),
+            "(d) LoRA at scale": lora_config(model_dir, quick)}
+
+
+def lora_config(model_dir: Path, quick: bool) -> TrainConfig:
+    """Part (d)'s LoRA learner: part (c)'s configuration with bench/lora.py's adapter (rank 16 on every projection)."""
+    from bench.lora import LORA_ALPHA, RANK
+    from remix.config import LoRAConfig
+
+    return replace(scale_config(model_dir, quick), lora=LoRAConfig(rank=RANK, alpha=LORA_ALPHA))
 
 
 def gib_allocated(device) -> float:
@@ -447,14 +456,13 @@ def check_lora(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> Non
     The issue's target: LoRA's held bytes at most 0.25x full finetuning's."""
     import gc
 
-    from bench.lora import LORA_ALPHA, RANK, learner_bytes, remix_learner_step, step_batch
-    from remix.config import LoRAConfig
+    from bench.lora import RANK, learner_bytes, remix_learner_step, step_batch
 
     shape, z = (QUICK_SHAPE if quick else QWEN15B), scale_sizes(quick)
     model_dir = tmp / "shape"
     if not (model_dir / "config.json").is_file():  # part (c) built it, unless --parts left it out
         random_model(model_dir, shape, tiny_dir)
-    cfg = scale_config(model_dir, quick)
+    cfg, with_lora = scale_config(model_dir, quick), lora_config(model_dir, quick)
     batch = step_batch(shape["vocab_size"], cfg.batch_size, z["prompt"], z["seq"] - z["prompt"])
     cuda, held = device.type == "cuda", {}
     for rank in (0, RANK):
@@ -463,7 +471,7 @@ def check_lora(c: Checks, device, tiny_dir: Path, quick: bool, tmp: Path) -> Non
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(device)
-        learner = learner_on(device, model_dir, replace(cfg, lora=LoRAConfig(rank=rank, alpha=LORA_ALPHA)))
+        learner = learner_on(device, model_dir, with_lora if rank else cfg)
         seconds = timed(lambda lr=learner: remix_learner_step(lr, batch), device, 1 if quick else 2, warmup=1)
         held[rank] = sum(learner_bytes(learner).values())
         c.time(f"ReMix-GRPO learner step, {name}, {cfg.batch_size} x {z['seq']} tokens", seconds, "seconds, median")

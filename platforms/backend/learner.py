@@ -142,7 +142,7 @@ class TorchLearner(LearnerCheckpoints, Learner):
         if policy == "current":
             return contextlib.nullcontext()
         if policy == "reference" and self.reference_is_base:
-            return self.policy.lm.disable_adapter()
+            return lora.adapter_disabled(self.policy)
         snapshot = self.reference_adapter if policy == "reference" else self.precedent_adapter
         return lora.adapter_swapped_in(self.policy, snapshot)
 
@@ -197,7 +197,9 @@ class TorchLearner(LearnerCheckpoints, Learner):
 
         def critic_loss(micro: TokenBatch):
             f = micro.fields
-            return value_loss(self.critic(micro), f["old_values"], f["returns"], micro.response_mask,
+            with lora.adapter_dropout(self.critic, self.lora and cfg.lora.dropout > 0):
+                values = self.critic(micro)
+            return value_loss(values, f["old_values"], f["returns"], micro.response_mask,
                               cfg.ppo.value_clip, self.objective.loss_agg, self.objective.loss_agg_constant,
                               global_tokens, global_seqs)
 

@@ -31,6 +31,7 @@ from torch import nn
 
 from platforms.backend.parallel import full_tensor
 from remix.config import LoRAConfig
+from remix.validation import ConfigError
 
 ADAPTER = "default"  # peft's name of the one adapter
 
@@ -39,20 +40,37 @@ def add_adapter(model: nn.Module, options: LoRAConfig, seed: int) -> nn.Module:
     """`model` (an HF model, float32) wrapped by peft with a fresh LoRA adapter: B = 0, so the policy starts as the
     base model. peft freezes every base weight and leaves the adapter trainable; parameters outside `model` (the
     PPO critic's value head) keep theirs. A is drawn from `seed` alone, not from the process's random state: every
-    process of a job (FSDP2 keeps each rank's shard of its own copy) and every run with that seed start alike."""
+    process of a job (FSDP2 keeps each rank's shard of its own copy) and every run with that seed start alike.
+
+    Adapters go on linear layers of the transformer blocks only (anything else is refused in one line): the merged
+    weight stream, the FSDP2 units (one per block, the root resharded only by backward) and SGLang's adapter
+    format assume that. The embedding's output is made to require grad (HF's `enable_input_require_grads`):
+    with the base frozen nothing upstream of the first block would, and a reentrant activation checkpoint (XLA's)
+    then cuts every block out of the backward pass."""
     try:
         from peft import LoraConfig, get_peft_model
+        from peft.tuners.lora import Linear as LoraLinear
     except ImportError:  # the config refuses --lora.rank without peft; this is for callers that bypass it
         raise ImportError("--lora.rank needs peft: pip install 'remix-rft[lora]'") from None
+    flag = f"--lora.target-modules {' '.join(options.target_modules)}"
     config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
                         target_modules=list(options.target_modules), bias="none")
     try:
         with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # peft 0.21 calls an attribute transformers 5 deprecated: not ours to fix
+            # the CPU generator alone (the model is on the host): torch.manual_seed would reseed CUDA's too
+            torch.default_generator.manual_seed(seed)
+            # peft 0.21 calls an attribute transformers 5 deprecated: not ours to fix
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-            return get_peft_model(model, config)
-    except ValueError as e:  # e.g. no module matches --lora.target-modules
-        raise ValueError(f"--lora.target-modules {' '.join(options.target_modules)}: {e}") from None
+            peft_model = get_peft_model(model, config)
+    except ValueError as e:  # e.g. no module matches
+        raise ConfigError(f"{flag}: {e}") from None
+    outside = [name for name, m in _lora_layers(peft_model).items()
+               if not isinstance(m, LoraLinear) or ".layers." not in f".{name}."]
+    if outside:
+        raise ConfigError(f"{flag}: adapters go on the linear layers of the transformer blocks only, not on "
+                          f"{', '.join(sorted(outside)[:3])}")
+    peft_model.enable_input_require_grads()
+    return peft_model
 
 
 def adapter_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
@@ -79,6 +97,24 @@ def adapter_swapped_in(module: nn.Module, snapshot: dict[str, torch.Tensor]):
         with torch.no_grad():
             for name, p in params.items():
                 p.copy_(live[name])
+
+
+@contextmanager
+def adapter_disabled(module: nn.Module):
+    """Inside, every adapter of `module` is switched off (the base model computes). peft's `disable_adapter` also
+    sets the adapter's requires_grad to False and back, which FSDP2 would read if this were a sharded model's first
+    forward pass (the adapter would then never train); only the flag its layers' forward reads is set here."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in module.modules() if isinstance(m, BaseTunerLayer)]
+    before = [m._disable_adapters for m in layers]
+    for m in layers:
+        m._disable_adapters = True
+    try:
+        yield
+    finally:
+        for m, b in zip(layers, before):
+            m._disable_adapters = b
 
 
 @contextmanager

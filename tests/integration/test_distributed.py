@@ -100,8 +100,8 @@ def test_lora_on_two_ranks(tiny_model_dir, two_rank_updates):
     anchors = two_rank_updates["lora", "anchors"]
     assert anchors["updated/moved"] > 1e-4
     assert {k: float(v) for k, v in anchors.items() if k != "updated/moved"} == {
-        "updated/reference": 0.0, "snapshot/precedent": 0.0, "resumed/current": 0.0, "resumed/reference": 0.0,
-        "resumed/precedent": 0.0}
+        "start/reference": 0.0, "updated/reference": 0.0, "snapshot/precedent": 0.0, "resumed/current": 0.0,
+        "resumed/reference": 0.0, "resumed/precedent": 0.0}
 
 
 def _train(run_dir: Path, model_dir, steps: int, timeout: float = 300) -> subprocess.CompletedProcess:

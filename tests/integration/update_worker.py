@@ -122,7 +122,8 @@ def lora_anchors(model_dir, folder) -> dict[str, torch.Tensor]:
         return (a - b).abs().max()
 
     base = full.logprobs(batch)
-    out = {}
+    # the reference first: a fresh sharded learner's first forward pass is where FSDP2 reads which weights train
+    out = {"start/reference": gap(learner.logprobs(batch, "reference"), base)}
     for _ in range(2):
         learner.update(with_logprob_fields(batch, learner.logprobs(batch)).select(mine), kl_lambda=0.7)
     out["updated/moved"] = gap(learner.logprobs(batch), base)  # > 0: the adapter trained

@@ -17,9 +17,10 @@ from safetensors.torch import load_file  # noqa: E402
 from torch.distributed.checkpoint import FileSystemReader  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
-from platforms.backend import ParallelPlan, TorchLearner  # noqa: E402
+from platforms.backend import ParallelPlan, TorchLearner, plan_for  # noqa: E402
 from remix.batching import collate  # noqa: E402
-from remix.config import LoRAConfig, ReMixConfig  # noqa: E402
+from platforms.backend import lora  # noqa: E402
+from remix.config import LoRAConfig, ModelConfig, ReMixConfig  # noqa: E402
 from remix.interfaces import Group  # noqa: E402
 from remix.validation import ConfigError  # noqa: E402
 from tests.helpers import small_config  # noqa: E402
@@ -43,9 +44,10 @@ def _batch(rows: int = 8, seed: int = 0):
     return batch
 
 
-def _learner(model_dir, lora=LORA, **overrides):
+def _learner(model_dir, lora=LORA, activation_checkpointing=False, **overrides):
     cfg = small_config(model_dir, lora=lora, **overrides)
-    return TorchLearner(model_dir, cfg, ParallelPlan(device=torch.device("cpu")))
+    cfg = replace(cfg, model=replace(cfg.model, activation_checkpointing=activation_checkpointing))
+    return TorchLearner(model_dir, cfg, plan_for(cfg, torch.device("cpu")))
 
 
 def _fill_anchors(learner, batch):
@@ -178,6 +180,36 @@ def test_dropout_acts_in_updates_only(tiny_model_dir):
     after = [lr.logprobs(batch, "current") for lr in learners]
     assert not torch.equal(after[0], after[1])
     assert torch.equal(learners[1].logprobs(batch, "current"), after[1])
+
+
+def test_activation_checkpointing_gives_the_same_update(tiny_model_dir):
+    """With the base frozen only the adapter needs gradients; the blocks are recomputed in the backward pass all
+    the same (the embedding's output requires grad: a reentrant checkpoint, XLA's, would otherwise cut them out)."""
+    batch = _batch()
+    learners = [_learner(tiny_model_dir, activation_checkpointing=ac) for ac in (False, True)]
+    assert learners[1].plan.activation_checkpointing
+    for lr in learners:
+        _fill_anchors(lr, batch)
+        lr.update(batch, kl_lambda=1.0)
+    a, b = (dict(lora.adapter_parameters(lr.policy)) for lr in learners)
+    assert any(not torch.equal(p, torch.zeros_like(p)) for n, p in a.items() if ".lora_B." in n)  # it trained
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("modules, message", [
+    (("nope",), "--lora.target-modules nope: Target modules"),
+    (("embed_tokens",), "linear layers of the transformer blocks only, not on base_model.model.model.embed_tokens"),
+])
+def test_adapters_outside_the_blocks_are_refused_in_one_line(tiny_model_dir, modules, message):
+    with pytest.raises(ConfigError, match=message):
+        _learner(tiny_model_dir, lora=LoRAConfig(rank=4, target_modules=modules))
+
+
+def test_dropout_with_activation_checkpointing_is_refused(tiny_model_dir):
+    with pytest.raises(ConfigError, match="--lora.dropout: dropout with --model.activation-checkpointing"):
+        small_config(lora=LoRAConfig(rank=4, dropout=0.1),
+                     model=ModelConfig(name=str(tiny_model_dir), activation_checkpointing=True))
 
 
 @pytest.mark.parametrize("lora, field", [

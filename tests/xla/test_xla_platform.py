@@ -108,6 +108,25 @@ def test_lora_steps_match_the_cpu_platform(tiny_model_dir):
                                    atol=1e-4, rtol=0)
 
 
+def test_lora_with_activation_checkpointing_trains_on_xla(tiny_model_dir):
+    """XLA's checkpoint is reentrant: with the base frozen, nothing entering the first block required grad, and every
+    block (and the LM head's chunks) fell out of the backward pass. One LoRA update with checkpointing on XLA against
+    the CPU platform's."""
+    pytest.importorskip("peft")
+    from remix.config import LoRAConfig
+
+    cfg = _config(tiny_model_dir, steps=1, lora=LoRAConfig(rank=4, alpha=8.0))
+    cfg = replace(cfg, model=replace(cfg.model, activation_checkpointing=True))
+    cpu, xla = _trainer("cpu", tiny_model_dir, cfg), _trainer("xla", tiny_model_dir, cfg)
+    want, got = cpu.train_step(), xla.train_step()
+    assert got["grad_norm"] > 0 and got["grad_norm"] == pytest.approx(want["grad_norm"], rel=1e-4)
+    trained = {n: p.cpu() for n, p in xla.learner.policy.named_parameters() if ".lora_B." in n}
+    reference = dict(cpu.learner.policy.named_parameters())
+    assert any(p.abs().sum() > 0 for p in trained.values())
+    for name, p in trained.items():
+        torch.testing.assert_close(p, reference[name].detach(), atol=1e-6, rtol=1e-4, msg=name)
+
+
 def test_a_bf16_learner_trains_on_xla_as_on_the_cpu_platform(tiny_model_dir):
     """`--model.dtype bfloat16` on XLA: under XLA's autocast, SDPA got float32 q and k (RoPE's float32 tables) beside
     a bf16 v and raised; the learner attends eagerly there. One ReMix step and the log-probs after it against the
