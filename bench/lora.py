@@ -273,8 +273,9 @@ def efficiency_lines(args, full: list[dict], lora: list[dict], best: float, scor
              f"Machine: {machine_description()}  ",
              f"Job: the default ReMix-GRPO run on tiny-arith (300 steps), evaluated at the first step reaching each "
              f"rollout count of the grid (256 held-out problems, greedy). Full finetuning at the default lr "
-             f"{OptimConfig().lr:g} (`make run`'s job, not tuned here); LoRA rank {RANK}, alpha {LORA_ALPHA:g}, lr {best:g}, chosen on the 256-problem "
-             f"validation split at seed 0 (mean validation accuracy over the grid: "
+             f"{OptimConfig().lr:g} (`make run`'s job, not tuned here); LoRA rank {RANK}, alpha {LORA_ALPHA:g}, "
+             f"lr {best:g}, chosen on the 256-problem validation split at seed 0 (mean validation accuracy over "
+             f"the grid: "
              + ", ".join(f"{lr:g}: {s:.3f}" for lr, s in score.items())
              + ("; the choice is at the sweep's edge" if best in (min(score), max(score)) else "; inside the sweep")
              + f"). {args.seeds} seeds each.", "",

@@ -128,15 +128,21 @@ def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
     # --lora.sync adapter (checked: only with --rollout.engine sglang, on cuda) is the one rollout option outside
     # --rollout.*: the engine must start with LoRA enabled for the adapter's rank and modules
     adapter_sync = {"lora": cfg.lora} if cfg.lora.sync == "adapter" else {}
-    rollout = platform.make_rollout(model_dir, seed=cfg.seed + dist.rank(), dtype=cfg.model.dtype,
-                                     options=cfg.rollout, prompt_tokens=cfg.data.max_prompt_tokens, **adapter_sync)
-    learner = platform.make_learner(model_dir, cfg)
-    tokenizer = rollout.tokenizer
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)  # the rollout engines load theirs the same way
     form = d  # a PromptConfig: its errors name --data.* flags
     train = encode_problems(tokenizer, train_problems, d.max_prompt_tokens, "training set", form)
     heldout = encode_problems(tokenizer, heldout_problems, d.max_prompt_tokens, "held-out set", form)
     validation = encode_problems(tokenizer, validation_problems, d.max_prompt_tokens, "validation set", form) \
         if validation_problems else []
+    # A static KV cache (CUDA, XLA) is sized once for the run from the longest prompt the run has, not from the
+    # --data.max-prompt-tokens limit: every decode step attends over the whole cache (552 slots for the default
+    # job's 30-token prompts made XLA's generation 3.7x slower than 104).
+    longest = max(len(e.prompt_ids) for e in (*train, *heldout, *validation))
+    rollout = platform.make_rollout(model_dir, seed=cfg.seed + dist.rank(), dtype=cfg.model.dtype,
+                                     options=cfg.rollout, prompt_tokens=longest, **adapter_sync)
+    learner = platform.make_learner(model_dir, cfg)
     trainer = Trainer(cfg, rollout, learner, grader, tokenizer, ProblemSource(train, cfg.seed), heldout, validation)
     return trainer
 

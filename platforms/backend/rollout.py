@@ -16,7 +16,7 @@ Two layouts of the same loop (`DecodePlan`):
   `prompt_multiple`, the batch padded to one of three row buckets (`batch_bucket`). A decode step then has
   one shape per row bucket: at most three graphs per run, well under torch.compile's recompile limit (8),
   past which it would decode eagerly. It is `torch.compile`d (on CUDA with CUDA graphs, mode
-  "reduce-overhead") or traced once per bucket by XLA, and attends grouped-query heads without expanding
+  "reduce-overhead"; on XLA with the openxla backend), and attends grouped-query heads without expanding
   the cache (platforms/backend/attention.py). Tokens are kept in a list of per-step tensors (no in-place
   writes at a varying index), and whether every row has finished is read from the device only every
   `sync_every` steps. Pad rows are sampled with the real ones (at u = 0, finished from the start) and

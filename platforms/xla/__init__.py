@@ -6,7 +6,8 @@ here keeps shapes fixed and the host out of the step:
 
 - rollout: the backend's static KV cache layout (prompts padded to multiples of 64 tokens, batches to powers of
   two, a fixed-size cache) with a graph cut (`torch_xla.sync`) after the prefill and after each decode step, so
-  every step of every generation in a bucket runs one cached executable; sampling draws its uniforms from a
+  every step of every generation in a bucket runs one cached executable; the decode step is `torch.compile`d with
+  the openxla backend (the host no longer re-traces every layer at every token); sampling draws its uniforms from a
   host generator (XLA devices have no torch.Generator) and samples on the device;
 - learner: batches padded to powers of two of at least `MIN_LENGTH` tokens (prompt and response separately), log-probs
   over every position of the padded batch (no boolean indexing, whose result has a data-dependent shape),

@@ -94,7 +94,8 @@ def test_frozen_copies_of_a_1_5b_model_in_bf16(tmp_path):
     def frozen_bytes(dtype: torch.dtype, sharded: bool) -> int:
         with torch.device("meta"):
             model = TokenLogprobs(Qwen2ForCausalLM(Qwen2Config(**QWEN15B)))
-        if sharded:  # what prepare does before fully_shard (which needs a process group)
+        if sharded:  # what prepare does to a frozen model before fully_shard (which needs a process group)
+            model.requires_grad_(False)
             parallel.store_frozen_in_compute_dtype(model, parallel.transformer_blocks(model), dtype, sharded=True)
         else:
             model = parallel.ParallelPlan(torch.device("meta"), compute_dtype=dtype).prepare(model, trainable=False)
