@@ -366,8 +366,9 @@ def _finish(cfg: TrainConfig, run_dir: Path, trainer: Trainer, before: dict[str,
     }
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     sinks = "".join(f", {name}/" for name in cfg.loggers if (run_dir / name).is_dir())
+    adapter = " (merged), adapter/" if (run_dir / "adapter").is_dir() else ""  # --lora.rank
     took = f"{summary['wall_seconds']:.0f}s" + (f" ({this_invocation:.0f}s in this invocation)" if earlier_s else "")
     print(f"held-out {measure} {summary[f'heldout_{measure}_before']:.3f} -> {summary[f'heldout_{measure}_after']:.3f} "
-          f"with {trainer.rollouts} rollouts in {took}; model/, metrics.jsonl{sinks}, accuracy.png and summary.json "
-          f"in {run_dir}", flush=True)
+          f"with {trainer.rollouts} rollouts in {took}; model/{adapter}, metrics.jsonl{sinks}, accuracy.png and "
+          f"summary.json in {run_dir}", flush=True)
     return summary

@@ -74,7 +74,8 @@ def test_lora_kill_9_then_resume_equals_the_straight_lora_run(tiny_model_dir, tm
     assert killed_at < N and list_checkpoints(run_dir), "expected an interrupted run with a checkpoint"
     learner = list_checkpoints(run_dir)[-1] / "learner"
     assert (learner / "adapter").is_dir() and not (learner / "model").exists()
-    assert "resumed from" in _run(small_cli_flags(tiny_model_dir, run_dir, N, *lora)).stdout
+    out = _run(small_cli_flags(tiny_model_dir, run_dir, N, *lora)).stdout
+    assert "resumed from" in out and "; model/ (merged), adapter/, metrics.jsonl" in out
     _assert_same_run(run_dir, straight)
     adapters = [load_file(d / "adapter" / "adapter_model.safetensors") for d in (run_dir, straight)]
     assert same_weights(*adapters)
