@@ -62,8 +62,7 @@ def learner_bytes(learner) -> dict[str, int]:
     exist from an update's first backward pass to its optimizer step), `optimizer` (AdamW's moments and steps)."""
     seen: set[int] = set()
     modules = [m for m in (learner.policy, learner.reference, learner.precedent, learner.critic) if m is not None]
-    snaps = (getattr(learner, "precedent_adapter", None), getattr(learner, "reference_adapter", None))  # LoRA
-    snapshots = [t for snap in snaps if snap for t in snap.values()]
+    snapshots = [t for snap in (learner.precedent_adapter, learner.reference_adapter) if snap for t in snap.values()]
     weights = _storage_bytes([p for m in modules for p in m.parameters()] + snapshots, seen)
     trainable = [p for m in modules for p in m.parameters() if p.requires_grad]
     optimizers = [learner.optimizer] + ([learner.critic_optimizer] if learner.critic is not None else [])

@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import shutil
-import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -254,10 +253,11 @@ def _export_merged(learner: Path, out: Path) -> Path:
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from remix.models import quiet_peft
+
     base_dir = Path(json.loads((learner / "learner.json").read_text())["base_model"])
     base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    with warnings.catch_warnings():  # peft 0.21 calls an attribute transformers 5 deprecated: not ours to fix
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    with quiet_peft():
         merged = PeftModel.from_pretrained(base, learner / "adapter").merge_and_unload()
     with atomic_dir(out) as tmp:
         save_hf_model(merged.state_dict(), base_dir, tmp)

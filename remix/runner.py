@@ -110,6 +110,8 @@ def step_line(m: dict[str, Any], steps: int) -> str:
 
 def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
     """The model (resolved and cached), the platform's Rollout and Learner, the data, as a Trainer."""
+    from transformers import AutoTokenizer
+
     from remix.models import ModelNotFound, resolve_model
 
     # Data first: a bad file is reported before any model is built or loaded.
@@ -125,11 +127,6 @@ def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
             f"(--data.heldout-size {cfg.data.heldout_size} capped at a fifth of the data)")
     # Rank 0 builds a built-in model into the cache; the other ranks then load that folder.
     model_dir = dist.on_main(lambda: resolve_model(cfg.model.name, cfg.model.cache_dir), errors=(ModelNotFound,))
-    # --lora.sync adapter (checked: only with --rollout.engine sglang, on cuda) is the one rollout option outside
-    # --rollout.*: the engine must start with LoRA enabled for the adapter's rank and modules
-    adapter_sync = {"lora": cfg.lora} if cfg.lora.sync == "adapter" else {}
-    from transformers import AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(model_dir)  # the rollout engines load theirs the same way
     form = d  # a PromptConfig: its errors name --data.* flags
     train = encode_problems(tokenizer, train_problems, d.max_prompt_tokens, "training set", form)
@@ -140,6 +137,9 @@ def build_trainer(cfg: TrainConfig, platform: Platform, grader) -> Trainer:
     # --data.max-prompt-tokens limit: every decode step attends over the whole cache (552 slots for the default
     # job's 30-token prompts made XLA's generation 3.7x slower than 104).
     longest = max(len(e.prompt_ids) for e in (*train, *heldout, *validation))
+    # --lora.sync adapter (checked: only with --rollout.engine sglang, on cuda) is the one rollout option outside
+    # --rollout.*: the engine must start with LoRA enabled for the adapter's rank and modules
+    adapter_sync = {"lora": cfg.lora} if cfg.lora.sync == "adapter" else {}
     rollout = platform.make_rollout(model_dir, seed=cfg.seed + dist.rank(), dtype=cfg.model.dtype,
                                      options=cfg.rollout, prompt_tokens=longest, **adapter_sync)
     learner = platform.make_learner(model_dir, cfg)

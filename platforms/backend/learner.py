@@ -85,13 +85,15 @@ class TorchLearner(LearnerCheckpoints, Learner):
         self.lora = cfg.lora.rank > 0
         static, head = plan.static_shapes, plan.head_dtype
         self.reference_is_base = True  # until reincarnation; a checkpoint then stores the reference weights
+        # The anchors: full models, or with LoRA adapter snapshots of the one model (None where there is none).
+        self.reference = self.precedent = None
+        self.reference_adapter: dict[str, torch.Tensor] | None = None  # LoRA: set at reincarnation
+        self.precedent_adapter: dict[str, torch.Tensor] | None = None
         if self.lora:  # one model: the anchors are the adapter switched off or snapshots swapped in (lora.py)
             lm = lora.add_adapter(lm, cfg.lora, cfg.seed)
             self.policy = plan.prepare(TokenLogprobs(lm, static, head), trainable=True)
-            self.reference = self.precedent = None
-            self.reference_adapter: dict[str, torch.Tensor] | None = None  # set at reincarnation
-            # the initial adapter (B = 0: the base model), as the precedent of step 1 is the initial model
-            self.precedent_adapter = lora.copy_adapter(self.policy) if uses_precedent(cfg) else None
+            if uses_precedent(cfg):  # the initial adapter (B = 0: the base model), the precedent of step 1
+                self.precedent_adapter = lora.copy_adapter(self.policy)
         else:
             # The anchors are copies of the base model made before the plan is applied (sharded like the policy).
             reference = copy.deepcopy(lm)
@@ -123,28 +125,32 @@ class TorchLearner(LearnerCheckpoints, Learner):
     @torch.no_grad()
     def logprobs(self, batch: TokenBatch, policy: PolicyName = "current") -> torch.Tensor:
         cfg = self.cfg
-        if self.lora:
-            model = self.policy
-            if policy == "precedent" and self.precedent_adapter is None:
-                raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
-            with self._lora_policy(policy):
-                return self._on_host(batch, lambda b: model(b, cfg.rollout.temperature, cfg.logprob_chunk_tokens,
-                                                            with_grad=False)[0])
-        model = {"current": self.policy, "reference": self.reference, "precedent": self.precedent}[policy]
-        if model is None:
-            raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
-        return self._on_host(batch, lambda b: model(b, cfg.rollout.temperature, cfg.logprob_chunk_tokens,
-                                                    with_grad=False)[0])
+        with self._model_of(policy) as model:
+            return self._on_host(batch, lambda b: model(b, cfg.rollout.temperature, cfg.logprob_chunk_tokens,
+                                                        with_grad=False)[0])
 
-    def _lora_policy(self, policy: PolicyName):
-        """The LoRA policy as `policy`: as it is, with its adapter off (the base model: the reference before
-        reincarnation), or with a snapshot of its adapter swapped in (lora.py)."""
+    def _check_precedent_kept(self) -> None:
+        if self.precedent is None and self.precedent_adapter is None:
+            raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
+
+    @contextlib.contextmanager
+    def _model_of(self, policy: PolicyName) -> Iterator[nn.Module]:
+        """The module that computes `policy`: the policy, or a full anchor model; with LoRA always the policy, as it
+        is, with its adapter off (the base model: the reference before reincarnation), or with a snapshot of its
+        adapter swapped in (lora.py)."""
+        if policy == "precedent":
+            self._check_precedent_kept()
         if policy == "current":
-            return contextlib.nullcontext()
-        if policy == "reference" and self.reference_is_base:
-            return lora.adapter_disabled(self.policy)
-        snapshot = self.reference_adapter if policy == "reference" else self.precedent_adapter
-        return lora.adapter_swapped_in(self.policy, snapshot)
+            yield self.policy
+        elif not self.lora:
+            yield self.reference if policy == "reference" else self.precedent
+        elif policy == "reference" and self.reference_is_base:
+            with lora.adapter_disabled(self.policy):
+                yield self.policy
+        else:
+            snapshot = self.reference_adapter if policy == "reference" else self.precedent_adapter
+            with lora.adapter_swapped_in(self.policy, snapshot):
+                yield self.policy
 
     @torch.no_grad()
     def values(self, batch: TokenBatch) -> torch.Tensor:
@@ -183,11 +189,12 @@ class TorchLearner(LearnerCheckpoints, Learner):
         Losses are aggregated with the token and sequence counts of the whole mini-batch over all ranks."""
         cfg = self.cfg
         dist.same_on_every_rank(len(batch), "the mini-batch size")
+        drop = self.lora and cfg.lora.dropout > 0  # adapter dropout, in these gradient passes only
         counts = dist.sum_floats({"tokens": float(batch.response_mask.sum()), "seqs": float(len(batch))})
         global_tokens, global_seqs = counts["tokens"], counts["seqs"]
 
         def policy_loss(micro: TokenBatch):
-            with lora.adapter_dropout(self.policy, self.lora and cfg.lora.dropout > 0):
+            with lora.adapter_dropout(self.policy, drop):
                 logp, entropy = self.policy(micro, cfg.rollout.temperature, cfg.logprob_chunk_tokens, with_grad=True)
             f = micro.fields
             inputs = LossInputs(logp=logp, behav_logp=f["behav_logp"], prox_logp=f["prox_logp"],
@@ -197,7 +204,7 @@ class TorchLearner(LearnerCheckpoints, Learner):
 
         def critic_loss(micro: TokenBatch):
             f = micro.fields
-            with lora.adapter_dropout(self.critic, self.lora and cfg.lora.dropout > 0):
+            with lora.adapter_dropout(self.critic, drop):
                 values = self.critic(micro)
             return value_loss(values, f["old_values"], f["returns"], micro.response_mask,
                               cfg.ppo.value_clip, self.objective.loss_agg, self.objective.loss_agg_constant,
@@ -271,12 +278,10 @@ class TorchLearner(LearnerCheckpoints, Learner):
         if not self.lora:
             raise NotImplementedError("policy_adapter: this learner trains no LoRA adapter (--lora.rank 0)")
         # whole tensors (gathered where FSDP2 shards them; every rank takes part), on the learner's device
-        return lora.peft_format(self.policy.lm, {name[len("lm."):]: full_tensor(p).detach()
-                                                 for name, p in lora.adapter_parameters(self.policy)})
+        return lora.peft_format(self.policy.lm, dict(lora.whole_adapter(self.policy.lm)))
 
     def snapshot_precedent(self) -> None:
-        if self.precedent is None and not (self.lora and self.precedent_adapter is not None):
-            raise RuntimeError("the precedent policy is only kept where KL-Convex can use it (see uses_precedent)")
+        self._check_precedent_kept()
         if self.lora:
             self.precedent_adapter = lora.copy_adapter(self.policy)
         else:

@@ -30,7 +30,6 @@ from torch.distributed.checkpoint.state_dict import (
 )
 
 from platforms.backend import lora
-from platforms.backend.parallel import full_tensor
 from remix import distributed as dist
 from remix.checkpoint import save_hf_model
 
@@ -79,10 +78,9 @@ class LearnerCheckpoints:
     def _trainable_state(self, module: nn.Module) -> dict[str, torch.Tensor]:
         """A model's state for a checkpoint: all of it, or with LoRA its trainable part (the rest is the base
         model's, read from the model folder)."""
-        state = get_model_state_dict(module, options=StateDictOptions(ignore_frozen_params=self.lora))
+        state = get_model_state_dict(module)  # under FSDP2 each rank's shards: nothing is gathered
         if not self.lora:
             return state
-        # ignore_frozen_params keeps a frozen head tied to the frozen embedding (torch 2.13): filtered here
         trainable = {name for name, p in module.named_parameters() if p.requires_grad}
         return {k: v for k, v in state.items() if k in trainable}
 
@@ -107,9 +105,7 @@ class LearnerCheckpoints:
         folder.mkdir(parents=True, exist_ok=True)
         full = {}
         # every rank takes part in gathering each tensor; rank 0 keeps it
-        weights = ((name[len("lm."):], full_tensor(p).detach()) for name, p in lora.adapter_parameters(self.policy)) \
-            if self.lora else self.policy_weights()
-        for name, t in weights:
+        for name, t in lora.whole_adapter(self.policy.lm) if self.lora else self.policy_weights():
             if dist.is_main():
                 full[name] = t.cpu()
         fresh = self._fresh_optimizers()
@@ -151,7 +147,7 @@ class LearnerCheckpoints:
             self._load_module(self.policy, state["adapter"], partial=True)
             for name in ("precedent_adapter", "reference_adapter"):
                 if name in state:
-                    setattr(self, name, self._on_device(state[name], getattr(self, name)))
+                    self._copy_loaded(state[name], getattr(self, name))
         if "optimizer" in state:
             self._load_optimizer(self.policy, self.optimizer, state["optimizer"])
         if self.precedent is not None:
@@ -173,15 +169,15 @@ class LearnerCheckpoints:
         else:
             set_model_state_dict(module, state, options=StateDictOptions(full_state_dict=full, strict=not partial))
 
-    def _on_device(self, loaded: dict[str, torch.Tensor], like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Adapter snapshots as DCP loaded them (in place, or into host copies on XLA) copied into tensors placed
-        and sharded like `like`'s."""
+    def _copy_loaded(self, loaded: dict[str, torch.Tensor], snapshot: dict[str, torch.Tensor]) -> None:
+        """An adapter snapshot as DCP loaded it into its host copies (XLA) copied into the snapshot's device tensors;
+        elsewhere DCP loaded the snapshot's tensors themselves, in place."""
+        if self.plan.static is None:
+            return
         with torch.no_grad():
-            for name, t in like.items():
-                if loaded[name] is not t:
-                    t.copy_(loaded[name])
+            for name, t in snapshot.items():
+                t.copy_(loaded[name])
         self.plan.sync()
-        return like
 
     def _load_optimizer(self, module: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
         if self.plan.spmd:  # the moments reach the device sharded as their parameters, one at a time

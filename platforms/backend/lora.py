@@ -22,7 +22,6 @@ the base weights are the model folder's.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -31,6 +30,7 @@ from torch import nn
 
 from platforms.backend.parallel import full_tensor
 from remix.config import LoRAConfig
+from remix.models import quiet_peft
 from remix.validation import ConfigError
 
 ADAPTER = "default"  # peft's name of the one adapter
@@ -56,11 +56,9 @@ def add_adapter(model: nn.Module, options: LoRAConfig, seed: int) -> nn.Module:
     config = LoraConfig(r=options.rank, lora_alpha=options.alpha, lora_dropout=options.dropout,
                         target_modules=list(options.target_modules), bias="none")
     try:
-        with warnings.catch_warnings(), torch.random.fork_rng(devices=[]):
+        with quiet_peft(), torch.random.fork_rng(devices=[]):
             # the CPU generator alone (the model is on the host): torch.manual_seed would reseed CUDA's too
             torch.default_generator.manual_seed(seed)
-            # peft 0.21 calls an attribute transformers 5 deprecated: not ours to fix
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
             peft_model = get_peft_model(model, config)
     except ValueError as e:  # e.g. no module matches
         raise ConfigError(f"{flag}: {e}") from None
@@ -76,6 +74,13 @@ def add_adapter(model: nn.Module, options: LoRAConfig, seed: int) -> nn.Module:
 def adapter_parameters(module: nn.Module) -> list[tuple[str, nn.Parameter]]:
     """The trainable parameters of a LoRA policy (the adapter), in a fixed order."""
     return [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+
+
+def whole_adapter(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The adapter of the peft `model` as (name in `model`, whole tensor) pairs, one at a time (collective under
+    FSDP2: every rank gathers each tensor)."""
+    for name, p in adapter_parameters(model):
+        yield name, full_tensor(p).detach()
 
 
 def copy_adapter(module: nn.Module) -> dict[str, torch.Tensor]:

@@ -78,11 +78,6 @@ class ParallelPlan:
         """Whether parameters are sharded over an XLA SPMD mesh (then loads go through `static`, tensor by tensor)."""
         return self.static is not None and self.static.mesh is not None
 
-    def reshard(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
-        """SPMD: the parameters' sharding again after a copy replaced it, and the optimizer's state sharded as its
-        parameters; elsewhere nothing (FSDP2 loads into its DTensors in place). Returns how many were sharded."""
-        return self.static.reshard(module, optimizer) if self.static is not None else 0
-
     def prepare(self, module: nn.Module, trainable: bool) -> nn.Module:
         """Applies the plan to a freshly built float32 module: activation checkpointing (trainable modules
         only), frozen weights in the compute dtype, FSDP2 sharding, placement. Dropout stays off (eval mode)

@@ -71,20 +71,6 @@ class StaticShapes:
         """A parameter's partition spec: along its first dimension where the mesh divides it, else replicated."""
         return ("fsdp" if t.shape[0] % self.mesh.size() == 0 else None,) + (None,) * (t.dim() - 1)
 
-    def reshard(self, module: nn.Module, optimizer: torch.optim.Optimizer | None = None) -> int:
-        """SPMD: `shard_parameters`' sharding for every parameter of `module` and every optimizer state tensor of a
-        parameter's shape (AdamW's moments) that is not sharded: a full state dict loaded into sharded parameters
-        leaves them replicated (measured: 0 of 25 sharded after a resume, tests/xla). Returns how many it
-        sharded again."""
-        if self.mesh is None:
-            return 0
-        count = 0
-        for p in module.parameters():
-            state = optimizer.state.get(p, {}) if optimizer is not None else {}
-            for t in (p, *(v for v in state.values() if isinstance(v, torch.Tensor) and v.shape == p.shape)):
-                count += self._shard_like(t, p)
-        return count
-
     def _shard_like(self, t: torch.Tensor, param: torch.Tensor) -> int:
         """t sharded as `param` is (1), unless it is already sharded or param is replicated (0)."""
         if param.dim() == 0 or param.shape[0] % self.mesh.size():

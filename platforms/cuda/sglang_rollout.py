@@ -287,12 +287,7 @@ class SGLangRollout(Rollout):
                 raise RolloutFailed(f"SGLang refused a weight update ({len(bucket)} tensors from {bucket[0][0]!r}): "
                                     f"{message}")
             del bucket, flat, payload, serialized  # this bucket's copies and handle: free before the next is built
-        resume = [tag for tag in AFTER_SYNC_TAGS if tag in self.released]
-        if resume:
-            give_back_cuda_memory(collect_garbage=False)  # the buckets' copies (freed as each was sent) and their
-            # IPC handles, for the engine's KV cache; resume_memory collected garbage this step already
-            self.engine.resume_memory_occupation(tags=resume)
-            self.released -= set(resume)
+        self._resume_kv_cache()
         # The prefix cache indexes keys and values of the old weights (and, after a release, pages whose content
         # is gone): flushed once, after the last bucket and with the KV cache back.
         self._check_flushed(self.engine.flush_cache(), "after the weight update")
@@ -301,11 +296,7 @@ class SGLangRollout(Rollout):
     def load_adapter(self, config: dict, tensors: dict[str, torch.Tensor]) -> None:
         """The policy's LoRA adapter replaces the previous one (a new name each time, the old one unloaded first:
         SGLang refuses a name it holds). The KV cache and graphs come back first, the prefix cache is flushed."""
-        resume = [tag for tag in AFTER_SYNC_TAGS if tag in self.released]
-        if resume:
-            give_back_cuda_memory(collect_garbage=False)
-            self.engine.resume_memory_occupation(tags=resume)
-            self.released -= set(resume)
+        self._resume_kv_cache()
         if self.adapter is not None:
             self._check_lora(self.engine.unload_lora_adapter(lora_name=self.adapter), "unload", self.adapter)
             self.adapter = None
@@ -315,6 +306,15 @@ class SGLangRollout(Rollout):
                                                                     config_dict=config), "load", name)
         self.adapter, self.adapter_syncs = name, self.adapter_syncs + 1
         self._check_flushed(self.engine.flush_cache(), "after the adapter update")
+
+    def _resume_kv_cache(self) -> None:
+        """The KV cache and CUDA graphs back, where they were released (after a sync: its copies are gone)."""
+        resume = [tag for tag in AFTER_SYNC_TAGS if tag in self.released]
+        if resume:
+            give_back_cuda_memory(collect_garbage=False)  # the buckets' copies (freed as each was sent) and their
+            # IPC handles, for the engine's KV cache; resume_memory collected garbage this step already
+            self.engine.resume_memory_occupation(tags=resume)
+            self.released -= set(resume)
 
     @staticmethod
     def _check_lora(result, what: str, name: str) -> None:

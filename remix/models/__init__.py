@@ -7,7 +7,9 @@ only when complete, so an interrupted build never leaves a half-written model be
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 
 from remix.checkpoint import atomic_dir
@@ -86,6 +88,15 @@ def _from_hub(repo_id: str, cache_dir: Path) -> Path:
             f"model {repo_id!r} is not a built-in name or a local folder, and downloading it from the hub failed "
             f"({type(e).__name__}: {e}). Offline, pass a local HF folder or one of {', '.join(BUILTIN_MODELS)}."
         ) from e
+
+
+@contextmanager
+def quiet_peft():
+    """peft 0.21 reads an attribute transformers 5 deprecated (`is_gradient_checkpointing`) when it wraps or loads
+    a model: the FutureWarning is about peft's code, not ours, and is silenced inside."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
 
 
 def quiet_transformers() -> None:

@@ -61,16 +61,16 @@ def generations(platform: str, model_dir) -> tuple[list[list[int]], object]:
     return [g[0].token_ids for g in gens], rollout
 
 
-def sharding_counts(learner) -> dict[str, int]:
-    """Of the policy's parameters that divide over the mesh: how many there are, how many are sharded, and how many
-    of their AdamW moments are."""
+def sharding_counts(learner, module=None) -> dict[str, int]:
+    """Of the parameters of `module` (the policy by default) that divide over the mesh: how many there are, how many
+    are sharded, and how many of their AdamW moments are."""
     import torch_xla
 
     def sharded(t) -> bool:
         return "devices=" in torch_xla._XLAC._get_xla_sharding_spec(t)
 
     n = learner.plan.static.mesh.size()
-    params = [p for p in learner.policy.parameters() if p.dim() > 0 and p.shape[0] % n == 0]
+    params = [p for p in (module or learner.policy).parameters() if p.dim() > 0 and p.shape[0] % n == 0]
     moments = [v for p in params for k, v in learner.optimizer.state.get(p, {}).items() if k.startswith("exp_avg")]
     return {"shardable": len(params), "sharded": sum(map(sharded, params)), "moments": len(moments),
             "sharded_moments": sum(map(sharded, moments))}
@@ -98,7 +98,7 @@ def main() -> None:
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
     set_model_state_dict(learner.precedent, get_model_state_dict(learner.policy))
-    precedent_resharded = learner.plan.reshard(learner.precedent)
+    precedent = sharding_counts(learner, learner.precedent)
     # a checkpoint of the updated learner, loaded into a fresh one: the same weights, sharded as before
     folder = out.parent / "checkpoint"
     learner.save_state(folder)
@@ -115,7 +115,7 @@ def main() -> None:
                                "rollout_tokens": tokens, "rollout_cache_shardings": cache_specs,
                                "delta": delta.tolist(), "micro_batch_shardings": micro_specs, "trained": trained,
                                "resumed": sharding_counts(resumed), "resumed_weights_equal": same,
-                               "precedent_resharded_after_copy": precedent_resharded}))
+                               "precedent_after_copy": precedent}))
 
 
 if __name__ == "__main__":
