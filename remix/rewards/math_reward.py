@@ -10,6 +10,10 @@ box is the grading rule:
 - "lenient": math-verify's own extraction on that text instead (e.g. the last number), which scores
   "3 + 4 = 7, then 7 * 2 = 14" as correct against 14. Not comparable with the paper's tables.
 
+A boxed answer is first cleaned as the paper's grader cleans it (`clean_answer`), and two kinds are decided by how
+they are written, as the paper's grader decides them (`decided_as_written`): fractions of integers in the
+reference's terms only, and integers written as integers. eval/data/README.md measures the agreement.
+
 math-verify and sympy can take unbounded time (or blow the C stack) on hostile model output: untrusted
 responses are graded through `remix.rewards.pool.GraderPool`, never with this function directly.
 """
@@ -91,6 +95,44 @@ def clean_answer(text: str) -> str:
     return text
 
 
+# Two kinds of answer the paper's grader (DeepScaleR's, from PRM800K's `grade_answer`) decides by how they are
+# written, on purpose, before any algebra: a fraction of two integers is right only as the reference writes it ("if
+# fractions aren't reduced, then shouldn't be marked as correct": 6/4 is wrong against 3/2, and so is 3/2 followed by a
+# period), and an integer reference wants an integer written as one ("we require the given answer to be a strict
+# match": 10/2, 2^{10} or \sqrt{25} are wrong against 5; likewise an integer against a reference that is not one).
+_FRACTION = re.compile(r"^([-+]?)(?:\\[dt]?frac\{(\d+)\}\{(\d+)\}|\\[dt]?frac(\d)(\d)|(\d+)/(\d+))(\.?)$")
+# What stands around a number without making it another number: degrees, a percent or dollar sign, thin spaces,
+# units in \text{...}, braces and spaces.
+_AROUND_A_NUMBER = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\[$%!,;: ]|\\(?:text|mbox|mathrm)\{[^{}]*\}|[{}\s$]")
+_WRITTEN_INTEGER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.0*)?$")
+
+
+def _written_fraction(text: str) -> tuple[str, int, int, str] | None:
+    """(sign, numerator, denominator, a trailing period) of an answer written as a fraction of two integers."""
+    m = _FRACTION.match(re.sub(r"\s", "", clean_answer(text)))
+    if m is None:
+        return None
+    p, q = (int(g) for g in m.groups()[1:7] if g is not None)
+    return m.group(1).replace("+", ""), p, q, m.group(8)
+
+
+def _written_integer(text: str) -> bool:
+    """Whether an answer is written as an integer: 1,000, 25.0, 30^\\circ, 8\\%, 5 \\text{ cm}; not 10/2, 2^{10},
+    \\sqrt{25} or 4.5e33 (for the paper's grader Python's float makes that last one an integer: an accident)."""
+    return bool(_WRITTEN_INTEGER.match(_AROUND_A_NUMBER.sub("", clean_answer(text))))
+
+
+def decided_as_written(answer: str, reference: str) -> bool | None:
+    """The paper's verdict where it depends on how the two are written (see above): True or False, else None (the
+    values decide)."""
+    ours, theirs = _written_fraction(answer), _written_fraction(reference)
+    if ours is not None and theirs is not None:
+        return ours[:3] == theirs[:3] and not ours[3]
+    if _written_integer(answer) != _written_integer(reference):
+        return False
+    return None
+
+
 def _sci(text: str) -> str:
     return _E_NOTATION.sub(r"\1 \\times 10^{\2}", text)
 
@@ -137,13 +179,19 @@ def verify_in_process(response: str, reference, rule: GradingRule = "boxed") -> 
     """
     from math_verify import parse, verify
 
-    golds = [g for g in map(_parse_gold, _reference_texts(reference)) if g]
+    golds = {ref: g for ref in _reference_texts(reference) if (g := _parse_gold(ref))}
     if not golds:
         return 0.0
     if rule not in GRADING_RULES:
         raise ValueError(f"unknown grading rule {rule!r}; choose one of {GRADING_RULES}")
     boxed = extract_answer(response)
     if boxed is not None:
+        decided = {ref: decided_as_written(boxed, ref) for ref in golds}
+        if any(decided.values()):
+            return 1.0
+        golds = {ref: g for ref, g in golds.items() if decided[ref] is None}
+        if not golds:
+            return 0.0
         pred = _parse_boxed(boxed)
     elif rule == "boxed":
         return 0.0
@@ -152,4 +200,4 @@ def verify_in_process(response: str, reference, rule: GradingRule = "boxed") -> 
         pred = parse(_sci(tail if sep else response), parsing_timeout=None)
     if not pred:
         return 0.0
-    return 1.0 if any(verify(g, pred, timeout_seconds=None) for g in golds) else 0.0
+    return 1.0 if any(verify(g, pred, timeout_seconds=None) for g in golds.values()) else 0.0

@@ -18,16 +18,16 @@ def test_the_verdicts_are_of_the_pairs_the_harness_builds_today():
 
 
 def test_our_grader_agrees_with_the_papers():
-    """The issue's targets: agreement >= 99% and ours-only-correct <= 0.5%. The second holds (0.47%); agreement is
-    98.91% (eval/data/README.md: the trailing periods the paper's sympy accepts or rejects by accident, which we
-    leave to math-verify), held here at that level so that it cannot fall back."""
+    """The issue's targets: agreement >= 99% and ours-only-correct <= 0.5% (99.30% and 0.11% on 9,430 pairs; what is
+    left is the trailing periods the paper's sympy accepts or rejects by accident, eval/data/README.md)."""
     data = json.loads(DATA.read_text(encoding="utf-8"))
     result = agreement(data, grade_ours(data))
     print(result.table())
-    assert result.rate >= 0.989, result.table()
+    assert result.rate >= 0.99, result.table()
     assert result.ours_only / result.pairs <= 0.005, result.table()
     # the forms we read as the paper does, every pair
     for form in ("boxed", "text-in-box", "percent", "dollars-in-box", "after-think", "only-in-think", "truncated",
-                 "unclosed-think", "wrong", "decimal", "thousands-comma", "dfrac", "slash", "unit", "degrees"):
+                 "unclosed-think", "wrong", "decimal", "thousands-comma", "dfrac", "slash", "unit", "degrees",
+                 "unreduced"):
         c = result.by_form[form]
         assert c["agree"] == c["pairs"], (form, c)

@@ -393,6 +393,32 @@ def test_what_the_papers_grader_reads_past_we_read_past(response, reference, sco
     assert verify_in_process(response, reference) == score
 
 
+@pytest.mark.parametrize("response, reference, score", [
+    (r"\boxed{\frac{6}{4}}", r"\frac{3}{2}", 0.0),  # a fraction is right only in the reference's terms
+    (r"\boxed{6/4}", "3/2", 0.0),
+    (r"\boxed{\frac{14}{3}.}", r"\frac{14}{3}", 0.0),  # ... and as written: a period after it is not the fraction
+    (r"\boxed{3/2}", r"\frac{3}{2}", 1.0),  # \frac, \dfrac, \tfrac, \frac32 and a/b are one way of writing
+    (r"\boxed{\dfrac32}", r"\tfrac{3}{2}", 1.0),
+    (r"\boxed{- \frac{1}{3}}", r"-\frac{1}{3}", 1.0),
+    (r"\boxed{\frac{1}{3}}", r"-\frac{1}{3}", 0.0),
+    (r"\boxed{0.5}", r"\frac{1}{2}", 1.0),  # not a fraction: the values decide
+    (r"\boxed{\frac{10}{2}}", "5", 0.0),  # an integer reference wants an integer written as one
+    (r"\boxed{2^{10}}", "1024", 0.0),
+    (r"\boxed{\sqrt{25}}", "5", 0.0),
+    (r"\boxed{1024}", "2^{10}", 0.0),  # and the other way round
+    (r"\boxed{5.00}", "5", 1.0),
+    (r"\boxed{10,080}", "10080", 1.0),
+    (r"\boxed{10,\!080}", "10080", 1.0),
+    (r"\boxed{30^{\circ}}", "30", 1.0),
+    (r"\boxed{5 \text{ cm}}", "5", 1.0),
+    (r"\boxed{x = 5}", "5", 1.0),
+    (r"\boxed{\frac{10}{2}}", ["5", r"\frac{10}{2}"], 1.0),  # any acceptable answer that matches
+    (r"\boxed{4.5 \times 10^{33}}", "4.5e33", 1.0),  # e-notation is not an integer as written (README)
+])
+def test_answers_the_papers_grader_decides_by_how_they_are_written(response, reference, score):
+    assert verify_in_process(response, reference) == score
+
+
 def test_clean_answer_keeps_what_is_part_of_the_answer():
     from remix.rewards.math_reward import clean_answer
 
