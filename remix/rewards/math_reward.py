@@ -107,12 +107,13 @@ _AROUND_A_NUMBER = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\[$%!,;: ]|\\(?:
 _WRITTEN_INTEGER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.0*)?$")
 
 
-def _written_fraction(text: str) -> tuple[str, int, int, str] | None:
-    """(sign, numerator, denominator, a trailing period) of an answer written as a fraction of two integers."""
+def _written_fraction(text: str) -> tuple[str, str, str, str] | None:
+    """(sign, numerator, denominator, a trailing period) of an answer written as a fraction of two integers; the
+    integers as digits without leading zeros (not int(): a model's 5,000-digit numerator would raise)."""
     m = _FRACTION.match(re.sub(r"\s", "", clean_answer(text)))
     if m is None:
         return None
-    p, q = (int(g) for g in m.groups()[1:7] if g is not None)
+    p, q = (g.lstrip("0") or "0" for g in m.groups()[1:7] if g is not None)
     return m.group(1).replace("+", ""), p, q, m.group(8)
 
 

@@ -414,6 +414,7 @@ def test_what_the_papers_grader_reads_past_we_read_past(response, reference, sco
     (r"\boxed{x = 5}", "5", 1.0),
     (r"\boxed{\frac{10}{2}}", ["5", r"\frac{10}{2}"], 1.0),  # any acceptable answer that matches
     (r"\boxed{4.5 \times 10^{33}}", "4.5e33", 1.0),  # e-notation is not an integer as written (README)
+    ("\\boxed{\\frac{" + "1" * 6000 + "}{2}}", r"\frac{3}{2}", 0.0),  # past int()'s 4,300 digits: no error
 ])
 def test_answers_the_papers_grader_decides_by_how_they_are_written(response, reference, score):
     assert verify_in_process(response, reference) == score
