@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+from decimal import Decimal
 from typing import Literal
 
 # A bare number in e-notation ("4.5e33", as in several Minerva answers): math-verify reads the "e"
@@ -101,26 +102,41 @@ def clean_answer(text: str) -> str:
 # period), and an integer reference wants an integer written as one ("we require the given answer to be a strict
 # match": 10/2, 2^{10} or \sqrt{25} are wrong against 5; likewise an integer against a reference that is not one).
 _FRACTION = re.compile(r"^([-+]?)(?:\\[dt]?frac\{(\d+)\}\{(\d+)\}|\\[dt]?frac(\d)(\d)|(\d+)/(\d+))(\.?)$")
-# What stands around a number without making it another number: degrees, a percent or dollar sign, thin spaces,
-# units in \text{...}, braces and spaces.
-_AROUND_A_NUMBER = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\[$%!,;: ]|\\(?:text|mbox|mathrm)\{[^{}]*\}|[{}\s$]")
-_WRITTEN_INTEGER = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.0*)?$")
+# A unit in \text{...} (no digit in it: \text{ cm}^2), gone whole; then formatting that leaves a number the same
+# number: \left/\right, a formatting command (its content stays: \mathbf{5} is 5), set braces, degrees, a percent or
+# dollar sign, spacing, braces and spaces.
+_UNIT = re.compile(r"\\(?:text|mbox|mathrm)\{[^{}\d]*\}(?:\^\{?\d+\}?)?")
+_FORMATTING = re.compile(r"\\(?:left|right|displaystyle)(?![a-zA-Z])"
+                         r"|\\(?:text|textbf|textit|textrm|mathbf|mathrm|mathit|mbox|boldsymbol|bm|underline|emph)(?=\{)"
+                         r"|\^\s*\{?\s*\\circ\s*\}?|\\circ|\\[$%!,;: {}]|[{}\s$~]")
+_DECIMAL = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?$")
 
 
 def _written_fraction(text: str) -> tuple[str, str, str, str] | None:
-    """(sign, numerator, denominator, a trailing period) of an answer written as a fraction of two integers; the
-    integers as digits without leading zeros (not int(): a model's 5,000-digit numerator would raise)."""
+    """(sign, numerator, denominator, a trailing period) of an answer written as a fraction of two integers, the
+    integers as written (the paper's grader compares the text: 03/2 is not 3/2)."""
     m = _FRACTION.match(re.sub(r"\s", "", clean_answer(text)))
     if m is None:
         return None
-    p, q = (g.lstrip("0") or "0" for g in m.groups()[1:7] if g is not None)
+    p, q = (g for g in m.groups()[1:7] if g is not None)
     return m.group(1).replace("+", ""), p, q, m.group(8)
 
 
-def _written_integer(text: str) -> bool:
-    """Whether an answer is written as an integer: 1,000, 25.0, 30^\\circ, 8\\%, 5 \\text{ cm}; not 10/2, 2^{10},
-    \\sqrt{25} or 4.5e33 (for the paper's grader Python's float makes that last one an integer: an accident)."""
-    return bool(_WRITTEN_INTEGER.match(_AROUND_A_NUMBER.sub("", clean_answer(text))))
+def _written_integer(text: str) -> Decimal | None:
+    """The integer an answer is written as, else None: 1,000, 25.0, (5), \\mathbf{5}, 30^\\circ, 8\\%, 5 \\text{ cm}
+    and, as Python's float reads it for the paper's grader, 4.9999999999 (within 1e-7); not 10/2, 2^{10}, \\sqrt{25},
+    a number past float's range, or 4.5e33 (e-notation: for the paper's grader float() makes that an integer, an
+    accident we do not copy)."""
+    t = _FORMATTING.sub("", _UNIT.sub("", clean_answer(text)))
+    if len(t) > 2 and t[0] + t[-1] in ("()", "[]") and "," not in t:  # one element: the paper's grader splits tuples
+        t = t[1:-1]
+    if not _DECIMAL.match(t) or not any(c.isdigit() for c in t):  # thousands commas only: 1,2 is a list
+        return None
+    t = t.replace(",", "")
+    value = float(t)
+    if not math.isfinite(value) or abs(value - round(value)) > 1e-7:
+        return None
+    return Decimal(t).to_integral_value()  # exact past 2^53, where the float is not
 
 
 def decided_as_written(answer: str, reference: str) -> bool | None:
@@ -129,9 +145,10 @@ def decided_as_written(answer: str, reference: str) -> bool | None:
     ours, theirs = _written_fraction(answer), _written_fraction(reference)
     if ours is not None and theirs is not None:
         return ours[:3] == theirs[:3] and not ours[3]
-    if _written_integer(answer) != _written_integer(reference):
-        return False
-    return None
+    ours, theirs = _written_integer(answer), _written_integer(reference)
+    if ours is None and theirs is None:
+        return None
+    return ours == theirs  # both integers: equal or not; one of them only: wrong
 
 
 def _sci(text: str) -> str:
