@@ -1,6 +1,7 @@
 """One learner update on a fixed batch, for tests/xla/test_xla_platform.py: `python -m tests.xla.spmd_worker
 MODEL_DIR OUT.json` under PJRT_DEVICE=CPU CPU_NUM_DEVICES=4 runs it on the XLA platform's SPMD learner and writes
-the metrics and the weight update; `one_update("cpu", ...)` is the same on the CPU platform."""
+the metrics and the weight update; `one_update("cpu", ...)` is the same on the CPU platform. With a third argument
+`lora`, the same for a LoRA learner (`lora_update`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import torch
 
 from platforms import get_platform
 from remix.batching import collate
+from remix.config import LoRAConfig
 from remix.interfaces import Group
 from tests.helpers import small_config
 
@@ -61,6 +63,25 @@ def generations(platform: str, model_dir) -> tuple[list[list[int]], object]:
     return [g[0].token_ids for g in gens], rollout
 
 
+LORA_UPDATE_CONFIG = dict(UPDATE_CONFIG, lora=LoRAConfig(rank=4, alpha=8.0))
+
+
+def lora_update(platform: str, model_dir, learner=None) -> dict:
+    """One update of a LoRA learner (rank 4) with the precedent snapshotted before it: the metrics, the update of
+    the merged weights, and the three policies' log-probs of the batch afterwards."""
+    from transformers import AutoTokenizer
+
+    if learner is None:
+        learner = get_platform(platform).make_learner(model_dir, small_config(model_dir, **LORA_UPDATE_CONFIG))
+    learner.snapshot_precedent()
+    metrics, delta = one_update(platform, model_dir, learner)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    batch = fixed_batch(tokenizer, tokenizer.pad_token_id)
+    logprobs = {policy: learner.logprobs(batch, policy).cpu().tolist() for policy in ("current", "reference",
+                                                                                      "precedent")}
+    return {"metrics": metrics, "delta": delta.tolist(), "logprobs": logprobs}
+
+
 def sharding_counts(learner, module=None) -> dict[str, int]:
     """Of the parameters of `module` (the policy by default) that divide over the mesh: how many there are, how many
     are sharded, and how many of their AdamW moments are."""
@@ -76,6 +97,28 @@ def sharding_counts(learner, module=None) -> dict[str, int]:
             "sharded_moments": sum(map(sharded, moments))}
 
 
+def lora_main(model_dir: Path, out: Path) -> None:
+    """lora_update on the SPMD learner, with how its base weights, adapter and AdamW moments are sharded, and a
+    save/load of its state into a fresh learner."""
+    import torch_xla.runtime as xr
+
+    learner = get_platform("xla").make_learner(model_dir, small_config(model_dir, **LORA_UPDATE_CONFIG))
+    result = lora_update("xla", model_dir, learner)
+    adapter = [p for name, p in learner.policy.named_parameters() if "lora_" in name]
+    base = [p for name, p in learner.policy.named_parameters() if "lora_" not in name]
+    folder = out.parent / "checkpoint"
+    learner.save_state(folder)
+    resumed = get_platform("xla").make_learner(model_dir, small_config(model_dir, **LORA_UPDATE_CONFIG))
+    resumed.load_state(folder)
+    same = all(torch.equal(a.cpu(), b.cpu()) for (_, a), (_, b) in zip(learner.policy_weights(),
+                                                                      resumed.policy_weights()))
+    out.write_text(json.dumps({**result, "devices": xr.global_runtime_device_count(),
+                               "trained": sharding_counts(learner), "resumed": sharding_counts(resumed),
+                               "trainable": sum(p.requires_grad for p in learner.policy.parameters()),
+                               "adapter": len(adapter), "frozen_base": sum(not p.requires_grad for p in base),
+                               "resumed_weights_equal": same}))
+
+
 def main() -> None:
     model_dir, out = Path(sys.argv[1]), Path(sys.argv[2])
     import torch_xla.runtime as xr
@@ -83,6 +126,9 @@ def main() -> None:
     from platforms import xla
 
     assert xla.spmd(), "run with CPU_NUM_DEVICES > 1"
+    if sys.argv[3:] == ["lora"]:
+        lora_main(model_dir, out)
+        return
     import torch_xla
 
     cfg = small_config(model_dir, **UPDATE_CONFIG)

@@ -324,3 +324,31 @@ def test_spmd_update_over_four_devices_equals_one_device(tiny_model_dir, tmp_pat
         assert spmd["metrics"][key] == pytest.approx(cpu_metrics[key], rel=1e-4, abs=1e-7), key
     delta = torch.tensor(spmd["delta"])
     torch.testing.assert_close(delta, cpu_delta, atol=1e-6, rtol=1e-3)
+
+
+def test_spmd_lora_update_over_four_devices_equals_the_cpu_platforms(tiny_model_dir, tmp_path):
+    """--lora.rank with SPMD over 4 XLA CPU devices (another process): one update with the precedent snapshotted
+    against the CPU platform's LoRA update of the same batch; the frozen base weights sharded like the adapter (the
+    base is most of the memory LoRA leaves), AdamW's moments for the adapter only, sharded; a save/load restores the
+    weights and the shardings."""
+    pytest.importorskip("peft")
+    from tests.xla.spmd_worker import lora_update
+
+    out = tmp_path / "spmd_lora.json"
+    env = {**os.environ, "PJRT_DEVICE": "CPU", "CPU_NUM_DEVICES": "4"}
+    proc = subprocess.run([sys.executable, "-m", "tests.xla.spmd_worker", str(tiny_model_dir), str(out), "lora"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    spmd = json.loads(out.read_text())
+    trained = spmd["trained"]
+    assert spmd["devices"] == 4 and spmd["trainable"] == spmd["adapter"] > 0 and spmd["frozen_base"] > 0
+    assert trained["sharded"] == trained["shardable"] > spmd["adapter"]  # base and adapter alike
+    assert 0 < trained["sharded_moments"] == trained["moments"] <= 2 * spmd["adapter"]
+    assert spmd["resumed_weights_equal"] and spmd["resumed"] == trained
+    cpu = lora_update("cpu", tiny_model_dir)
+    for key in ("loss/policy", "grad_norm", "kl/ref"):
+        assert spmd["metrics"][key] == pytest.approx(cpu["metrics"][key], rel=1e-4, abs=1e-7), key
+    torch.testing.assert_close(torch.tensor(spmd["delta"]), torch.tensor(cpu["delta"]), atol=1e-6, rtol=1e-3)
+    for policy in ("current", "reference", "precedent"):
+        torch.testing.assert_close(torch.tensor(spmd["logprobs"][policy]), torch.tensor(cpu["logprobs"][policy]),
+                                   atol=1e-4, rtol=0, msg=policy)
