@@ -56,6 +56,7 @@ def extract_answer(response: str) -> str | None:
 
 
 _INTEGER_AND_PERIOD = re.compile(r"^[-+]?\d+\.$")
+_MIXED_NUMBER = re.compile(r"^([-+]?)(\d+)\s+(\d+)\s*/\s*(\d+)$")
 
 
 def _closes_at_end(text: str, open_at: int) -> bool:
@@ -76,9 +77,10 @@ def clean_answer(text: str) -> str:
     """What the paper's grader (DeepScaleR's: Hendrycks' MATH normalisation, then sympy) deliberately reads past in a
     final answer, on both sides: `$...$` around it, an enclosing \\text{...} (\\boxed{\\text{025}} is 025), a short
     name before `=` (`x = 5` is 5: "get rid of e.g. 'k = ' at the beginning"), the period after an integer
-    (\\boxed{204.}: Python's float reads it) and a trailing percent sign (\\boxed{-4\\%} against -4). Other trailing
-    periods stay (the paper's sympy accepts some and rejects others by accident; README says why we keep math-verify's
-    reading). eval/grader_agreement.py measures the agreement."""
+    (\\boxed{204.}: Python's float reads it), a trailing percent sign (\\boxed{-4\\%} against -4), and it reads a
+    mixed number written with a space as one (1 1/2 is 1+1/2: "make a mixed number evalable"; math-verify reads 1).
+    Other trailing periods stay (the paper's sympy accepts some and rejects others by accident; README says why we
+    keep math-verify's reading). eval/grader_agreement.py measures the agreement."""
     text = text.strip()
     if len(text) > 1 and text[0] == text[-1] == "$":
         text = text[1:-1].strip()
@@ -93,6 +95,8 @@ def clean_answer(text: str) -> str:
         text = text[:-2].rstrip()
     elif text.endswith("%"):
         text = text[:-1].rstrip()
+    if m := _MIXED_NUMBER.match(text):
+        text = f"{m[1]}({m[2]}+{m[3]}/{m[4]})"
     return text
 
 
@@ -101,25 +105,57 @@ def clean_answer(text: str) -> str:
 # fractions aren't reduced, then shouldn't be marked as correct": 6/4 is wrong against 3/2, and so is 3/2 followed by a
 # period), and an integer reference wants an integer written as one ("we require the given answer to be a strict
 # match": 10/2, 2^{10} or \sqrt{25} are wrong against 5; likewise an integer against a reference that is not one).
+# Where we cannot tell how an answer is written (formatting we do not know), the values decide, as before.
 _FRACTION = re.compile(r"^([-+]?)(?:\\[dt]?frac\{(\d+)\}\{(\d+)\}|\\[dt]?frac(\d)(\d)|(\d+)/(\d+))(\.?)$")
-# A unit in \text{...} (no digit in it: \text{ cm}^2), gone whole; then formatting that leaves a number the same
-# number: \left/\right, a formatting command (its content stays: \mathbf{5} is 5), set braces, degrees, a percent or
-# dollar sign, spacing, braces and spaces.
-_UNIT = re.compile(r"\\(?:text|mbox|mathrm)\{[^{}\d]*\}(?:\^\{?\d+\}?)?")
+# A unit in \text{...} at the end (no digit in it: 5 \text{ cm}^2), gone whole; not i, j or e (5\mathrm{i} is not 5).
+_UNIT = re.compile(r"\\(?:text|mbox|mathrm|textrm)\{(?!\s*[ije]\s*\})[^{}\d]*\}(?:\^\{?\d+\}?)?$")
+# Formatting that leaves a number the same number: \left/\right, a formatting command (its content stays: \mathbf{5}
+# is 5), degrees, an escaped percent, dollar or brace, braces and dollars.
 _FORMATTING = re.compile(r"\\(?:left|right|displaystyle)(?![a-zA-Z])"
                          r"|\\(?:text|textbf|textit|textrm|mathbf|mathrm|mathit|mbox|boldsymbol|bm|underline|emph)(?=\{)"
-                         r"|\^\s*\{?\s*\\circ\s*\}?|\\circ|\\[$%!,;: {}]|[{}\s$~]")
+                         r"|\^\s*\{?\s*\\circ\s*\}?|\\circ|\\[$%{}]|[{}$]")
+_SPACING = re.compile(r"(?:\\[,;:! ]|\\q?quad(?![a-zA-Z])|~|\s)+")
 _DECIMAL = re.compile(r"^[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)?(?:\.\d*)?$")
+# What makes an answer an expression rather than a number: 10/2, 2^{10}, \sqrt{25}, 5\cdot 1, 5!, 3+2, 5i.
+_OPERATION = re.compile(r"\\[dt]?frac|\\sqrt|\\cdot|\\times|\\div|\\pm|\\mp|\\binom|\\choose|[/^*!+-]"
+                        r"|\d[a-zA-Z](?![a-zA-Z])")
+_E_NUMBER = re.compile(r"^[-+]?(?:\d+\.?\d*|\.\d+)[eE][-+]?\d+$")  # 1e-9: a number, its minus sign no operation
+
+
+def _without_spacing(text: str) -> str | None:
+    """`text` without its spacing; None where spacing stands between two numbers (1 1/2, 2\\,3) rather than as a
+    thousands separator (1\\,000, 1 000: three digits follow)."""
+    out, last = [], 0
+    for m in _SPACING.finditer(text):
+        before, after = text[:m.start()], text[m.end():]
+        if before[-1:].isdigit() and after[:1].isdigit() and not re.match(r"\d{3}(?!\d)", after):
+            return None
+        out.append(text[last:m.start()])
+        last = m.end()
+    return "".join(out) + text[last:]
 
 
 def _written_fraction(text: str) -> tuple[str, str, str, str] | None:
     """(sign, numerator, denominator, a trailing period) of an answer written as a fraction of two integers, the
     integers as written (the paper's grader compares the text: 03/2 is not 3/2)."""
-    m = _FRACTION.match(re.sub(r"\s", "", clean_answer(text)))
+    t = _without_spacing(clean_answer(text))
+    m = _FRACTION.match(t) if t is not None else None
     if m is None:
         return None
     p, q = (g for g in m.groups()[1:7] if g is not None)
     return m.group(1).replace("+", ""), p, q, m.group(8)
+
+
+def _number_text(text: str) -> str | None:
+    """The answer with its unit, formatting and spacing removed; None for a list ("81, 256": thousands commas are
+    written 81,256 or 81,\\!256) or two numbers side by side."""
+    t = _UNIT.sub("", clean_answer(text)).strip()
+    if re.search(r",\s", t):
+        return None
+    t = _without_spacing(_FORMATTING.sub("", t))
+    if t is not None and len(t) > 2 and t[0] + t[-1] in ("()", "[]") and "," not in t:  # one element, as the
+        t = t[1:-1]  # paper's grader splits tuples
+    return t
 
 
 def _written_integer(text: str) -> Decimal | None:
@@ -127,10 +163,8 @@ def _written_integer(text: str) -> Decimal | None:
     and, as Python's float reads it for the paper's grader, 4.9999999999 (within 1e-7); not 10/2, 2^{10}, \\sqrt{25},
     a number past float's range, or 4.5e33 (e-notation: for the paper's grader float() makes that an integer, an
     accident we do not copy)."""
-    t = _FORMATTING.sub("", _UNIT.sub("", clean_answer(text)))
-    if len(t) > 2 and t[0] + t[-1] in ("()", "[]") and "," not in t:  # one element: the paper's grader splits tuples
-        t = t[1:-1]
-    if not _DECIMAL.match(t) or not any(c.isdigit() for c in t):  # thousands commas only: 1,2 is a list
+    t = _number_text(text)
+    if t is None or not _DECIMAL.match(t) or not any(c.isdigit() for c in t):
         return None
     t = t.replace(",", "")
     value = float(t)
@@ -139,16 +173,24 @@ def _written_integer(text: str) -> Decimal | None:
     return Decimal(t).to_integral_value()  # exact past 2^53, where the float is not
 
 
+def _unevaluated(text: str) -> bool:
+    """Whether an answer is written as an operation on numbers (10/2, 2^{10}, \\sqrt{25}), not as a number."""
+    t = _number_text(text)
+    return t is not None and not _E_NUMBER.match(t) and bool(_OPERATION.search(t.lstrip("+-")))
+
+
 def decided_as_written(answer: str, reference: str) -> bool | None:
     """The paper's verdict where it depends on how the two are written (see above): True or False, else None (the
     values decide)."""
     ours, theirs = _written_fraction(answer), _written_fraction(reference)
     if ours is not None and theirs is not None:
-        return ours[:3] == theirs[:3] and not ours[3]
+        return ours == theirs
     ours, theirs = _written_integer(answer), _written_integer(reference)
-    if ours is None and theirs is None:
-        return None
-    return ours == theirs  # both integers: equal or not; one of them only: wrong
+    if ours is not None and theirs is not None:
+        return ours == theirs
+    if (ours is not None and _unevaluated(reference)) or (theirs is not None and _unevaluated(answer)):
+        return False
+    return None
 
 
 def _sci(text: str) -> str:

@@ -174,7 +174,8 @@ def test_hostile_input_returns_within_deadline(pool, name):
     start = time.monotonic()
     report = pool.grade([_hostile_inputs()[name]], ["1"])
     elapsed = time.monotonic() - start
-    assert report.scores == [0.0]
+    # 5,000 braces around 1 are 1, read as an integer before math-verify (which would blow the C stack)
+    assert report.scores == [1.0 if name == "deep_nesting" else 0.0]
     assert all(age >= DEADLINE_S for age in report.killed_after_s)  # a timeout came from the deadline
     assert elapsed < HANG_S, f"{name} took {elapsed:.1f}s: the deadline did not act"  # hang detector
     # the pool still grades correctly afterwards
@@ -421,7 +422,7 @@ def test_answers_the_papers_grader_decides_by_how_they_are_written(response, ref
 
 
 # Integers and fractions in the ways a model writes them, with the verdict of the paper's grader on each (computed
-# 2026-12-06 with eval.grader_agreement.paper_verdict, commit 95f7396 of their repository), except the four
+# 2026-12-06 with eval.grader_agreement.paper_verdict, commit 95f7396 of their repository), except the 8
 # differences kept on purpose, which carry our verdict and say why (eval/data/README.md).
 WRITTEN_FORMS = [
     ('5', '5', 1),
@@ -453,7 +454,7 @@ WRITTEN_FORMS = [
     ('\\text{5}', '5', 1),
     ('5 \\text{ units}', '5', 1),
     ('five', '5', 0),
-    ('5e0', '5', 0),  # paper 1: e-notation is not an integer as written
+    ('5e0', '5', 1),
     ('4.9999999999', '5', 1),
     ('\\displaystyle 5', '5', 1),
     ('5\\;', '5', 1),
@@ -464,8 +465,8 @@ WRITTEN_FORMS = [
     ('\\mathrm{5}', '5', 1),
     ('\\boldsymbol{5}', '5', 1),
     ('5\\text{ m}^2', '5', 1),
-    ('\\text{5 cm}', '5', 0),  # paper 1: a unit inside the enclosing \text{}
-    ('5 \\text{m}', '5', 1),  # paper 0: units outside the paper's list (cm yes, m no)
+    ('\\text{5 cm}', '5', 1),
+    ('5 \\text{m}', '5', 1),  # paper 0: a unit outside the paper's list (cm yes, m no)
     ('(5, 6)', '5', 0),
     ('5!', '5', 0),
     ('-5', '5', 0),
@@ -539,6 +540,29 @@ WRITTEN_FORMS = [
     ('25', '025', 1),
     ('\\frac{1}{2}', '0.5', 1),
     ('0.5', '\\frac{1}{2}', 1),
+    ('1 1/2', '\\frac{3}{2}', 1),
+    ('1 1/2', '1', 0),
+    ('5 1/2', '\\frac{11}{2}', 1),
+    ('81256', '81, 256', 0),  # paper 1: a list, not 81,256 (the paper's float reads the comma as a thousands separator)
+    ('256, 81', '81, 256', 1),  # paper 0: the same list in another order (math-verify compares the elements)
+    ('60120', '60^\\circ, 120^\\circ', 0),  # paper 1: a list, not 60,120
+    ('2\\text{ and }3', '23', 0),
+    ('2\\text{ and }3', '2, 3', 1),
+    ('\\text{-}5', '5', 0),
+    ('2\\,3', '23', 0),
+    ('1\\,000', '1000', 1),  # paper 0: a thin space as a thousands separator
+    ('3/2.', '3/2.', 1),
+    ('5\\quad', '5', 1),
+    ('\\boxed{5}', '5', 1),
+    ('{\\bf 5}', '5', 1),
+    ('1e-9', '0', 0),  # paper 1: 1e-9 is not 0 (the paper's float is within 1e-7 of an integer)
+    ('1e3', '1000', 1),
+    ('12345678901234567891', '12345678901234567890', 0),  # paper 1: float rounds both alike
+    ('5\\pm 0', '5', 0),
+    ('(100, 200)', '100, 200', 1),
+    ('6810', '6, 8\\text{, and }10', 0),
+    ('5 \\text{ cm}^2', '5', 1),
+    ('5\\mathrm{i}', '5', 0),
 ]
 
 
