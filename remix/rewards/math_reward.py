@@ -153,8 +153,9 @@ def _number_text(text: str) -> str | None:
     if re.search(r",\s", t):
         return None
     t = _without_spacing(_FORMATTING.sub("", t))
-    if t is not None and len(t) > 2 and t[0] + t[-1] in ("()", "[]") and "," not in t:  # one element, as the
-        t = t[1:-1]  # paper's grader splits tuples
+    # (5) is one element: the paper's grader splits tuples and intervals into their elements
+    if t is not None and len(t) > 2 and t[0] + t[-1] in ("()", "[]") and "," not in t:
+        t = t[1:-1]
     return t
 
 
