@@ -24,6 +24,7 @@ from typing import Annotated, Literal
 from remix.reflection import reflects
 from remix.rewards import GraderPool
 from remix.prompts import DEFAULT_TEMPLATE, PromptConfig
+from remix.provenance import code_version
 from remix.validation import ConfigError, Limit, parse_cli, require
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -310,6 +311,7 @@ def main(cfg: SuiteConfig) -> dict:
         "max_new_tokens": None if responses is not None else cfg.max_new_tokens,
         "limit": None if responses is not None else cfg.limit,
         "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "code": code_version(),  # the grader's rules change with the code: two commits' numbers may differ
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")

@@ -15,8 +15,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from remix import distributed as dist
 from remix.checkpoint import (
     checkpoint_step,
@@ -27,6 +25,7 @@ from remix.checkpoint import (
     why_not_resumable,
 )
 from remix.config import TrainConfig
+from remix.provenance import code_version
 from remix.schedule import keeps_precedent
 from remix.tracking import read_metrics
 
@@ -87,18 +86,7 @@ def provenance(run_dir: Path, saved: dict[str, Any] | None = None, fork: Path | 
     """Where and with what a run was made: config.json's "provenance" (not part of the config: never a
     conflict on resume). A resumed run keeps its start and adds the time of each resume; a forked run names
     the checkpoint it started from (and that run's commit)."""
-    import platform as host
-    from importlib import metadata
-
-    import transformers
-
-    root = Path(__file__).resolve().parents[1]
-    commit = _git(root, "rev-parse", "HEAD")
     now = dt.datetime.now().isoformat(timespec="seconds")
-    try:
-        remix_version = metadata.version("remix-rft")
-    except metadata.PackageNotFoundError:
-        remix_version = "not installed"
     before = (saved or {}).get("provenance", {})
     forked_from = before.get("forked_from")
     if fork is not None:
@@ -109,23 +97,10 @@ def provenance(run_dir: Path, saved: dict[str, Any] | None = None, fork: Path | 
         "run_dir": str(run_dir.absolute()),
         "started": before.get("started", now),
         "resumed": [*before.get("resumed", []), now] if saved is not None else [],
-        "git_commit": commit,
-        "git_dirty": None if commit is None else bool(_git(root, "status", "--porcelain", "--untracked-files=no")),
+        **code_version(),
         "processes": dist.world_size(),
-        "versions": {"python": host.python_version(), "torch": torch.__version__,
-                     "transformers": transformers.__version__, "remix": remix_version},
         **({"forked_from": forked_from} if forked_from else {}),
     }
-
-
-def _git(root: Path, *args: str) -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout (an installed package)
-        return None
-    return out.stdout.strip()
 
 
 def write_config(run_dir: Path, cfg: TrainConfig, saved: dict[str, Any] | None, fork: Path | None = None) -> None:

@@ -36,7 +36,8 @@ def test_onpolicy_run_writes_model_metrics_plot_and_summary(tiny_model_dir, tmp_
     prov = saved["provenance"]
     assert prov["run_dir"] == str(out.absolute()) and prov["started"] and prov["resumed"] == []
     assert prov["git_commit"] is None or len(prov["git_commit"]) == 40
-    assert set(prov["versions"]) == {"python", "torch", "transformers", "remix"} and prov["processes"] == 1
+    assert set(prov["versions"]) == {"python", "torch", "transformers", "math-verify", "remix"}
+    assert prov["processes"] == 1
     assert not undocumented_metrics(set().union(*records))  # every name a run writes is in docs/metrics.md
     stamps = [r["time/unix"] for r in records]
     assert stamps == sorted(stamps) and stamps[-1] - stamps[0] < 3600

@@ -218,6 +218,9 @@ def test_model_mode_with_fake_rollout(tmp_path, monkeypatch):
     }
     assert results["model"] == "fake" and results["samples"] == 2 and results["temperature"] == 0.7
     assert results["grading"] == "boxed"  # the paper's rule, recorded with the numbers it produced
+    code = results["code"]  # the code that graded: the grader's rules change with it
+    assert code["git_commit"] is None or len(code["git_commit"]) == 40
+    assert code["versions"]["math-verify"][0].isdigit()
     assert [n for n, _ in rollout.calls] == [2, 2, 1]
     assert all(p.n == 2 and p.temperature == 0.7 and p.max_new_tokens == 16 for _, p in rollout.calls)
     gens = (tmp_path / "out" / "generations.jsonl").read_text().splitlines()
