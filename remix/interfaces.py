@@ -146,6 +146,15 @@ class Learner(ABC):
         tensors under peft's names). Collective under several processes."""
         raise NotImplementedError("policy_adapter: this learner trains no LoRA adapter (--lora.rank 0)")
 
+    def device_rng_state(self) -> Any:
+        """Optional: the state of the random generator of this process's device where the learner draws from it
+        (LoRA dropout's masks on a GPU), saved in this process's checkpoint; None where it draws from the CPU's
+        generator, which the trainer saves, or seeds its draws itself."""
+        return None
+
+    def set_device_rng_state(self, state: Any) -> None:  # noqa: B027 (optional: nothing to restore by default)
+        """Restores what `device_rng_state` returned."""
+
     @abstractmethod
     def snapshot_precedent(self) -> None:
         """Makes the current weights the precedent policy pi_prev used from the next step on."""

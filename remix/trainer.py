@@ -254,8 +254,8 @@ class Trainer:
             "step": self.step, "rollouts": self.rollouts, "reincarnated_at": self.reincarnated_at,
             "consecutive_skips": self.consecutive_skips, "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(), "rollout": self.rollout.state_dict(),
-            # the learner's own draws on a GPU (LoRA dropout's masks): this process's device's generator
-            **({"cuda_rng": torch.cuda.get_rng_state()} if torch.cuda.is_initialized() else {}),
+            # the learner's own draws on a GPU or TPU (LoRA dropout's masks): this process's device's generator
+            "device_rng": self.learner.device_rng_state(),
             "data": self.train.state_dict(), "buffer": self.buffer.state_dict(),
         }
 
@@ -264,13 +264,14 @@ class Trainer:
         self.reincarnated_at = state["reincarnated_at"]
         self.consecutive_skips = int(state["consecutive_skips"])
         self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if "cuda_rng" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state(state["cuda_rng"])
         self.rollout.load_state_dict(state["rollout"])
         self.train.load_state_dict(state["data"])
         self.buffer.load_state_dict(state["buffer"])
         self._sync_policy()  # the engine samples from the restored policy
+        # last: the sync runs XLA graphs, and each graph XLA runs advances its device's seed; the saved state was
+        # taken after the uninterrupted run's own sync
+        torch.set_rng_state(state["torch_rng"])
+        self.learner.set_device_rng_state(state.get("device_rng"))
 
     def _sync_policy(self) -> None:
         """The learner's policy to the rollout engine: merged weights, or with --lora.sync adapter the LoRA adapter

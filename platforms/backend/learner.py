@@ -80,6 +80,7 @@ class TorchLearner(LearnerCheckpoints, Learner):
     def __init__(self, model_dir: str | Path, cfg: TrainConfig, plan: ParallelPlan, platform: str = "cpu") -> None:
         self.cfg, self.plan, self.platform = cfg, plan, platform
         self.model_dir = Path(model_dir)
+        self.updates = 0  # policy updates made (saved): XLA seeds each update's dropout masks with it
         lm = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, attn_implementation=plan.attention)
         self._aliases = _tied_aliases(lm)
         self.lora = cfg.lora.rank > 0
@@ -190,6 +191,9 @@ class TorchLearner(LearnerCheckpoints, Learner):
         cfg = self.cfg
         dist.same_on_every_rank(len(batch), "the mini-batch size")
         drop = self.lora and cfg.lora.dropout > 0  # adapter dropout, in these gradient passes only
+        if drop:
+            self.plan.seed_update_rng(cfg.seed, self.updates)
+        self.updates += 1
         counts = dist.sum_floats({"tokens": float(batch.response_mask.sum()), "seqs": float(len(batch))})
         global_tokens, global_seqs = counts["tokens"], counts["seqs"]
 
@@ -279,6 +283,12 @@ class TorchLearner(LearnerCheckpoints, Learner):
             raise NotImplementedError("policy_adapter: this learner trains no LoRA adapter (--lora.rank 0)")
         # whole tensors (gathered where FSDP2 shards them; every rank takes part), on the learner's device
         return lora.peft_format(self.policy.lm, dict(lora.whole_adapter(self.policy.lm)))
+
+    def device_rng_state(self) -> torch.Tensor | None:
+        return self.plan.device_rng_state()
+
+    def set_device_rng_state(self, state: torch.Tensor | None) -> None:
+        self.plan.set_device_rng_state(state)
 
     def snapshot_precedent(self) -> None:
         self._check_precedent_kept()

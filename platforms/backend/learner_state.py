@@ -115,7 +115,7 @@ class LearnerCheckpoints:
             else:
                 save_hf_model(full, self.model_dir, folder / "model")
             meta = {"reference_is_base": self.reference_is_base, "fresh_optimizers": fresh,
-                    "lora_rank": self.cfg.lora.rank, "base_model": str(self.model_dir)}
+                    "lora_rank": self.cfg.lora.rank, "base_model": str(self.model_dir), "updates": self.updates}
             (folder / "learner.json").write_text(json.dumps(meta) + "\n")
         del full
         with _single_process_dcp():
@@ -137,6 +137,7 @@ class LearnerCheckpoints:
                 weights.setdefault(alias, weights[name])
             self._load_module(self.policy, {f"lm.{k}": v for k, v in weights.items()}, full=True)
         self.reference_is_base, fresh = meta["reference_is_base"], meta["fresh_optimizers"]
+        self.updates = meta.get("updates", 0)
         if self.lora and not self.reference_is_base:  # filled in by the load below
             self.reference_adapter = lora.copy_adapter(self.policy)
         self.reset_optimizer()  # fresh optimizers stay fresh; the others are filled in below

@@ -73,6 +73,26 @@ class ParallelPlan:
             self.static.shard_batch(batch)
         return batch
 
+    def seed_update_rng(self, seed: int, update: int) -> None:
+        """XLA: seeds the device's generator for the `update`-th update's draws (LoRA dropout's masks). XLA advances
+        its seed at every graph it runs, so the masks of a stream seeded once would depend on how many graphs ran
+        before (compilations included), which a resumed process does not repeat; seeded per update, they are a
+        function of --seed and the update's number alone. Elsewhere nothing: the CPU's and CUDA's generators are
+        streams that the trainer's checkpoint keeps (`device_rng_state`)."""
+        if self.device.type == "xla":
+            import torch_xla.core.xla_model as xm
+
+            xm.set_rng_state(seed * 1_000_003 + update, str(self.device))
+
+    def device_rng_state(self) -> torch.Tensor | None:
+        """CUDA: the state of this process's device's generator, for its checkpoint; None elsewhere (the CPU's the
+        trainer saves itself, XLA's is seeded per update)."""
+        return torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+
+    def set_device_rng_state(self, state: torch.Tensor | None) -> None:
+        if state is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state, self.device)
+
     @property
     def spmd(self) -> bool:
         """Whether parameters are sharded over an XLA SPMD mesh (then loads go through `static`, tensor by tensor)."""

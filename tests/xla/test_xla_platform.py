@@ -290,6 +290,36 @@ def test_checkpoint_and_resume_on_xla(tiny_model_dir, tmp_path):
         torch.testing.assert_close(t.cpu(), a[name].cpu(), atol=1e-6, rtol=0)
 
 
+def test_lora_dropout_resumes_exactly_on_xla(tiny_model_dir, tmp_path):
+    """LoRA dropout's masks come from the XLA device's generator, which torch.manual_seed leaves alone and XLA
+    advances at every graph it runs: seeded per update from --seed and the update's number, a resumed run draws the
+    masks the straight run drew, whatever ran in the process before (run after other tests too)."""
+    pytest.importorskip("peft")
+    from remix.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
+    from remix.config import LoRAConfig
+
+    cfg = _config(tiny_model_dir, steps=4, lora=LoRAConfig(rank=4, alpha=8.0, dropout=0.5))
+    straight = _trainer("xla", tiny_model_dir, cfg)
+    for _ in range(3):
+        straight.train_step()
+    first = _trainer("xla", tiny_model_dir, cfg)
+    for _ in range(2):
+        first.train_step()
+    save_checkpoint(first, tmp_path)
+    first.train_step()  # the same step as the straight run's third, from the same masks
+    resumed = _trainer("xla", tiny_model_dir, cfg)
+    load_checkpoint(resumed, list_checkpoints(tmp_path)[-1])
+    resumed.train_step()
+    def adapter(trainer) -> dict[str, torch.Tensor]:  # B is all an update moves at first: compared, not merged
+        return {n: p.detach().cpu() for n, p in trainer.learner.policy.named_parameters() if ".lora_" in n}
+
+    want = adapter(straight)
+    assert any(t.abs().sum() > 0 for n, t in want.items() if ".lora_B." in n)
+    for trainer in (first, resumed):
+        for name, t in adapter(trainer).items():
+            torch.testing.assert_close(t, want[name], atol=1e-9, rtol=1e-5, msg=name)
+
+
 def test_spmd_update_over_four_devices_equals_one_device(tiny_model_dir, tmp_path):
     """One update of the FSDP-style SPMD learner over 4 XLA CPU devices (another process: the device count is
     fixed at start) against the CPU platform's update of the same batch and weights; the shardings of its
