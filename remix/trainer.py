@@ -254,7 +254,7 @@ class Trainer:
             "step": self.step, "rollouts": self.rollouts, "reincarnated_at": self.reincarnated_at,
             "consecutive_skips": self.consecutive_skips, "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(), "rollout": self.rollout.state_dict(),
-            # the learner's own draws on a GPU or TPU (LoRA dropout's masks): this process's device's generator
+            # the learner's own draws on a GPU (LoRA dropout's masks): this process's device's generator
             "device_rng": self.learner.device_rng_state(),
             "data": self.train.state_dict(), "buffer": self.buffer.state_dict(),
         }
@@ -268,8 +268,8 @@ class Trainer:
         self.train.load_state_dict(state["data"])
         self.buffer.load_state_dict(state["buffer"])
         self._sync_policy()  # the engine samples from the restored policy
-        # last: the sync runs XLA graphs, and each graph XLA runs advances its device's seed; the saved state was
-        # taken after the uninterrupted run's own sync
+        # last: the saved generators were taken after the uninterrupted run's own sync, so nothing this sync does
+        # may move them (on XLA it runs graphs, and each graph XLA runs advances the device's seed)
         torch.set_rng_state(state["torch_rng"])
         self.learner.set_device_rng_state(state.get("device_rng"))
 
