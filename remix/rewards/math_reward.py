@@ -135,6 +135,7 @@ def _without_spacing(text: str) -> str | None:
     return "".join(out) + text[last:]
 
 
+@functools.lru_cache(maxsize=4096)  # references recur in every grade; each answer is read twice
 def _written_fraction(text: str) -> tuple[str, str, str, str] | None:
     """(sign, numerator, denominator, a trailing period) of an answer written as a fraction of two integers, the
     integers as written (the paper's grader compares the text: 03/2 is not 3/2)."""
@@ -146,6 +147,7 @@ def _written_fraction(text: str) -> tuple[str, str, str, str] | None:
     return m.group(1).replace("+", ""), p, q, m.group(8)
 
 
+@functools.lru_cache(maxsize=4096)  # references recur in every grade; each answer is read twice
 def _number_text(text: str) -> str | None:
     """The answer with its unit, formatting and spacing removed; None for a list ("81, 256": thousands commas are
     written 81,256 or 81,\\!256) or two numbers side by side."""
