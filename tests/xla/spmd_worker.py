@@ -97,6 +97,16 @@ def sharding_counts(learner, module=None) -> dict[str, int]:
             "sharded_moments": sum(map(sharded, moments))}
 
 
+def saved_and_loaded(learner, model_dir, cfg, folder: Path):
+    """A fresh XLA learner loaded from `learner`'s checkpoint in `folder`, and whether its weights are the same."""
+    learner.save_state(folder)
+    resumed = get_platform("xla").make_learner(model_dir, cfg)
+    resumed.load_state(folder)
+    same = all(torch.equal(a.cpu(), b.cpu()) for (_, a), (_, b) in zip(learner.policy_weights(),
+                                                                      resumed.policy_weights()))
+    return resumed, same
+
+
 def lora_main(model_dir: Path, out: Path) -> None:
     """lora_update on the SPMD learner, with how its base weights, adapter and AdamW moments are sharded, and a
     save/load of its state into a fresh learner."""
@@ -106,12 +116,8 @@ def lora_main(model_dir: Path, out: Path) -> None:
     result = lora_update("xla", model_dir, learner)
     adapter = [p for name, p in learner.policy.named_parameters() if "lora_" in name]
     base = [p for name, p in learner.policy.named_parameters() if "lora_" not in name]
-    folder = out.parent / "checkpoint"
-    learner.save_state(folder)
-    resumed = get_platform("xla").make_learner(model_dir, small_config(model_dir, **LORA_UPDATE_CONFIG))
-    resumed.load_state(folder)
-    same = all(torch.equal(a.cpu(), b.cpu()) for (_, a), (_, b) in zip(learner.policy_weights(),
-                                                                      resumed.policy_weights()))
+    resumed, same = saved_and_loaded(learner, model_dir, small_config(model_dir, **LORA_UPDATE_CONFIG),
+                                     out.parent / "checkpoint")
     out.write_text(json.dumps({**result, "devices": xr.global_runtime_device_count(),
                                "trained": sharding_counts(learner), "resumed": sharding_counts(resumed),
                                "trainable": sum(p.requires_grad for p in learner.policy.parameters()),
@@ -146,12 +152,7 @@ def main() -> None:
     set_model_state_dict(learner.precedent, get_model_state_dict(learner.policy))
     precedent = sharding_counts(learner, learner.precedent)
     # a checkpoint of the updated learner, loaded into a fresh one: the same weights, sharded as before
-    folder = out.parent / "checkpoint"
-    learner.save_state(folder)
-    resumed = get_platform("xla").make_learner(model_dir, cfg)
-    resumed.load_state(folder)
-    same = all(torch.equal(a.cpu(), b.cpu()) for (_, a), (_, b) in zip(learner.policy_weights(),
-                                                                      resumed.policy_weights()))
+    resumed, same = saved_and_loaded(learner, model_dir, cfg, out.parent / "checkpoint")
     from platforms.backend.kv_cache import cache_tensors
 
     tokens, rollout = generations("xla", model_dir)
